@@ -3,19 +3,27 @@
 # load, into gpu-bundle/ (git-ignored) with a runner, for the GPU machine (see docs/BENCHMARKS.md,
 # "Running on the GPU machine"). The GPU machine has CUDA and NCCL but no gRPC/RocksDB/Abseil.
 #
-#   scripts/gpu-bundle.sh            # configure (CUDA ON, sm_90) into build-gpu/, build, bundle
+#   scripts/gpu-bundle.sh [TARGET...]  # configure (CUDA ON, sm_90) into build-gpu/, build the
+#                                      # named GPU targets (default: all), bundle them
+#   KVTIER_GPU_BUILD_DIR / KVTIER_BUNDLE_DIR choose other folders (both must be git-ignored:
+#   build*/ and gpu-bundle*/ are), so several people can bundle side by side.
 #   then, on the GPU machine:  gpu-bundle/run.sh tests            # every GPU test, logs to $OUT
 #                              gpu-bundle/run.sh exec gpu_ceilings --json $OUT/ceilings.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${KVTIER_GPU_BUILD_DIR:-build-gpu}
-BUNDLE=gpu-bundle
+BUNDLE=${KVTIER_BUNDLE_DIR:-gpu-bundle}
+TARGETS=("$@")
 
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DKVTIER_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES="${KVTIER_CUDA_ARCHS:-90}"
 fi
-cmake --build "$BUILD_DIR" -j "${KVTIER_JOBS:-$(nproc)}"
+if [ ${#TARGETS[@]} -gt 0 ]; then
+  cmake --build "$BUILD_DIR" -j "${KVTIER_JOBS:-$(nproc)}" --target "${TARGETS[@]}"
+else
+  cmake --build "$BUILD_DIR" -j "${KVTIER_JOBS:-$(nproc)}"
+fi
 
 manifest="$BUILD_DIR/gpu-binaries.txt"
 [ -s "$manifest" ] || { echo "gpu-bundle: $manifest is empty (built without CUDA?)" >&2; exit 1; }
@@ -26,6 +34,7 @@ mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
 system_lib='^(linux-vdso|ld-linux|libc\.|libm\.|libstdc\+\+|libgcc_s|libpthread|libdl|librt|libcuda\.|libnccl)'
 while read -r bin; do
   [ -n "$bin" ] || continue
+  if [ ${#TARGETS[@]} -gt 0 ] && [[ ! " ${TARGETS[*]} " == *" $(basename "$bin") "* ]]; then continue; fi
   cp "$bin" "$BUNDLE/bin/"
   ldd "$bin" | awk '/=> \// {print $1, $3}' | while read -r name path; do
     if ! [[ "$name" =~ $system_lib ]]; then cp -nL "$path" "$BUNDLE/lib/" 2>/dev/null || true; fi

@@ -1,0 +1,1 @@
+# Sources of kernels/src/turboquant (target_sources on kvtier_kernels).

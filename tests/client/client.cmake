@@ -1,0 +1,1 @@
+# Tests for client/client (kvtier_add_test).

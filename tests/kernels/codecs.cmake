@@ -1,0 +1,1 @@
+# Tests for kernels/codecs (kvtier_add_test).

@@ -1,0 +1,1 @@
+# Tests for kernels/latent (kvtier_add_test).

@@ -1,0 +1,1 @@
+# Tests for kernels/paged (kvtier_add_test).

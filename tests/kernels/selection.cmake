@@ -1,0 +1,1 @@
+# Tests for kernels/selection (kvtier_add_test).

@@ -1,0 +1,1 @@
+# Tests for kernels/turboquant (kvtier_add_test).

@@ -1,0 +1,1 @@
+# Tests for service/service (kvtier_add_test).

@@ -1,0 +1,1 @@
+# Tests for storage/storage (kvtier_add_test).
