@@ -1,0 +1,11 @@
+// Paged copies in a build without CUDA: device buffers cannot exist, so say so clearly.
+#include "paged/paged_plan.h"
+
+namespace kvtier::kernels::internal {
+
+absl::Status PagedCopyDevice(const PagedCopyPlan&, PagedDirection) {
+  return absl::UnimplementedError(
+      "paged copy on device memory: this kvtier build has no CUDA (rebuild with -DKVTIER_CUDA=ON)");
+}
+
+}  // namespace kvtier::kernels::internal
