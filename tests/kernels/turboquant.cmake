@@ -1,1 +1,4 @@
 # Tests for kernels/turboquant (kvtier_add_test).
+kvtier_add_test(NAME kernels_turboquant_test SOURCES kernels/turboquant_test.cc
+                LIBS kvtier::kernels LABELS unit)
+target_include_directories(kernels_turboquant_test PRIVATE ${PROJECT_SOURCE_DIR}/kernels/src)

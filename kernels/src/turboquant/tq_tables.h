@@ -1,0 +1,92 @@
+// Internal: everything one TurboQuant instance needs besides the data — codebook, rotation and
+// QJL matrices — generated deterministically on the CPU from (dim, bits, variant, rotation, seed,
+// part) and shared by the CPU reference and the CUDA kernels (which receive copies), so that both
+// sides quantize with identical numbers. Generation rules are specified in docs/FORMAT.md.
+#ifndef KVTIER_KERNELS_SRC_TURBOQUANT_TQ_TABLES_H_
+#define KVTIER_KERNELS_SRC_TURBOQUANT_TQ_TABLES_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kvtier/kernels/turboquant.h"
+
+namespace kvtier::kernels::internal {
+
+// SplitMix64 (Steele, Lea, Flood 2014): the one PRNG behind every seeded table.
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t state) : state_(state) {}
+  uint64_t Next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  uint64_t state_;
+};
+
+enum class TqStream : uint64_t { kHadamardSigns = 1, kDenseRotation = 2, kQjlMatrix = 3 };
+// Initial SplitMix64 state of one table's stream.
+uint64_t TqStreamState(uint64_t seed, TqStream stream, uint32_t dim, uint32_t part);
+
+// One window of the randomized Hadamard chain: coordinates [offset, offset + len), len a power
+// of two; x <- H_len * diag(signs) * x / sqrt(len).
+struct TqHadamardWindow {
+  uint32_t offset = 0;
+  uint32_t len = 0;
+  std::vector<float> signs;  // +1 / -1
+  float scale = 0;           // (float)(1 / sqrt(len))
+};
+
+struct TqTables {
+  TurboQuantVectorParams params;
+  uint32_t dim = 0;
+  uint8_t mse_bits = 0;               // bits (mse) or bits - 1 (prod); may be 0
+  bool prod = false;
+  std::vector<float> centroids;       // 2^mse_bits (empty when mse_bits == 0)
+  std::vector<float> boundaries;      // 2^mse_bits - 1
+  std::vector<TqHadamardWindow> windows;  // Hadamard rotation, applied in order
+  std::vector<float> rot;             // dense rotation, dim x dim row-major: z = rot * u
+  std::vector<float> rot_t;           // its transpose (coalesced reads on the GPU)
+  std::vector<float> qjl;             // S, dim x dim row-major (prod only)
+  std::vector<float> qjl_t;           // S^T
+  float qjl_scale = 0;                // (float)(sqrt(pi/2) / dim)
+
+  size_t MseBytes() const { return (static_cast<size_t>(dim) * mse_bits + 7) / 8; }
+  size_t SignBytes() const { return prod ? (dim + 7) / 8 : 0; }
+  size_t CodeBytes() const { return MseBytes() + SignBytes(); }
+};
+
+// Cached; params must be valid.
+absl::StatusOr<std::shared_ptr<const TqTables>> GetTqTables(const TurboQuantVectorParams& params);
+
+// ---- The canonical arithmetic (CPU reference; the CUDA kernels perform the same operations
+// in the same order). Compiled with -ffp-contract=off.
+
+// Sum of x[j]^2 as 32 lanes (lane l sums j = l, l+32, ... in ascending order) combined by an
+// xor butterfly (offsets 16, 8, 4, 2, 1); the GPU's warp reduction computes the same tree.
+float TqSumSquares(const float* x, uint32_t n);
+
+// u -> Rot u (forward) and back, in place; scratch holds dim floats.
+void TqRotate(const TqTables& t, float* x, float* scratch);
+void TqRotateInverse(const TqTables& t, float* x, float* scratch);
+
+// Bits [bits*j, bits*j + bits) of the little-endian bit stream `out` (bit i = byte i/8, bit i%8).
+void TqPackCodes(const uint8_t* codes, uint32_t n, uint8_t bits, uint8_t* out);
+void TqUnpackCodes(const uint8_t* in, uint32_t n, uint8_t bits, uint8_t* codes);
+
+// One vector: x (dim floats, unchanged) -> codes (CodeBytes), norm, gamma. scratch: 3*dim floats.
+void TqEncodeVector(const TqTables& t, const float* x, uint8_t* codes, float* norm, float* gamma,
+                    float* scratch);
+// codes + norm/gamma -> out (dim floats). scratch: 2*dim floats.
+void TqDecodeVector(const TqTables& t, const uint8_t* codes, float norm, float gamma, float* out,
+                    float* scratch, bool include_qjl = true);
+
+}  // namespace kvtier::kernels::internal
+
+#endif  // KVTIER_KERNELS_SRC_TURBOQUANT_TQ_TABLES_H_
