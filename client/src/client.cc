@@ -1,0 +1,499 @@
+// The kvtier client: one gRPC channel, deadlines and retries around every call, statistics.
+#include "kvtier/client/client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "convert.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "kvtier.grpc.pb.h"
+#include "kvtier/client/retry.h"
+#include "kvtier/common/crc32c.h"
+#include "kvtier/common/status.h"
+#include "kvtier/kernels/codec.h"
+
+namespace kvtier::client {
+
+namespace v1 = ::kvtier::v1;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// A Get larger than this is refused before allocating (a daemon bug or a hostile peer).
+constexpr uint64_t kMaxGetBytes = uint64_t{16} << 30;
+
+// gRPC takes system_clock deadlines; the SDK measures with steady_clock.
+std::chrono::system_clock::time_point ToSystem(Clock::time_point t) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(t - Clock::now());
+}
+
+std::string KeyBytes(const ChunkKey& key) { return std::string(key.view()); }
+
+// Adds a "what to do" hint to errors whose cause is usually on the caller's side.
+absl::Status Explain(absl::Status status, const std::string& target) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+      return absl::UnavailableError(fmt::format(
+          "{} (is kvtierd running and listening on {}? check the address or socket path)",
+          std::string(status.message()), target));
+    case absl::StatusCode::kUnauthenticated:
+      return absl::UnauthenticatedError(fmt::format(
+          "{} (the daemon wants a token: pass the one from its config)",
+          std::string(status.message())));
+    case absl::StatusCode::kDeadlineExceeded:
+      return absl::DeadlineExceededError(
+          fmt::format("{} (raise the call deadline if the daemon is busy)",
+                      std::string(status.message())));
+    default:
+      return status;
+  }
+}
+
+}  // namespace
+
+struct Client::Impl {
+  ClientOptions options;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::KvTier::Stub> stub;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health;
+
+  std::atomic<uint64_t> calls{0}, failed_calls{0}, retries{0}, bytes_sent{0}, bytes_received{0};
+
+  void Prepare(grpc::ClientContext* ctx, Clock::time_point deadline) const {
+    ctx->set_deadline(ToSystem(deadline));
+    if (!options.token.empty()) ctx->AddMetadata("authorization", "Bearer " + options.token);
+  }
+
+  // Runs `attempt` with deadline and retries; fills stats and totals.
+  template <typename Fn>
+  absl::Status Call(const CallOptions& call, Fn&& attempt) {
+    const auto start = Clock::now();
+    const auto budget = call.deadline.count() > 0 ? call.deadline : options.default_deadline;
+    const auto deadline = start + budget;
+    CallStats stats;
+    const absl::Status status = RunWithRetries(
+        options.retry, deadline, RealRetryClock(),
+        [&](Clock::time_point d) {
+          stats.bytes_sent = 0;
+          stats.bytes_received = 0;
+          return attempt(d, &stats);
+        },
+        &stats.attempts);
+    stats.latency = Clock::now() - start;
+    stats.status = status.ok() ? status : Explain(status, options.target);
+    calls.fetch_add(1, std::memory_order_relaxed);
+    if (!status.ok()) failed_calls.fetch_add(1, std::memory_order_relaxed);
+    retries.fetch_add(stats.retries(), std::memory_order_relaxed);
+    bytes_sent.fetch_add(stats.bytes_sent, std::memory_order_relaxed);
+    bytes_received.fetch_add(stats.bytes_received, std::memory_order_relaxed);
+    if (call.stats != nullptr) *call.stats = stats;
+    return stats.status;
+  }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+const ClientOptions& Client::options() const { return impl_->options; }
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& options) {
+  KVTIER_RETURN_IF_ERROR(options.Validate());
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  args.SetMaxSendMessageSize(static_cast<int>(std::min<uint64_t>(
+      uint64_t{options.put_message_bytes} + (64u << 10), std::numeric_limits<int>::max())));
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (options.tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_root_certs_pem;
+    creds = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name);
+    }
+  } else {
+    creds = grpc::InsecureChannelCredentials();
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->channel = grpc::CreateCustomChannel(options.target, creds, args);
+  if (!impl->channel->WaitForConnected(std::chrono::system_clock::now() + options.connect_timeout)) {
+    return absl::UnavailableError(fmt::format(
+        "could not connect to kvtierd at {} within {} ms (is it running? for a Unix socket "
+        "use unix:/path/to/socket; for TCP host:port{})",
+        options.target, options.connect_timeout.count(),
+        options.tls ? "; check the TLS certificates" : ""));
+  }
+  impl->stub = v1::KvTier::NewStub(impl->channel);
+  impl->health = grpc::health::v1::Health::NewStub(impl->channel);
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+// ---- Namespaces --------------------------------------------------------------------------------
+
+absl::StatusOr<NamespaceSpec> Client::CreateNamespace(const NamespaceSpec& spec,
+                                                      const CallOptions& call) {
+  v1::CreateNamespaceRequest req;
+  *req.mutable_namespace_() = internal::ToProto(spec);
+  v1::CreateNamespaceResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    s->bytes_sent = req.ByteSizeLong();
+    auto st = internal::FromGrpc(impl_->stub->CreateNamespace(&ctx, req, &resp));
+    s->bytes_received = resp.ByteSizeLong();
+    return st;
+  }));
+  return internal::FromProto(resp.namespace_());
+}
+
+absl::StatusOr<NamespaceSpec> Client::GetNamespace(const std::string& name,
+                                                   const CallOptions& call) {
+  v1::GetNamespaceRequest req;
+  req.set_name(name);
+  v1::GetNamespaceResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    s->bytes_sent = req.ByteSizeLong();
+    auto st = internal::FromGrpc(impl_->stub->GetNamespace(&ctx, req, &resp));
+    s->bytes_received = resp.ByteSizeLong();
+    return st;
+  }));
+  return internal::FromProto(resp.namespace_());
+}
+
+absl::StatusOr<std::vector<NamespaceSpec>> Client::ListNamespaces(const CallOptions& call) {
+  v1::ListNamespacesRequest req;
+  v1::ListNamespacesResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    auto st = internal::FromGrpc(impl_->stub->ListNamespaces(&ctx, req, &resp));
+    s->bytes_received = resp.ByteSizeLong();
+    return st;
+  }));
+  std::vector<NamespaceSpec> out;
+  for (const auto& ns : resp.namespaces()) {
+    KVTIER_ASSIGN_OR_RETURN(auto spec, internal::FromProto(ns));
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+std::vector<ChunkKey> Client::ComputeKeys(const NamespaceSpec& ns,
+                                          absl::Span<const uint32_t> tokens,
+                                          bool include_partial_tail) {
+  const uint32_t tpc = ns.tokens_per_chunk > 0 ? ns.tokens_per_chunk : 256;
+  return ComputeChunkKeys(tokens, ns.salt, tpc, include_partial_tail);
+}
+
+// ---- Data --------------------------------------------------------------------------------------
+
+absl::StatusOr<LookupResult> Client::Lookup(const std::string& ns,
+                                            absl::Span<const ChunkKey> keys, uint32_t lease_ms,
+                                            const CallOptions& call) {
+  v1::LookupRequest req;
+  req.set_namespace_(ns);
+  req.set_lease_ms(lease_ms);
+  for (const auto& k : keys) req.add_keys(KeyBytes(k));
+  v1::LookupResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    s->bytes_sent = req.ByteSizeLong();
+    auto st = internal::FromGrpc(impl_->stub->Lookup(&ctx, req, &resp));
+    s->bytes_received = resp.ByteSizeLong();
+    return st;
+  }));
+  LookupResult out;
+  out.prefix_chunks = resp.prefix_chunks();
+  out.prefix_tokens = resp.prefix_tokens();
+  out.lease_id = resp.lease_id();
+  for (const auto& c : resp.chunks()) out.tiers.push_back(internal::FromProto(c.tier()));
+  if (out.prefix_chunks > keys.size()) {
+    return absl::InternalError(fmt::format("daemon reported a prefix of {} chunks for {} keys",
+                                           out.prefix_chunks, keys.size()));
+  }
+  return out;
+}
+
+absl::StatusOr<PutResult> Client::Put(const std::string& ns, const ChunkKey& key,
+                                      absl::Span<const uint8_t> data, const PutOptions& put,
+                                      const CallOptions& call) {
+  v1::PutHeader header;
+  header.set_namespace_(ns);
+  header.set_key(KeyBytes(key));
+  header.set_format(internal::ToProto(put.format));
+  header.set_num_tokens(put.num_tokens);
+  header.set_first_position(put.first_position);
+  header.set_ends_sequence(put.ends_sequence);
+  header.set_total_bytes(data.size());
+  header.set_crc32c(Crc32c(data.data(), data.size()));
+  header.set_pin(put.pin);
+  const size_t step = impl_->options.put_message_bytes;
+  v1::PutResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    auto writer = impl_->stub->Put(&ctx, &resp);
+    size_t offset = 0;
+    bool first = true;
+    // A stream broken mid-way publishes nothing on the daemon, so a retry resends it whole.
+    while (first || offset < data.size()) {
+      v1::PutRequest msg;
+      if (first) *msg.mutable_header() = header;
+      const size_t n = std::min(step, data.size() - offset);
+      msg.set_data(reinterpret_cast<const char*>(data.data()) + offset, n);
+      if (!writer->Write(msg)) break;  // the daemon ended the stream; Finish says why
+      offset += n;
+      first = false;
+    }
+    s->bytes_sent = offset;
+    writer->WritesDone();
+    auto st = internal::FromGrpc(writer->Finish());
+    s->bytes_received = resp.ByteSizeLong();
+    if (st.ok() && offset != data.size()) {
+      return absl::InternalError("daemon acknowledged a Put before receiving all of its bytes");
+    }
+    return st;
+  }));
+  PutResult out;
+  out.stored_bytes = resp.stored_bytes();
+  out.tensor_bytes = resp.tensor_bytes();
+  out.tier = internal::FromProto(resp.tier());
+  out.replaced = resp.replaced();
+  return out;
+}
+
+absl::StatusOr<GetResult> Client::Get(const std::string& ns, const ChunkKey& key,
+                                      const GetOptions& get, const CallOptions& call) {
+  v1::GetRequest req;
+  req.set_namespace_(ns);
+  req.set_key(KeyBytes(key));
+  req.set_format(internal::ToProto(get.format));
+  req.set_release_lease_id(get.release_lease_id);
+  GetResult out;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    s->bytes_sent = req.ByteSizeLong();
+    auto reader = impl_->stub->Get(&ctx, req);
+    v1::GetResponse msg;
+    bool have_header = false;
+    v1::GetHeader header;
+    out.data.clear();
+    absl::Status protocol;
+    while (reader->Read(&msg)) {
+      if (!have_header) {
+        if (!msg.has_header()) {
+          protocol = absl::InternalError("Get stream started without a header");
+          ctx.TryCancel();
+          break;
+        }
+        header = msg.header();
+        have_header = true;
+        if (header.total_bytes() > kMaxGetBytes) {
+          protocol = absl::ResourceExhaustedError(
+              fmt::format("Get of {} bytes exceeds the client limit", header.total_bytes()));
+          ctx.TryCancel();
+          break;
+        }
+        out.data.reserve(header.total_bytes());
+      }
+      if (out.data.size() + msg.data().size() > header.total_bytes()) {
+        protocol = absl::DataLossError("Get stream carried more bytes than its header announced");
+        ctx.TryCancel();
+        break;
+      }
+      out.data.insert(out.data.end(), msg.data().begin(), msg.data().end());
+    }
+    s->bytes_received = out.data.size();
+    absl::Status st = internal::FromGrpc(reader->Finish());
+    if (!protocol.ok()) return protocol;
+    if (!st.ok()) return st;
+    if (!have_header) return absl::InternalError("Get stream ended without a header");
+    if (out.data.size() != header.total_bytes()) {
+      return absl::DataLossError(fmt::format("Get returned {} of {} bytes", out.data.size(),
+                                             header.total_bytes()));
+    }
+    if (Crc32c(out.data.data(), out.data.size()) != header.crc32c()) {
+      return absl::DataLossError("Get data failed its CRC-32C check");
+    }
+    out.format = internal::FromProto(header.format());
+    out.num_tokens = header.num_tokens();
+    out.first_position = header.first_position();
+    out.ends_sequence = header.ends_sequence();
+    out.codec = header.codec();
+    auto layout = internal::FromProto(header.layout());
+    if (!layout.ok()) return layout.status();
+    out.layout = *layout;
+    out.tier = internal::FromProto(header.tier());
+    out.payload_bytes = header.payload_bytes();
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+namespace {
+template <typename Req>
+void AddKeys(Req* req, absl::Span<const ChunkKey> keys) {
+  for (const auto& k : keys) req->add_keys(KeyBytes(k));
+}
+}  // namespace
+
+absl::StatusOr<uint32_t> Client::Delete(const std::string& ns, absl::Span<const ChunkKey> keys,
+                                        const CallOptions& call) {
+  v1::DeleteRequest req;
+  req.set_namespace_(ns);
+  AddKeys(&req, keys);
+  v1::DeleteResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    s->bytes_sent = req.ByteSizeLong();
+    return internal::FromGrpc(impl_->stub->Delete(&ctx, req, &resp));
+  }));
+  return resp.deleted();
+}
+
+absl::StatusOr<uint32_t> Client::Pin(const std::string& ns, absl::Span<const ChunkKey> keys,
+                                     const CallOptions& call) {
+  v1::PinRequest req;
+  req.set_namespace_(ns);
+  AddKeys(&req, keys);
+  v1::PinResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    s->bytes_sent = req.ByteSizeLong();
+    return internal::FromGrpc(impl_->stub->Pin(&ctx, req, &resp));
+  }));
+  return resp.pinned();
+}
+
+absl::StatusOr<uint32_t> Client::Unpin(const std::string& ns, absl::Span<const ChunkKey> keys,
+                                       uint64_t lease_id, const CallOptions& call) {
+  v1::UnpinRequest req;
+  req.set_namespace_(ns);
+  AddKeys(&req, keys);
+  req.set_lease_id(lease_id);
+  v1::UnpinResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    s->bytes_sent = req.ByteSizeLong();
+    return internal::FromGrpc(impl_->stub->Unpin(&ctx, req, &resp));
+  }));
+  return resp.unpinned();
+}
+
+absl::StatusOr<ServerStats> Client::Stats(const CallOptions& call) {
+  v1::StatsRequest req;
+  v1::StatsResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    auto st = internal::FromGrpc(impl_->stub->Stats(&ctx, req, &resp));
+    s->bytes_received = resp.ByteSizeLong();
+    return st;
+  }));
+  return internal::FromProto(resp);
+}
+
+absl::StatusOr<bool> Client::Healthy(const CallOptions& call) {
+  grpc::health::v1::HealthCheckRequest req;
+  grpc::health::v1::HealthCheckResponse resp;
+  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats*) {
+    grpc::ClientContext ctx;
+    impl_->Prepare(&ctx, d);
+    return internal::FromGrpc(impl_->health->Check(&ctx, req, &resp));
+  }));
+  return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+}
+
+// ---- Async -------------------------------------------------------------------------------------
+
+std::future<absl::StatusOr<LookupResult>> Client::LookupAsync(std::string ns,
+                                                              std::vector<ChunkKey> keys,
+                                                              uint32_t lease_ms,
+                                                              CallOptions call) {
+  return std::async(std::launch::async,
+                    [this, ns = std::move(ns), keys = std::move(keys), lease_ms, call] {
+                      return Lookup(ns, keys, lease_ms, call);
+                    });
+}
+
+std::future<absl::StatusOr<PutResult>> Client::PutAsync(std::string ns, ChunkKey key,
+                                                        absl::Span<const uint8_t> data,
+                                                        PutOptions put, CallOptions call) {
+  return std::async(std::launch::async, [this, ns = std::move(ns), key, data, put, call] {
+    return Put(ns, key, data, put, call);
+  });
+}
+
+std::future<absl::StatusOr<GetResult>> Client::GetAsync(std::string ns, ChunkKey key,
+                                                        GetOptions get, CallOptions call) {
+  return std::async(std::launch::async, [this, ns = std::move(ns), key, get, call] {
+    return Get(ns, key, get, call);
+  });
+}
+
+// ---- Paged -------------------------------------------------------------------------------------
+
+absl::Status Client::GetIntoPaged(const std::string& ns, const ChunkKey& key,
+                                  const kernels::PagedKvCache& cache,
+                                  const kernels::PagedRun& run, const CallOptions& call) {
+  // Check the target before spending a fetch on it.
+  KVTIER_ASSIGN_OR_RETURN(kernels::DecodeTarget target, kernels::PagedDecodeTarget(cache, run));
+  GetOptions get;
+  get.format = DataFormat::kPayload;
+  KVTIER_ASSIGN_OR_RETURN(GetResult got, Get(ns, key, get, call));
+  KVTIER_ASSIGN_OR_RETURN(kernels::PayloadInfo info, kernels::InspectPayload(got.data));
+  if (info.layout != cache.layout) {
+    return absl::InvalidArgumentError(fmt::format(
+        "chunk layout {} differs from the paged cache's {}", info.layout.DebugString(),
+        cache.layout.DebugString()));
+  }
+  if (info.num_tokens != run.num_tokens) {
+    return absl::InvalidArgumentError(fmt::format(
+        "chunk holds {} tokens but the paged run has {}", info.num_tokens, run.num_tokens));
+  }
+  return kernels::Decode(got.data, target);
+}
+
+absl::StatusOr<PutResult> Client::PutFromPaged(const std::string& ns, const ChunkKey& key,
+                                               const kernels::PagedKvCache& cache,
+                                               const kernels::PagedRun& run,
+                                               const PutOptions& put, const CallOptions& call) {
+  if (cache.space != kernels::MemorySpace::kHost) {
+    return absl::UnimplementedError(
+        "PutFromPaged reads host-memory caches; for GPU caches gather with "
+        "kernels::GatherChunks into a device buffer and copy it to the host first");
+  }
+  KVTIER_RETURN_IF_ERROR(cache.Validate());
+  std::vector<uint8_t> chunk(cache.layout.ChunkBytes(run.num_tokens));
+  KVTIER_RETURN_IF_ERROR(kernels::GatherChunks(cache, run, run.num_tokens, chunk.data()));
+  PutOptions p = put;
+  p.format = DataFormat::kTensor;
+  p.num_tokens = run.num_tokens;
+  return Put(ns, key, chunk, p, call);
+}
+
+ClientTotals Client::Totals() const {
+  ClientTotals t;
+  t.calls = impl_->calls.load();
+  t.failed_calls = impl_->failed_calls.load();
+  t.retries = impl_->retries.load();
+  t.bytes_sent = impl_->bytes_sent.load();
+  t.bytes_received = impl_->bytes_received.load();
+  return t;
+}
+
+}  // namespace kvtier::client
