@@ -2,3 +2,6 @@
 kvtier_add_test(NAME kernels_turboquant_test SOURCES kernels/turboquant_test.cc
                 LIBS kvtier::kernels LABELS unit)
 target_include_directories(kernels_turboquant_test PRIVATE ${PROJECT_SOURCE_DIR}/kernels/src)
+kvtier_add_test(NAME kernels_turboquant_codec_test SOURCES kernels/turboquant_codec_test.cc
+                LIBS kvtier::kernels LABELS unit)
+target_include_directories(kernels_turboquant_codec_test PRIVATE ${PROJECT_SOURCE_DIR}/kernels/src)

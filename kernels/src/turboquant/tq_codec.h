@@ -1,0 +1,34 @@
+// Internal: the TurboQuant chunk codec's plan (geometry + per-part tables) and its device entry
+// points (tq_cuda.cu with CUDA, tq_nocuda.cc without). Not a public header.
+#ifndef KVTIER_KERNELS_SRC_TURBOQUANT_TQ_CODEC_H_
+#define KVTIER_KERNELS_SRC_TURBOQUANT_TQ_CODEC_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "codec_impl.h"
+#include "turboquant/tq_geometry.h"
+#include "turboquant/tq_tables.h"
+
+namespace kvtier::kernels::internal {
+
+struct TqPlan {
+  TqGeometry g;
+  std::shared_ptr<const TqTables> tables[2];
+  uint8_t dtype_code = 1;
+};
+
+// Checks compatibility and builds geometry and tables.
+absl::StatusOr<TqPlan> MakeTqPlan(const CodecParams& params, const ChunkShape& shape);
+
+// Split only: the stream's outlier mask (16 bytes) from the per-channel sums of squares over the
+// stream's T rows (sequential in t), ranked descending, ties to the lower channel.
+void TqOutlierMask(const float* sumsq, uint32_t width, uint32_t outliers, uint8_t mask[16]);
+
+absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body);
+absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
+                              const DecodeTarget& target);
+
+}  // namespace kvtier::kernels::internal
+
+#endif  // KVTIER_KERNELS_SRC_TURBOQUANT_TQ_CODEC_H_

@@ -1,0 +1,13 @@
+// TurboQuant device entry points in a build without CUDA.
+#include "turboquant/tq_codec.h"
+
+namespace kvtier::kernels::internal {
+
+absl::Status TqEncodeOnDevice(const TqPlan&, const void*, void*) {
+  return absl::UnimplementedError("turboquant: built without CUDA");
+}
+absl::Status TqDecodeOnDevice(const TqPlan&, const void*, const DecodeTarget&) {
+  return absl::UnimplementedError("turboquant: built without CUDA");
+}
+
+}  // namespace kvtier::kernels::internal

@@ -1,0 +1,309 @@
+// CPU tests of the TurboQuant chunk codec (CodecImpl level): body sizes, round trips of MHA and
+// MLA chunks in every dtype, the outlier splits, strided/paged decode, and rejected inputs.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "codecs/numeric.h"
+#include "turboquant/tq_codec.h"
+
+namespace kvtier::kernels::internal {
+namespace {
+
+KvLayout Mha(uint32_t layers, uint32_t heads, uint32_t dim, DType dt = DType::kFloat16) {
+  KvLayout l;
+  l.kind = LayoutKind::kMha;
+  l.dtype = dt;
+  l.num_layers = layers;
+  l.num_kv_heads = heads;
+  l.num_query_heads = heads * 4;
+  l.head_dim = dim;
+  return l;
+}
+
+KvLayout Mla(uint32_t layers, uint32_t latent, uint32_t rope) {
+  KvLayout l;
+  l.kind = LayoutKind::kMla;
+  l.dtype = DType::kFloat16;
+  l.num_layers = layers;
+  l.latent_dim = latent;
+  l.rope_dim = rope;
+  return l;
+}
+
+CodecParams Tq(uint8_t bits, TurboQuantVariant v = TurboQuantVariant::kMse,
+               TurboQuantRotation r = TurboQuantRotation::kHadamard,
+               TurboQuantSplit s = TurboQuantSplit::kNone) {
+  CodecParams p;
+  p.id = CodecId::kTurboQuant;
+  p.bits = bits;
+  p.tq_variant = v;
+  p.tq_rotation = r;
+  p.tq_split = s;
+  p.seed = 42;
+  return p;
+}
+
+size_t Elems(const KvLayout& l, uint32_t T) {
+  const size_t per = l.kind == LayoutKind::kMha ? 2ull * l.num_layers * l.num_kv_heads * l.head_dim
+                                                : size_t{l.num_layers} * (l.latent_dim + l.rope_dim);
+  return per * T;
+}
+
+// Random data with 4 loud channels per vector (as real keys have), stored in `dt`.
+std::vector<uint8_t> MakeInput(const KvLayout& l, uint32_t T, std::vector<float>* ref,
+                               uint32_t seed = 1) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n(0, 1);
+  const size_t count = Elems(l, T);
+  const uint32_t W = l.VectorDim();
+  const size_t es = l.dtype == DType::kFloat32 ? 4 : 2;
+  std::vector<uint8_t> bytes(count * es);
+  ref->resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    float x = n(rng);
+    if (i % W == 5 || i % W == 17 || i % W == 64 || i % W == 100) x = 10.0f * x + 3.0f;
+    uint16_t h;
+    switch (l.dtype) {
+      case DType::kFloat16:
+        h = FloatToHalf(x);
+        std::memcpy(&bytes[2 * i], &h, 2);
+        x = HalfToFloat(h);
+        break;
+      case DType::kBFloat16:
+        h = FloatToBf16(x);
+        std::memcpy(&bytes[2 * i], &h, 2);
+        x = Bf16ToFloat(h);
+        break;
+      default:
+        std::memcpy(&bytes[4 * i], &x, 4);
+    }
+    (*ref)[i] = x;
+  }
+  return bytes;
+}
+
+float Get(const uint8_t* p, DType dt) {
+  uint16_t h;
+  switch (dt) {
+    case DType::kFloat16:
+      std::memcpy(&h, p, 2);
+      return HalfToFloat(h);
+    case DType::kBFloat16:
+      std::memcpy(&h, p, 2);
+      return Bf16ToFloat(h);
+    default: {
+      float f;
+      std::memcpy(&f, p, 4);
+      return f;
+    }
+  }
+}
+
+DecodeTarget Contiguous(uint8_t* base, const KvLayout& l, uint32_t T) {
+  DecodeTarget t;
+  const size_t es = l.dtype == DType::kFloat32 ? 4 : 2;
+  const size_t W = l.VectorDim();
+  t.dtype = l.dtype;
+  t.stride_token = W * es;
+  if (l.kind == LayoutKind::kMha) {
+    t.stride_head = T * W * es;
+    t.stride_kv = t.stride_head * l.num_kv_heads;
+  }
+  const size_t layer_bytes = Elems(l, T) / l.num_layers * es;
+  for (uint32_t i = 0; i < l.num_layers; ++i) t.layer_base.push_back(base + i * layer_bytes);
+  return t;
+}
+
+// Relative error ||x - y|| / ||x|| over the whole chunk.
+double RoundTrip(const CodecParams& p, const KvLayout& l, uint32_t T,
+                 std::vector<uint8_t>* body_out = nullptr) {
+  std::vector<float> ref;
+  auto in = MakeInput(l, T, &ref);
+  ChunkShape shape{l, T, 0, false};
+  const CodecImpl& c = TurboQuantCodec();
+  EXPECT_TRUE(c.CheckCompatible(p, shape).ok());
+  std::vector<uint8_t> body(c.BodySize(p, shape));
+  EXPECT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body)).ok());
+  std::vector<uint8_t> out(in.size(), 0xAB);
+  EXPECT_TRUE(c.DecodeHost(p, shape, body, Contiguous(out.data(), l, T)).ok());
+  const size_t es = l.dtype == DType::kFloat32 ? 4 : 2;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = Get(&out[i * es], l.dtype) - ref[i];
+    num += d * d;
+    den += double(ref[i]) * ref[i];
+  }
+  if (body_out) *body_out = body;
+  return std::sqrt(num / den);
+}
+
+TEST(TurboQuantCodecTest, BodySizeMatchesTheFormula) {
+  const KvLayout l = Mha(2, 2, 128);
+  const ChunkShape shape{l, 16, 0, false};
+  const uint64_t vectors = 2 * 2 * 2 * 16;
+  const CodecImpl& c = TurboQuantCodec();
+  for (uint8_t b = 1; b <= 4; ++b) {
+    // mse: fp16 norm + 16*b bytes per vector; prod: + gamma, (b-1)*16 + 16 bytes of codes.
+    EXPECT_EQ(c.BodySize(Tq(b), shape), vectors * 2 + vectors * 16 * b);
+    EXPECT_EQ(c.BodySize(Tq(b, TurboQuantVariant::kProd), shape), vectors * 4 + vectors * 16 * b);
+  }
+  // 2.5: masks + 2 norms + 12 + 24 bytes; 3.5: masks + 2 norms + 32 + 24 bytes.
+  EXPECT_EQ(c.BodySize(Tq(2, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard,
+                          TurboQuantSplit::k2p5), shape),
+            8 * 16 + vectors * 4 + vectors * 36);
+  EXPECT_EQ(c.BodySize(Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard,
+                          TurboQuantSplit::k3p5), shape),
+            8 * 16 + vectors * 4 + vectors * 56);
+}
+
+TEST(TurboQuantCodecTest, RoundTripErrorShrinksWithBits) {
+  for (auto rot : {TurboQuantRotation::kHadamard, TurboQuantRotation::kDense}) {
+    double prev = 10;
+    for (uint8_t b = 1; b <= 4; ++b) {
+      const double e = RoundTrip(Tq(b, TurboQuantVariant::kMse, rot), Mha(2, 2, 128), 32);
+      // sqrt(D_mse): 0.60, 0.34, 0.18, 0.10; fp16 norms and fp16 output add little.
+      const double want[4] = {0.60, 0.34, 0.185, 0.097};
+      EXPECT_NEAR(e, want[b - 1], 0.1 * want[b - 1]) << int(b);
+      EXPECT_LT(e, prev);
+      prev = e;
+    }
+  }
+}
+
+TEST(TurboQuantCodecTest, EveryDtypeAndVariantRoundTrips) {
+  for (DType dt : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
+    for (auto v : {TurboQuantVariant::kMse, TurboQuantVariant::kProd}) {
+      const double e = RoundTrip(Tq(4, v), Mha(1, 2, 64, dt), 8);
+      EXPECT_LT(e, v == TurboQuantVariant::kMse ? 0.12 : 0.3) << int(dt);
+    }
+  }
+}
+
+TEST(TurboQuantCodecTest, SplitsStoreTheLoudestChannelsAndBeatTheirBaseBits) {
+  const KvLayout l = Mha(1, 2, 128);
+  std::vector<uint8_t> body;
+  const double e25 = RoundTrip(Tq(2, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard,
+                                  TurboQuantSplit::k2p5), l, 64, &body);
+  // Channels 5, 17, 64 and 100 are loud in every stream: all four are in each mask.
+  for (int s = 0; s < 4; ++s) {
+    const uint8_t* m = &body[s * 16];
+    int bits = 0;
+    for (int i = 0; i < 16; ++i) bits += __builtin_popcount(m[i]);
+    EXPECT_EQ(bits, 32);
+    for (int c : {5, 17, 64, 100}) EXPECT_TRUE((m[c / 8] >> (c % 8)) & 1) << c;
+  }
+  const double e2 = RoundTrip(Tq(2), l, 64);
+  const double e3 = RoundTrip(Tq(3), l, 64);
+  EXPECT_LT(e25, e2);
+  EXPECT_GT(e25, e3 * 0.8);
+  const double e35 = RoundTrip(Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kDense,
+                                  TurboQuantSplit::k3p5), l, 64);
+  EXPECT_LT(e35, e3);
+  // prod variant of a split also works.
+  EXPECT_LT(RoundTrip(Tq(3, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard,
+                         TurboQuantSplit::k3p5), l, 64),
+            0.35);
+}
+
+TEST(TurboQuantCodecTest, MlaLatentAndRopeParts) {
+  const double e = RoundTrip(Tq(4), Mla(2, 512, 64), 8);
+  EXPECT_LT(e, 0.12);
+  EXPECT_LT(RoundTrip(Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kDense), Mla(1, 96, 0),
+                      4),
+            0.22);
+}
+
+TEST(TurboQuantCodecTest, DeterministicAndSeeded) {
+  std::vector<uint8_t> a, b, c;
+  RoundTrip(Tq(3, TurboQuantVariant::kProd), Mha(1, 1, 128), 8, &a);
+  RoundTrip(Tq(3, TurboQuantVariant::kProd), Mha(1, 1, 128), 8, &b);
+  CodecParams p = Tq(3, TurboQuantVariant::kProd);
+  p.seed = 43;
+  RoundTrip(p, Mha(1, 1, 128), 8, &c);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+}
+
+TEST(TurboQuantCodecTest, StridedAndPagedDecodeMatchContiguous) {
+  const KvLayout l = Mha(2, 2, 128);
+  const uint32_t T = 12;
+  std::vector<float> ref;
+  auto in = MakeInput(l, T, &ref, 5);
+  const ChunkShape shape{l, T, 0, false};
+  const CodecParams p = Tq(3, TurboQuantVariant::kProd, TurboQuantRotation::kDense);
+  const CodecImpl& c = TurboQuantCodec();
+  std::vector<uint8_t> body(c.BodySize(p, shape));
+  ASSERT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body)).ok());
+  std::vector<uint8_t> flat(in.size());
+  ASSERT_TRUE(c.DecodeHost(p, shape, body, Contiguous(flat.data(), l, T)).ok());
+  // Paged: blocks of 4 tokens, [block][token][head][K|V-interleaved dim] engine-style strides,
+  // blocks scattered in reverse order with a gap.
+  const uint32_t bs = 4;
+  const int32_t table[3] = {5, 2, 0};
+  const int64_t st_tok = 2 * 2 * 128 * 2 + 32;  // padded token row
+  const int64_t st_block = bs * st_tok;
+  std::vector<uint8_t> pool(2 * 6 * st_block, 0xCD);
+  DecodeTarget t;
+  t.dtype = l.dtype;
+  t.stride_token = st_tok;
+  t.stride_head = 2 * 128 * 2;
+  t.stride_kv = 128 * 2;
+  t.block_table = table;
+  t.block_size = bs;
+  t.stride_block = st_block;
+  t.layer_base = {pool.data(), pool.data() + 6 * st_block};
+  ASSERT_TRUE(c.DecodeHost(p, shape, body, t).ok());
+  for (uint32_t layer = 0; layer < 2; ++layer) {
+    for (uint32_t kv = 0; kv < 2; ++kv) {
+      for (uint32_t h = 0; h < 2; ++h) {
+        for (uint32_t tok = 0; tok < T; ++tok) {
+          const uint8_t* got = pool.data() + layer * 6 * st_block + table[tok / bs] * st_block +
+                               (tok % bs) * st_tok + h * t.stride_head + kv * t.stride_kv;
+          const uint8_t* want = flat.data() + ((((layer * 2 + kv) * 2 + h) * T + tok) * 128) * 2;
+          ASSERT_EQ(std::memcmp(got, want, 256), 0) << layer << kv << h << tok;
+        }
+      }
+    }
+  }
+}
+
+TEST(TurboQuantCodecTest, RejectsIncompatibleShapesAndBadBodies) {
+  const CodecImpl& c = TurboQuantCodec();
+  // Splits need MHA head_dim 128.
+  EXPECT_FALSE(c.CheckCompatible(Tq(2, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard,
+                                    TurboQuantSplit::k2p5),
+                                 ChunkShape{Mha(1, 1, 64), 4, 0, false})
+                   .ok());
+  EXPECT_FALSE(c.CheckCompatible(Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard,
+                                    TurboQuantSplit::k3p5),
+                                 ChunkShape{Mla(1, 512, 64), 4, 0, false})
+                   .ok());
+  EXPECT_FALSE(c.CheckCompatible(Tq(2), ChunkShape{Mha(1, 1, 4), 4, 0, false}).ok());
+  EXPECT_FALSE(c.CheckCompatible(Tq(2), ChunkShape{Mla(1, 512, 4), 4, 0, false}).ok());
+  // Wrong body size, wrong target dtype, a mask with the wrong number of channels.
+  const KvLayout l = Mha(1, 1, 128);
+  const ChunkShape shape{l, 4, 0, false};
+  const CodecParams p = Tq(2, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard,
+                           TurboQuantSplit::k2p5);
+  std::vector<float> ref;
+  auto in = MakeInput(l, 4, &ref);
+  std::vector<uint8_t> body(c.BodySize(p, shape)), out(in.size());
+  ASSERT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body)).ok());
+  EXPECT_FALSE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body.data(), body.size() - 1)).ok());
+  EXPECT_FALSE(c.DecodeHost(p, shape, absl::MakeSpan(body.data(), body.size() - 1),
+                            Contiguous(out.data(), l, 4))
+                   .ok());
+  DecodeTarget bad = Contiguous(out.data(), l, 4);
+  bad.dtype = DType::kBFloat16;
+  EXPECT_FALSE(c.DecodeHost(p, shape, body, bad).ok());
+  body[0] ^= 0x01;  // 31 or 33 outlier channels
+  EXPECT_EQ(c.DecodeHost(p, shape, body, Contiguous(out.data(), l, 4)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvtier::kernels::internal
