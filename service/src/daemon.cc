@@ -1,0 +1,275 @@
+#include "kvtier/service/daemon.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+#include <grpcpp/security/server_credentials.h>
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+
+#include "absl/strings/str_cat.h"
+#include "kvtier/common/logging.h"
+#include "kvtier/common/status.h"
+#include "kvtier/kernels/device.h"
+#include "kvtier/storage/tier_manager.h"
+#include "kvtier_service.h"
+#include "metrics.h"
+#include "namespace_registry.h"
+
+namespace kvtier::service {
+namespace {
+
+constexpr char kServiceName[] = "kvtier.v1.KvTier";
+
+absl::Status MakeDirs(const std::string& path) {
+  if (path.empty()) return absl::OkStatus();
+  std::string cur;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    cur = path.substr(0, pos);
+    if (cur.empty()) continue;
+    if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot create directory ", cur, ": ", strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string DirName(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::FailedPreconditionError(absl::StrCat("cannot read ", path));
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return;
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << port << "\n";
+  }
+  ::rename(tmp.c_str(), path.c_str());
+}
+
+}  // namespace
+
+class Daemon::Impl {
+ public:
+  DaemonOptions options;
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<ServiceMetrics> metrics;
+  std::shared_ptr<StorageCollector> collector;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<NamespaceRegistry> namespaces;
+  std::unique_ptr<KvTierService> service;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<storage::TierManager> tm;
+  int tcp_port = 0;
+  int metrics_port = 0;
+  bool stopped = false;
+
+  absl::Status Start();
+  absl::Status StartMetrics();
+  absl::Status StartGrpc();
+  void SetServing(bool serving);
+  void Shutdown();
+};
+
+absl::Status Daemon::Impl::StartMetrics() {
+  metrics = std::make_unique<ServiceMetrics>(*registry);
+  collector = std::make_shared<StorageCollector>(metrics.get());
+  if (options.metrics.address.empty()) return absl::OkStatus();
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(options.metrics.address, /*num_threads=*/2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("metrics: cannot listen on ", options.metrics.address, ": ", e.what()));
+  }
+  exposer->RegisterCollectable(registry);
+  exposer->RegisterCollectable(collector);
+  std::vector<int> ports = exposer->GetListeningPorts();
+  metrics_port = ports.empty() ? 0 : ports[0];
+  WritePortFile(options.metrics.port_file, metrics_port);
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::Impl::StartGrpc() {
+  const ServerOptions& so = options.server;
+  service = std::make_unique<KvTierService>(so, options.service.default_tokens_per_chunk,
+                                            namespaces.get(), metrics.get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  if (!so.unix_socket.empty()) {
+    KVTIER_RETURN_IF_ERROR(MakeDirs(DirName(so.unix_socket)));
+    struct stat st;
+    if (::lstat(so.unix_socket.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(so.unix_socket, " exists and is not a socket"));
+      }
+      ::unlink(so.unix_socket.c_str());  // stale socket of a previous run
+    }
+    builder.AddListeningPort("unix:" + so.unix_socket, grpc::InsecureServerCredentials());
+  }
+  if (!so.tcp_address.empty()) {
+    std::shared_ptr<grpc::ServerCredentials> creds;
+    if (!so.tls_cert_file.empty()) {
+      KVTIER_ASSIGN_OR_RETURN(std::string cert, ReadFile(so.tls_cert_file));
+      KVTIER_ASSIGN_OR_RETURN(std::string key, ReadFile(so.tls_key_file));
+      grpc::SslServerCredentialsOptions ssl;
+      ssl.pem_key_cert_pairs.push_back({key, cert});
+      creds = grpc::SslServerCredentials(ssl);
+    } else {
+      creds = grpc::InsecureServerCredentials();
+    }
+    builder.AddListeningPort(so.tcp_address, creds, &tcp_port);
+  }
+  builder.SetMaxReceiveMessageSize(static_cast<int>(so.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(so.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             static_cast<int>(so.max_concurrent_streams));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(so.max_connection_idle_s * 1000));
+  grpc::ResourceQuota quota("kvtierd");
+  quota.SetMaxThreads(static_cast<int>(so.max_threads != 0 ? so.max_threads
+                                                           : so.max_inflight_calls + 8));
+  builder.SetResourceQuota(quota);
+  builder.RegisterService(service.get());
+  server = builder.BuildAndStart();
+  if (server == nullptr) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on unix:", so.unix_socket, " / ",
+                                               so.tcp_address, " (address in use?)"));
+  }
+  if (!so.tcp_address.empty() && tcp_port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", so.tcp_address));
+  }
+  if (!so.unix_socket.empty()) ::chmod(so.unix_socket.c_str(), 0600);
+  WritePortFile(so.port_file, tcp_port);
+  SetServing(false);
+  return absl::OkStatus();
+}
+
+void Daemon::Impl::SetServing(bool serving) {
+  if (server != nullptr) {
+    grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+    if (health != nullptr) {
+      health->SetServingStatus(serving);
+      health->SetServingStatus(kServiceName, serving);
+    }
+  }
+  if (metrics) metrics->SetServing(serving);
+}
+
+absl::Status Daemon::Impl::Start() {
+  // GPU tier: when a GPU is present (and the build has CUDA), unless configured otherwise.
+  const std::string& gpu = options.service.gpu_tier;
+  const bool have_gpu = kernels::CudaBuilt() && kernels::CudaDeviceCount() > 0;
+  if (gpu == "on" && !have_gpu) {
+    return absl::FailedPreconditionError(
+        "service.gpu_tier = on, but this build has no CUDA or no GPU is visible");
+  }
+  if (gpu == "off") {
+    options.storage.gpu.capacity_bytes = 0;
+  } else if (have_gpu && options.storage.gpu.capacity_bytes == 0) {
+    options.storage.gpu.capacity_bytes = options.service.gpu_tier_bytes;
+  }
+  KVTIER_RETURN_IF_ERROR(options.Validate());
+  KVTIER_RETURN_IF_ERROR(MakeDirs(options.service.data_dir));
+  KVTIER_ASSIGN_OR_RETURN(namespaces,
+                          NamespaceRegistry::Open(options.service.data_dir + "/namespaces.toml",
+                                                  options.service.max_namespaces));
+  KVTIER_RETURN_IF_ERROR(StartMetrics());
+  KVTIER_RETURN_IF_ERROR(StartGrpc());
+  KVTIER_LOG(INFO, "kvtierd listening: unix:{} tcp:{} (port {}, TLS {}, token {}); metrics {}",
+             options.server.unix_socket.empty() ? "-" : options.server.unix_socket,
+             options.server.tcp_address.empty() ? "-" : options.server.tcp_address, tcp_port,
+             options.server.tls_cert_file.empty() ? "off" : "on",
+             options.server.token.empty() ? "off" : "on",  // never the token itself
+             options.metrics.address.empty()
+                 ? std::string("off")
+                 : fmt::format("http://127.0.0.1:{}/metrics (bound {})", metrics_port,
+                               options.metrics.address));
+
+  // The disk tier opens (and the index is rebuilt) while health says NOT_SERVING.
+  const auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<storage::TierManager>> created =
+      storage::TierManager::Create(options.storage);
+  if (!created.ok()) {
+    return absl::Status(created.status().code(),
+                        absl::StrCat("storage: ", created.status().message()));
+  }
+  tm = std::move(*created);
+  storage::StorageStats stats = tm->Stats();
+  std::array<bool, storage::kNumTiers> enabled{};
+  for (int i = 0; i < storage::kNumTiers; ++i) enabled[i] = stats.tiers[i].enabled;
+  metrics->SetEnabledTiers(enabled);
+  collector->SetTierManager(tm.get());
+  service->SetTierManager(tm.get());
+  SetServing(true);
+  KVTIER_LOG(INFO,
+             "serving: tiers gpu={} host={} disk={} ({}), {} chunks indexed, {} namespaces, "
+             "storage opened in {:.3f} s",
+             enabled[0] ? fmt::format("{} B", stats.tiers[0].capacity_bytes) : "off",
+             enabled[1] ? fmt::format("{} B", stats.tiers[1].capacity_bytes) : "off",
+             enabled[2] ? fmt::format("{} B", stats.tiers[2].capacity_bytes) : "off",
+             options.storage.disk.path, stats.indexed_chunks, namespaces->size(),
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return absl::OkStatus();
+}
+
+void Daemon::Impl::Shutdown() {
+  if (stopped) return;
+  stopped = true;
+  KVTIER_LOG(INFO, "draining: health NOT_SERVING, new calls refused, {} in flight",
+             service ? service->inflight() : 0);
+  SetServing(false);
+  if (service) service->StartDraining();
+  if (server) {
+    server->Shutdown(std::chrono::system_clock::now() +
+                     std::chrono::seconds(options.server.drain_timeout_s));
+    server->Wait();
+  }
+  if (service) service->SetTierManager(nullptr);
+  if (collector) collector->SetTierManager(nullptr);
+  if (tm) {
+    tm->WaitForBackgroundWork();
+    tm.reset();  // closes the disk tier (RocksDB) cleanly
+    KVTIER_LOG(INFO, "storage closed");
+  }
+  if (!options.server.unix_socket.empty()) ::unlink(options.server.unix_socket.c_str());
+  exposer.reset();
+}
+
+Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Daemon::~Daemon() { Shutdown(); }
+void Daemon::Shutdown() { impl_->Shutdown(); }
+int Daemon::tcp_port() const { return impl_->tcp_port; }
+int Daemon::metrics_port() const { return impl_->metrics_port; }
+const DaemonOptions& Daemon::options() const { return impl_->options; }
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(DaemonOptions options) {
+  options.Finalize();
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  absl::Status s = impl->Start();
+  if (!s.ok()) {
+    impl->Shutdown();
+    return s;
+  }
+  return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
+}
+
+}  // namespace kvtier::service

@@ -1,0 +1,550 @@
+#include "kvtier_service.h"
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "convert.h"
+#include "kvtier/common/crc32c.h"
+#include "kvtier/common/logging.h"
+#include "kvtier/common/status.h"
+#include "kvtier/kernels/codec.h"
+
+namespace kvtier::service {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The status to return once the call is cancelled: DEADLINE_EXCEEDED when its deadline passed.
+absl::Status CancelledStatus(grpc::ServerContext* ctx, const char* where) {
+  if (ctx->deadline() <= std::chrono::system_clock::now()) {
+    return absl::DeadlineExceededError(absl::StrCat("deadline exceeded ", where));
+  }
+  return absl::CancelledError(absl::StrCat("cancelled ", where));
+}
+
+// Reserves bytes of a shared budget; released by the destructor.
+class BudgetReservation {
+ public:
+  BudgetReservation(std::atomic<uint64_t>* used, uint64_t limit, uint64_t bytes)
+      : used_(used), bytes_(bytes) {
+    uint64_t prev = used_->fetch_add(bytes_, std::memory_order_acq_rel);
+    if (prev + bytes_ > limit) {
+      used_->fetch_sub(bytes_, std::memory_order_acq_rel);
+      bytes_ = 0;
+      ok_ = false;
+    }
+  }
+  ~BudgetReservation() {
+    if (bytes_ > 0) used_->fetch_sub(bytes_, std::memory_order_acq_rel);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  std::atomic<uint64_t>* used_;
+  uint64_t bytes_;
+  bool ok_ = true;
+};
+
+}  // namespace
+
+KvTierService::KvTierService(const ServerOptions& options, uint32_t default_tokens_per_chunk,
+                             NamespaceRegistry* registry, ServiceMetrics* metrics)
+    : options_(options),
+      default_tokens_per_chunk_(default_tokens_per_chunk),
+      registry_(registry),
+      metrics_(metrics),
+      auth_(options.token) {}
+
+grpc::Status KvTierService::Run(grpc::ServerContext* ctx, const char* method, bool needs_storage,
+                                const std::function<absl::Status(storage::TierManager*)>& body) {
+  const Clock::time_point start = Clock::now();
+  absl::Status status;
+  // Authentication comes first, before any payload is read.
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  std::string_view value;
+  const std::string_view* auth_value = nullptr;
+  if (it != md.end()) {
+    value = std::string_view(it->second.data(), it->second.size());
+    auth_value = &value;
+  }
+  status = auth_.Check(auth_value);
+  if (!status.ok()) {
+    metrics_->CountAuthFailure();
+  } else {
+    storage::TierManager* tm = tm_.load(std::memory_order_acquire);
+    if (draining_.load(std::memory_order_acquire)) {
+      metrics_->CountRejected("not_serving");
+      status = absl::UnavailableError("kvtierd is shutting down");
+    } else if (needs_storage && tm == nullptr) {
+      metrics_->CountRejected("not_serving");
+      status = absl::UnavailableError("kvtierd is starting: the disk tier is not open yet");
+    } else {
+      int64_t now = inflight_.fetch_add(1, std::memory_order_acq_rel) + 1;
+      if (now > static_cast<int64_t>(options_.max_inflight_calls)) {
+        metrics_->CountRejected("inflight_limit");
+        status = absl::ResourceExhaustedError(absl::StrCat(
+            "too many calls in flight (max_inflight_calls = ", options_.max_inflight_calls, ")"));
+      } else {
+        metrics_->AddInflight(1);
+        status = body(tm);
+        metrics_->AddInflight(-1);
+      }
+      inflight_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+  metrics_->ObserveRpc(method, CodeName(status.code()), SecondsSince(start));
+  if (!status.ok() && status.code() != absl::StatusCode::kNotFound &&
+      status.code() != absl::StatusCode::kCancelled &&
+      status.code() != absl::StatusCode::kDeadlineExceeded) {
+    KVTIER_LOG(DEBUG, "{} failed: {}", method, status.ToString());
+  }
+  return ToGrpc(status);
+}
+
+absl::Status KvTierService::ParseKeys(const google::protobuf::RepeatedPtrField<std::string>& keys,
+                                      std::vector<ChunkKey>* out) const {
+  if (static_cast<uint64_t>(keys.size()) > options_.max_keys_per_request) {
+    return absl::InvalidArgumentError(absl::StrCat(keys.size(), " keys in one request; at most ",
+                                                   options_.max_keys_per_request));
+  }
+  out->reserve(keys.size());
+  for (int i = 0; i < keys.size(); ++i) {
+    KVTIER_ASSIGN_OR_RETURN(ChunkKey k, KeyFromProto(keys[i], "keys", i));
+    out->push_back(k);
+  }
+  return absl::OkStatus();
+}
+
+// ---- Namespaces ---------------------------------------------------------------------------------
+
+grpc::Status KvTierService::CreateNamespace(grpc::ServerContext* ctx,
+                                            const v1::CreateNamespaceRequest* req,
+                                            v1::CreateNamespaceResponse* resp) {
+  return Run(ctx, "CreateNamespace", false, [&](storage::TierManager*) -> absl::Status {
+    if (!req->has_namespace_()) return absl::InvalidArgumentError("namespace is required");
+    KVTIER_ASSIGN_OR_RETURN(NamespaceInfo info,
+                            NamespaceFromProto(req->namespace_(), default_tokens_per_chunk_));
+    bool created = false;
+    KVTIER_ASSIGN_OR_RETURN(auto entry, registry_->Create(std::move(info), &created));
+    NamespaceToProto(*entry, resp->mutable_namespace_());
+    resp->set_created(created);
+    if (created) KVTIER_LOG(INFO, "namespace '{}' created (id {})", entry->name, entry->id);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status KvTierService::GetNamespace(grpc::ServerContext* ctx,
+                                         const v1::GetNamespaceRequest* req,
+                                         v1::GetNamespaceResponse* resp) {
+  return Run(ctx, "GetNamespace", false, [&](storage::TierManager*) -> absl::Status {
+    KVTIER_ASSIGN_OR_RETURN(auto entry, registry_->Get(req->name()));
+    NamespaceToProto(*entry, resp->mutable_namespace_());
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status KvTierService::ListNamespaces(grpc::ServerContext* ctx,
+                                           const v1::ListNamespacesRequest*,
+                                           v1::ListNamespacesResponse* resp) {
+  return Run(ctx, "ListNamespaces", false, [&](storage::TierManager*) -> absl::Status {
+    for (const auto& entry : registry_->List()) NamespaceToProto(*entry, resp->add_namespaces());
+    return absl::OkStatus();
+  });
+}
+
+// ---- Lookup -------------------------------------------------------------------------------------
+
+grpc::Status KvTierService::Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
+                                   v1::LookupResponse* resp) {
+  return Run(ctx, "Lookup", true, [&](storage::TierManager* tm) -> absl::Status {
+    KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(req->namespace_()));
+    std::vector<ChunkKey> keys;
+    KVTIER_RETURN_IF_ERROR(ParseKeys(req->keys(), &keys));
+    storage::LookupOptions opts;
+    if (req->lease_ms() > 0) {
+      opts.lease = true;
+      opts.lease_ms = req->lease_ms();
+    }
+    storage::LookupResult r = tm->Lookup(ns->id, keys, opts);
+    resp->set_prefix_chunks(r.hits);
+    resp->set_prefix_tokens(static_cast<uint64_t>(r.hits) * ns->tokens_per_chunk);
+    resp->set_lease_id(r.lease);
+    std::array<uint64_t, storage::kNumTiers> per_tier{};
+    for (uint32_t i = 0; i < r.hits && i < r.tiers.size(); ++i) {
+      v1::ChunkInfo* c = resp->add_chunks();
+      c->set_tier(TierToProto(r.tiers[i]));
+      c->set_num_tokens(ns->tokens_per_chunk);
+      ++per_tier[storage::TierIndex(r.tiers[i])];
+    }
+    for (int t = 0; t < storage::kNumTiers; ++t) {
+      if (per_tier[t] > 0) metrics_->CountHits(static_cast<storage::TierKind>(t), per_tier[t]);
+    }
+    if (r.hits < keys.size()) metrics_->CountMiss();
+    metrics_->CountLookup(static_cast<uint64_t>(keys.size()) * ns->tokens_per_chunk,
+                          static_cast<uint64_t>(r.hits) * ns->tokens_per_chunk);
+    return absl::OkStatus();
+  });
+}
+
+// ---- Put ----------------------------------------------------------------------------------------
+
+grpc::Status KvTierService::Put(grpc::ServerContext* ctx,
+                                grpc::ServerReader<v1::PutRequest>* reader,
+                                v1::PutResponse* resp) {
+  return Run(ctx, "Put", true, [&](storage::TierManager* tm) {
+    return DoPut(ctx, reader, tm, resp);
+  });
+}
+
+absl::Status KvTierService::DoPut(grpc::ServerContext* ctx,
+                                  grpc::ServerReader<v1::PutRequest>* reader,
+                                  storage::TierManager* tm, v1::PutResponse* resp) {
+  v1::PutRequest msg;
+  if (!reader->Read(&msg)) {
+    if (ctx->IsCancelled()) return CancelledStatus(ctx, "before the Put header");
+    return absl::InvalidArgumentError("empty Put stream: the first message carries the header");
+  }
+  if (!msg.has_header()) {
+    return absl::InvalidArgumentError("the first Put message must carry the header");
+  }
+  const v1::PutHeader header = msg.header();
+  KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(header.namespace_()));
+  KVTIER_ASSIGN_OR_RETURN(ChunkKey key, KeyFromProto(header.key(), "header.key"));
+  const uint64_t total = header.total_bytes();
+  if (total == 0) return absl::InvalidArgumentError("header.total_bytes is 0");
+  if (total > options_.max_value_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("value of ", total,
+                                                     " bytes exceeds max_value_bytes (",
+                                                     options_.max_value_bytes, ")"));
+  }
+  const bool tensor = header.format() == v1::DATA_FORMAT_TENSOR;
+  if (!tensor && header.format() != v1::DATA_FORMAT_PAYLOAD) {
+    return absl::InvalidArgumentError("header.format is not TENSOR or PAYLOAD");
+  }
+  if (tensor) {
+    if (header.num_tokens() == 0 || header.num_tokens() > ns->tokens_per_chunk) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.num_tokens must be in [1, ", ns->tokens_per_chunk,
+                       "] (the namespace's tokens_per_chunk), got ", header.num_tokens()));
+    }
+    const uint64_t expect = ns->layout.ChunkBytes(header.num_tokens());
+    if (total != expect) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor of ", header.num_tokens(), " tokens in layout ", ns->layout.DebugString(),
+          " is ", expect, " bytes; header.total_bytes says ", total));
+    }
+  }
+  BudgetReservation budget(&ingest_buffered_bytes_, options_.max_buffered_put_bytes, total);
+  if (!budget.ok()) {
+    return absl::ResourceExhaustedError(
+        "too many bytes buffered by Puts in progress (max_buffered_put_bytes); retry later");
+  }
+
+  // Receive everything; nothing is visible until the whole value arrived and matched its CRC.
+  std::string data;
+  data.reserve(total);
+  uint32_t crc = 0;
+  auto append = [&](const std::string& piece) -> absl::Status {
+    if (data.size() + piece.size() > total) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Put stream carries more than header.total_bytes (", total, ")"));
+    }
+    crc = Crc32cExtend(crc, piece.data(), piece.size());
+    data.append(piece);
+    return absl::OkStatus();
+  };
+  KVTIER_RETURN_IF_ERROR(append(msg.data()));
+  while (reader->Read(&msg)) {
+    if (msg.has_header()) {
+      return absl::InvalidArgumentError("only the first Put message may carry a header");
+    }
+    KVTIER_RETURN_IF_ERROR(append(msg.data()));
+  }
+  if (ctx->IsCancelled()) return CancelledStatus(ctx, "during the Put stream");
+  if (data.size() != total) {
+    return absl::InvalidArgumentError(absl::StrCat("Put stream ended after ", data.size(),
+                                                   " of ", total, " bytes"));
+  }
+  if (crc != header.crc32c()) {
+    metrics_->CountChecksumFailure(ChecksumSource::kPutStream);
+    return absl::InvalidArgumentError(
+        "CRC-32C of the streamed bytes does not match header.crc32c; nothing stored");
+  }
+  metrics_->AddTransfer(tensor ? TransferPath::kIngestTensor : TransferPath::kIngestPayload,
+                        total);
+
+  std::vector<uint8_t> encoded;
+  absl::Span<const uint8_t> payload;
+  storage::ChunkMeta meta;
+  if (tensor) {
+    kernels::ChunkInput in;
+    in.data = data.data();
+    in.space = kernels::MemorySpace::kHost;
+    in.layout = ns->layout;
+    in.num_tokens = header.num_tokens();
+    in.first_position = header.first_position();
+    in.ends_sequence = header.ends_sequence();
+    const Clock::time_point t0 = Clock::now();
+    absl::Status s = kernels::Encode(ns->codec, in, &encoded);
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("encode failed: ", s.message()));
+    }
+    metrics_->ObserveCodec(ns->codec.id, CodecOp::kEncode, total, encoded.size(),
+                           SecondsSince(t0));
+    payload = absl::MakeConstSpan(encoded);
+    meta.codec_id = static_cast<uint8_t>(ns->codec.id);
+    meta.num_tokens = header.num_tokens();
+    meta.decoded_bytes = total;
+  } else {
+    payload = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()),
+                                        data.size());
+    auto info = kernels::InspectPayload(payload);
+    if (!info.ok()) {
+      if (info.status().code() == absl::StatusCode::kDataLoss) {
+        metrics_->CountChecksumFailure(ChecksumSource::kPutPayload);
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat("payload rejected: ", info.status().message()));
+    }
+    if (info->layout != ns->layout) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("payload layout ", info->layout.DebugString(),
+                       " differs from the namespace's ", ns->layout.DebugString()));
+    }
+    if (!(info->codec == ns->codec)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("payload codec ", info->codec.ToString(),
+                       " differs from the namespace's ", ns->codec.ToString()));
+    }
+    if (info->num_tokens == 0 || info->num_tokens > ns->tokens_per_chunk) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("payload holds ", info->num_tokens, " tokens; the namespace's chunks "
+                       "hold at most ", ns->tokens_per_chunk));
+    }
+    meta.codec_id = static_cast<uint8_t>(info->codec.id);
+    meta.num_tokens = info->num_tokens;
+    meta.decoded_bytes = info->DecodedBytes();
+  }
+  // Last chance to honour a cancellation before the value becomes visible.
+  if (ctx->IsCancelled()) return CancelledStatus(ctx, "before storing");
+  const bool existed = tm->Contains(ns->id, key);
+  KVTIER_RETURN_IF_ERROR(tm->Put(ns->id, key, payload, meta));
+  if (header.pin()) KVTIER_RETURN_IF_ERROR(tm->Pin(ns->id, key));
+  ingest_tensor_bytes_.fetch_add(meta.decoded_bytes, std::memory_order_relaxed);
+  ingest_payload_bytes_.fetch_add(payload.size(), std::memory_order_relaxed);
+  resp->set_stored_bytes(payload.size());
+  resp->set_tensor_bytes(meta.decoded_bytes);
+  resp->set_replaced(existed);
+  return absl::OkStatus();
+}
+
+// ---- Get ----------------------------------------------------------------------------------------
+
+grpc::Status KvTierService::Get(grpc::ServerContext* ctx, const v1::GetRequest* req,
+                                grpc::ServerWriter<v1::GetResponse>* writer) {
+  return Run(ctx, "Get", true, [&](storage::TierManager* tm) {
+    absl::Status s = DoGet(ctx, *req, writer, tm);
+    if (req->release_lease_id() != 0) tm->ReleaseLease(req->release_lease_id()).IgnoreError();
+    return s;
+  });
+}
+
+absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest& req,
+                                  grpc::ServerWriter<v1::GetResponse>* writer,
+                                  storage::TierManager* tm) {
+  KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(req.namespace_()));
+  KVTIER_ASSIGN_OR_RETURN(ChunkKey key, KeyFromProto(req.key(), "key"));
+  const bool tensor = req.format() == v1::DATA_FORMAT_TENSOR;
+  if (!tensor && req.format() != v1::DATA_FORMAT_PAYLOAD) {
+    return absl::InvalidArgumentError("format is not TENSOR or PAYLOAD");
+  }
+  absl::StatusOr<storage::ChunkHandle> handle = tm->Get(ns->id, key);
+  if (!handle.ok()) {
+    if (handle.status().code() == absl::StatusCode::kNotFound) metrics_->CountMiss();
+    return handle.status();
+  }
+  metrics_->CountHits(handle->tier(), 1);
+  absl::Span<const uint8_t> payload = handle->bytes();
+  // End-to-end check: the bytes we are about to serve are the bytes that were acknowledged.
+  if (Crc32c(payload.data(), payload.size()) != handle->crc32c()) {
+    metrics_->CountChecksumFailure(ChecksumSource::kFetch);
+    return absl::DataLossError("stored payload failed its checksum; not served");
+  }
+  if (ctx->IsCancelled()) return CancelledStatus(ctx, "before sending");
+
+  v1::GetResponse first;
+  v1::GetHeader* h = first.mutable_header();
+  h->set_format(req.format());
+  h->set_tier(TierToProto(handle->tier()));
+  h->set_payload_bytes(payload.size());
+
+  std::string decoded;
+  absl::Span<const uint8_t> out = payload;
+  uint32_t out_crc = handle->crc32c();
+  auto info = kernels::InspectPayload(payload);
+  if (!info.ok()) {
+    if (info.status().code() == absl::StatusCode::kDataLoss) {
+      metrics_->CountChecksumFailure(ChecksumSource::kFetch);
+    }
+    return absl::DataLossError(absl::StrCat("stored payload is unreadable: ",
+                                            info.status().message()));
+  }
+  h->set_num_tokens(info->num_tokens);
+  h->set_first_position(info->first_position);
+  h->set_ends_sequence(info->ends_sequence);
+  h->set_codec(info->codec.ToString());
+  LayoutToProto(info->layout, h->mutable_layout());
+  if (tensor) {
+    // Decode at the last step, only when the caller asked for a tensor.
+    decoded.resize(info->DecodedBytes());
+    const Clock::time_point t0 = Clock::now();
+    absl::Status s = kernels::Decode(
+        payload, kernels::DecodeTarget::Contiguous(decoded.data(), info->layout,
+                                                   info->num_tokens));
+    if (!s.ok()) {
+      if (s.code() == absl::StatusCode::kDataLoss) {
+        metrics_->CountChecksumFailure(ChecksumSource::kFetch);
+      }
+      return absl::DataLossError(absl::StrCat("decode failed: ", s.message()));
+    }
+    metrics_->ObserveCodec(info->codec.id, CodecOp::kDecode, decoded.size(), payload.size(),
+                           SecondsSince(t0));
+    out = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(decoded.data()),
+                                    decoded.size());
+    out_crc = Crc32c(out.data(), out.size());
+  }
+  h->set_total_bytes(out.size());
+  h->set_crc32c(out_crc);
+
+  const size_t step = options_.stream_message_bytes;
+  size_t off = 0;
+  v1::GetResponse msg;
+  bool first_sent = false;
+  do {
+    if (ctx->IsCancelled()) return CancelledStatus(ctx, "while streaming");
+    size_t n = std::min(step, out.size() - off);
+    v1::GetResponse& m = first_sent ? msg : first;
+    m.set_data(reinterpret_cast<const char*>(out.data() + off), n);
+    if (!writer->Write(m)) return CancelledStatus(ctx, "while streaming (client gone)");
+    first_sent = true;
+    off += n;
+  } while (off < out.size());
+  metrics_->AddTransfer(tensor ? TransferPath::kFetchTensor : TransferPath::kFetchPayload,
+                        out.size());
+  return absl::OkStatus();
+}
+
+// ---- Delete, Pin, Unpin -------------------------------------------------------------------------
+
+grpc::Status KvTierService::Delete(grpc::ServerContext* ctx, const v1::DeleteRequest* req,
+                                   v1::DeleteResponse* resp) {
+  return Run(ctx, "Delete", true, [&](storage::TierManager* tm) -> absl::Status {
+    KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(req->namespace_()));
+    std::vector<ChunkKey> keys;
+    KVTIER_RETURN_IF_ERROR(ParseKeys(req->keys(), &keys));
+    uint32_t deleted = 0;
+    for (const ChunkKey& k : keys) {
+      absl::Status s = tm->Delete(ns->id, k);
+      if (s.ok()) {
+        ++deleted;
+      } else if (s.code() != absl::StatusCode::kNotFound) {
+        return s;
+      }
+    }
+    resp->set_deleted(deleted);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status KvTierService::Pin(grpc::ServerContext* ctx, const v1::PinRequest* req,
+                                v1::PinResponse* resp) {
+  return Run(ctx, "Pin", true, [&](storage::TierManager* tm) -> absl::Status {
+    KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(req->namespace_()));
+    std::vector<ChunkKey> keys;
+    KVTIER_RETURN_IF_ERROR(ParseKeys(req->keys(), &keys));
+    uint32_t n = 0;
+    for (const ChunkKey& k : keys) {
+      absl::Status s = tm->Pin(ns->id, k);
+      if (s.ok()) {
+        ++n;
+      } else if (s.code() != absl::StatusCode::kNotFound) {
+        return s;
+      }
+    }
+    resp->set_pinned(n);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status KvTierService::Unpin(grpc::ServerContext* ctx, const v1::UnpinRequest* req,
+                                  v1::UnpinResponse* resp) {
+  return Run(ctx, "Unpin", true, [&](storage::TierManager* tm) -> absl::Status {
+    KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(req->namespace_()));
+    std::vector<ChunkKey> keys;
+    KVTIER_RETURN_IF_ERROR(ParseKeys(req->keys(), &keys));
+    uint32_t n = 0;
+    for (const ChunkKey& k : keys) {
+      absl::Status s = tm->Unpin(ns->id, k);
+      if (s.ok()) {
+        ++n;
+      } else if (s.code() != absl::StatusCode::kNotFound &&
+                 s.code() != absl::StatusCode::kFailedPrecondition) {
+        return s;
+      }
+    }
+    if (req->lease_id() != 0) {
+      absl::Status s = tm->ReleaseLease(req->lease_id());
+      if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+    }
+    resp->set_unpinned(n);
+    return absl::OkStatus();
+  });
+}
+
+// ---- Compact, Stats -----------------------------------------------------------------------------
+
+grpc::Status KvTierService::Compact(grpc::ServerContext* ctx, const v1::CompactRequest*,
+                                    v1::CompactResponse*) {
+  return Run(ctx, "Compact", true, [&](storage::TierManager*) -> absl::Status {
+    return absl::UnimplementedError(
+        "Compact: storing compacted contexts is not implemented in this kvtierd version");
+  });
+}
+
+grpc::Status KvTierService::Stats(grpc::ServerContext* ctx, const v1::StatsRequest*,
+                                  v1::StatsResponse* resp) {
+  return Run(ctx, "Stats", true, [&](storage::TierManager* tm) -> absl::Status {
+    storage::StorageStats s = tm->Stats();
+    for (int i = 0; i < storage::kNumTiers; ++i) {
+      const storage::TierStats& t = s.tiers[i];
+      if (!t.enabled) continue;
+      v1::TierStats* p = resp->add_tiers();
+      p->set_tier(TierToProto(static_cast<storage::TierKind>(i)));
+      p->set_capacity_bytes(t.capacity_bytes);
+      p->set_used_bytes(t.used_bytes);
+      p->set_chunks(t.chunks);
+      p->set_hits(t.hits);
+      p->set_misses(metrics_->tier_misses(i));
+      p->set_evictions(t.evictions);
+    }
+    resp->set_namespaces(static_cast<uint32_t>(registry_->size()));
+    resp->set_pinned_chunks(s.pinned_chunks);
+    resp->set_active_leases(s.active_leases);
+    resp->set_lookup_tokens_requested(metrics_->tokens_requested());
+    resp->set_lookup_tokens_hit(metrics_->tokens_hit());
+    resp->set_ingest_tensor_bytes(ingest_tensor_bytes_.load(std::memory_order_relaxed));
+    resp->set_ingest_payload_bytes(ingest_payload_bytes_.load(std::memory_order_relaxed));
+    resp->set_gpu_tier(s.tiers[storage::TierIndex(storage::TierKind::kGpu)].enabled);
+    resp->set_version(KVTIER_VERSION_STRING);
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace kvtier::service

@@ -1,0 +1,91 @@
+// KvTierService: the kvtier.v1.KvTier gRPC handlers (sync API). Each handler authenticates first
+// (before reading any stream message), refuses work while the daemon is not serving or over its
+// in-flight limit, validates cheaply before allocating, honours cancellation and deadlines between
+// steps, and records its latency. Conversions to domain types happen here; storage and kernels
+// never see proto types.
+//
+// Thread-safety: handlers run concurrently on gRPC's thread pool; all shared state is
+// thread-safe (registry, tier manager, metrics) or atomic.
+#ifndef KVTIER_SERVICE_SRC_KVTIER_SERVICE_H_
+#define KVTIER_SERVICE_SRC_KVTIER_SERVICE_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "auth.h"
+#include "kvtier.grpc.pb.h"
+#include "kvtier/service/options.h"
+#include "kvtier/storage/tier_manager.h"
+#include "metrics.h"
+#include "namespace_registry.h"
+
+namespace kvtier::service {
+
+class KvTierService final : public v1::KvTier::Service {
+ public:
+  KvTierService(const ServerOptions& options, uint32_t default_tokens_per_chunk,
+                NamespaceRegistry* registry, ServiceMetrics* metrics);
+
+  // The tier manager once open (nullptr before; handlers answer UNAVAILABLE until then).
+  void SetTierManager(storage::TierManager* tm) { tm_.store(tm, std::memory_order_release); }
+  // Start refusing new calls with UNAVAILABLE (drain). Running calls continue.
+  void StartDraining() { draining_.store(true, std::memory_order_release); }
+  int64_t inflight() const { return inflight_.load(std::memory_order_acquire); }
+
+  grpc::Status CreateNamespace(grpc::ServerContext* ctx, const v1::CreateNamespaceRequest* req,
+                               v1::CreateNamespaceResponse* resp) override;
+  grpc::Status GetNamespace(grpc::ServerContext* ctx, const v1::GetNamespaceRequest* req,
+                            v1::GetNamespaceResponse* resp) override;
+  grpc::Status ListNamespaces(grpc::ServerContext* ctx, const v1::ListNamespacesRequest* req,
+                              v1::ListNamespacesResponse* resp) override;
+  grpc::Status Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
+                      v1::LookupResponse* resp) override;
+  grpc::Status Put(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutRequest>* reader,
+                   v1::PutResponse* resp) override;
+  grpc::Status Get(grpc::ServerContext* ctx, const v1::GetRequest* req,
+                   grpc::ServerWriter<v1::GetResponse>* writer) override;
+  grpc::Status Delete(grpc::ServerContext* ctx, const v1::DeleteRequest* req,
+                      v1::DeleteResponse* resp) override;
+  grpc::Status Pin(grpc::ServerContext* ctx, const v1::PinRequest* req,
+                   v1::PinResponse* resp) override;
+  grpc::Status Unpin(grpc::ServerContext* ctx, const v1::UnpinRequest* req,
+                     v1::UnpinResponse* resp) override;
+  grpc::Status Compact(grpc::ServerContext* ctx, const v1::CompactRequest* req,
+                       v1::CompactResponse* resp) override;
+  grpc::Status Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
+                     v1::StatsResponse* resp) override;
+
+ private:
+  // Runs `body` under the common prologue (auth, serving, in-flight limit) and epilogue (latency
+  // metric, status conversion). `needs_storage` = false lets namespace calls run before the disk
+  // tier is open.
+  grpc::Status Run(grpc::ServerContext* ctx, const char* method, bool needs_storage,
+                   const std::function<absl::Status(storage::TierManager*)>& body);
+
+  absl::Status DoPut(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutRequest>* reader,
+                     storage::TierManager* tm, v1::PutResponse* resp);
+  absl::Status DoGet(grpc::ServerContext* ctx, const v1::GetRequest& req,
+                     grpc::ServerWriter<v1::GetResponse>* writer, storage::TierManager* tm);
+  // Keys of a Delete/Pin/Unpin/Lookup request, validated.
+  absl::Status ParseKeys(const google::protobuf::RepeatedPtrField<std::string>& keys,
+                         std::vector<ChunkKey>* out) const;
+
+  const ServerOptions options_;
+  const uint32_t default_tokens_per_chunk_;
+  NamespaceRegistry* const registry_;
+  ServiceMetrics* const metrics_;
+  const TokenAuthenticator auth_;
+  std::atomic<storage::TierManager*> tm_{nullptr};
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> inflight_{0};
+  std::atomic<uint64_t> ingest_buffered_bytes_{0};
+  std::atomic<uint64_t> ingest_tensor_bytes_{0};
+  std::atomic<uint64_t> ingest_payload_bytes_{0};
+};
+
+}  // namespace kvtier::service
+
+#endif  // KVTIER_SERVICE_SRC_KVTIER_SERVICE_H_
