@@ -1,1 +1,16 @@
-# Tests for kernels/codecs (kvtier_add_test).
+# Tests for kernels/codecs (kvtier_add_test). They include the internal headers of
+# kernels/src (numeric conversions, format constants) besides the public API.
+set(_codec_test_includes ${PROJECT_SOURCE_DIR}/kernels/src ${CMAKE_CURRENT_SOURCE_DIR}/kernels
+                          ${PROJECT_SOURCE_DIR}/fuzz)
+foreach(_t params roundtrip malformed target corpus)
+  kvtier_add_test(NAME kernels_codec_${_t}_test SOURCES kernels/codec_${_t}_test.cc
+                  LIBS kvtier::kernels LABELS unit)
+  target_include_directories(kernels_codec_${_t}_test PRIVATE ${_codec_test_includes})
+endforeach()
+target_compile_definitions(kernels_codec_corpus_test PRIVATE
+                           KVTIER_PAYLOAD_CORPUS="${PROJECT_SOURCE_DIR}/fuzz/corpus/payload")
+if(KVTIER_HAVE_CUDA)
+  kvtier_add_test(NAME kernels_codec_gpu_test SOURCES kernels/codec_gpu_test.cc
+                  LIBS kvtier::kernels CUDA::cudart GPU)
+  target_include_directories(kernels_codec_gpu_test PRIVATE ${_codec_test_includes})
+endif()

@@ -56,6 +56,7 @@ struct CodecParams {
   std::string ToString() const;
   static absl::StatusOr<CodecParams> Parse(const std::string& text);
   friend bool operator==(const CodecParams& a, const CodecParams& b);
+  friend bool operator!=(const CodecParams& a, const CodecParams& b) { return !(a == b); }
 };
 
 // Where a buffer lives.
