@@ -1,1 +1,19 @@
-# Tests for storage/storage (kvtier_add_test).
+# Tests for storage/ (kvtier_add_test). Internal headers come from storage/src.
+set(_kvtier_storage_src ${PROJECT_SOURCE_DIR}/storage/src)
+
+function(kvtier_storage_test name)
+  kvtier_add_test(NAME ${name} ${ARGN})
+  target_include_directories(${name} PRIVATE ${_kvtier_storage_src} ${CMAKE_CURRENT_SOURCE_DIR}/storage)
+endfunction()
+
+kvtier_storage_test(storage_range_allocator_test SOURCES storage/range_allocator_test.cc
+                    LIBS kvtier::storage LABELS unit)
+kvtier_storage_test(storage_eviction_policy_test SOURCES storage/eviction_policy_test.cc
+                    LIBS kvtier::storage LABELS unit)
+kvtier_storage_test(storage_tier_contract_test SOURCES storage/tier_contract_test.cc
+                    LIBS kvtier::storage LABELS unit)
+if(KVTIER_HAVE_CUDA)
+  kvtier_storage_test(storage_tier_contract_gpu_test SOURCES storage/tier_contract_test.cc
+                      LIBS kvtier::storage GPU)
+  target_compile_definitions(storage_tier_contract_gpu_test PRIVATE KVTIER_STORAGE_GPU_CONTRACT=1)
+endif()

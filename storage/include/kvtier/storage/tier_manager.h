@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -35,6 +36,12 @@
 #include "kvtier/storage/types.h"
 
 namespace kvtier::storage {
+
+struct PutOptions {
+  // The key of the chunk that precedes this one in its chain (key_{i-1}), when the caller knows
+  // it. Prefix-aware policies queue the chunk behind its parent so chain tails go first.
+  std::optional<ChunkKey> parent;
+};
 
 struct LookupOptions {
   // Pin the hits under a new lease (LookupResult::lease) until it expires or is released.
@@ -71,7 +78,7 @@ class TierManager {
   // Errors: InvalidArgument (empty or larger than max_chunk_bytes), ResourceExhausted (no tier
   // could take it, e.g. memory full of pinned chunks and disk full), Unavailable (disk I/O error).
   virtual absl::Status Put(NamespaceId ns, const ChunkKey& key, absl::Span<const uint8_t> payload,
-                           const ChunkMeta& meta) = 0;
+                           const ChunkMeta& meta, const PutOptions& put_options = {}) = 0;
 
   // Prefix lookup: the longest run of consecutive hits from keys[0]. Counts as an access of each
   // hit (for the eviction policy). With options.lease, the hits are pinned under a lease.
