@@ -1,0 +1,680 @@
+// CUDA kernels for token selection: attention column mass (SnapKV window scores, H2O column
+// sums), 1-D pooling and per-(layer, KV head) top-k with the "lower position wins" tie rule.
+//
+// Attention runs in two passes over K per (layer, KV head), both tiled as
+//   S[128 query rows][64 keys] = Q_chunk K_tile^T
+// with tensor cores (wmma, fp32 accumulation) for fp16/bf16 and scalar fp32 FMA for fp32:
+//   pass 1 (RowStatsKernel): per query row the running max and sum of exp over its causal keys,
+//          one partial per key split, merged by ReduceStatsKernel;
+//   pass 2 (ColumnMassKernel): per key the sum over rows of exp(s - M) / Z, divided by the group
+//          size (GQA mean); rows of one KV head are its n query heads' rows, contiguous in Q.
+// Logits are kept in the log2 domain (exp2f) and the summation order differs from the CPU
+// reference, so scores agree to about 1e-6 relative; selection then runs on those scores.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cub/block/block_scan.cuh>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kvtier/common/status.h"
+#include "selection/selection_internal.h"
+#include "selection/selection_timing.h"
+
+namespace kvtier::kernels::internal {
+namespace {
+
+#define KVTIER_SEL_CUDA(expr)                                                         \
+  do {                                                                                \
+    cudaError_t e_ = (expr);                                                          \
+    if (e_ != cudaSuccess) {                                                          \
+      return absl::InternalError(std::string("selection (CUDA): ") + #expr + ": " +  \
+                                 cudaGetErrorString(e_));                             \
+    }                                                                                 \
+  } while (0)
+
+constexpr int kRows = 128;     // query rows per chunk
+constexpr int kKeys = 64;      // keys per tile
+constexpr int kThreads = 256;  // 8 warps; warp w owns rows 16w .. 16w + 15 of a chunk
+constexpr int kSLd = kKeys + 4;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Stream-ordered device allocation, freed on scope exit (on the same stream).
+class Scratch {
+ public:
+  explicit Scratch(cudaStream_t s) : stream_(s) {}
+  ~Scratch() {
+    for (void* p : ptrs_) cudaFreeAsync(p, stream_);
+  }
+  template <typename T>
+  absl::StatusOr<T*> Get(size_t count) {
+    void* p = nullptr;
+    KVTIER_SEL_CUDA(cudaMallocAsync(&p, std::max<size_t>(count, 1) * sizeof(T), stream_));
+    ptrs_.push_back(p);
+    return static_cast<T*>(p);
+  }
+
+ private:
+  cudaStream_t stream_;
+  std::vector<void*> ptrs_;
+};
+
+struct AttnParams {
+  const void* q;
+  const void* k;
+  uint32_t num_kv_heads, num_query_heads, head_dim, num_tokens, num_queries, group;
+  uint32_t rows;        // query rows per KV head = group * num_queries
+  uint32_t row_chunks;  // ceil(rows / kRows)
+  uint32_t q_pos0;      // position of query row 0 (T - num_queries)
+  float scale_log2;     // log2(e) / sqrt(D)
+  uint32_t stats_splits, stats_tiles_per_split;
+  uint32_t num_columns, mass_tiles_per_split;
+  float2* partial;  // [LH][row_chunks * kRows][stats_splits] (max, sum) in the log2 domain
+  float2* stats;    // [LH][row_chunks * kRows] (max, 1 / sum)
+  float* scores;    // [LH][num_columns]
+};
+
+template <int D>
+struct Ld {
+  static constexpr int kValue = D + 8;  // padding against shared-memory bank conflicts
+};
+
+template <typename T, int D>
+size_t SharedBytes() {
+  return (size_t(kRows) + kKeys) * Ld<D>::kValue * sizeof(T) + size_t(kRows) * kSLd * 4 +
+         kRows * 4 * 3 + kKeys * 4 * 4;
+}
+
+template <typename T, int D>
+__device__ void LoadRows(T* sh, const T* g, int valid_rows, int num_rows) {
+  constexpr int kVec = 16 / sizeof(T);
+  constexpr int kPerRow = D / kVec;
+  for (int i = threadIdx.x; i < num_rows * kPerRow; i += blockDim.x) {
+    const int r = i / kPerRow, c = (i % kPerRow) * kVec;
+    int4 v = make_int4(0, 0, 0, 0);
+    if (r < valid_rows) v = *reinterpret_cast<const int4*>(g + size_t(r) * D + c);
+    *reinterpret_cast<int4*>(sh + r * Ld<D>::kValue + c) = v;
+  }
+}
+
+// S[r][c] = q_r . k_c for the chunk's 128 rows and the tile's 64 keys.
+template <typename T, int D>
+__device__ void TileLogits(const T* qs, const T* ks, float* s) {
+  constexpr int kLd = Ld<D>::kValue;
+  if constexpr (std::is_same<T, float>::value) {
+    for (int i = threadIdx.x; i < kRows * kKeys; i += blockDim.x) {
+      const int r = i / kKeys, c = i % kKeys;
+      const float* q = qs + r * kLd;
+      const float* k = ks + c * kLd;
+      float acc = 0.0f;
+#pragma unroll 16
+      for (int d = 0; d < D; ++d) acc = fmaf(q[d], k[d], acc);
+      s[r * kSLd + c] = acc;
+    }
+  } else {
+    using namespace nvcuda;
+    const int warp = threadIdx.x / 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kKeys / 16];
+#pragma unroll
+    for (int j = 0; j < kKeys / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
+#pragma unroll
+    for (int k0 = 0; k0 < D; k0 += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::load_matrix_sync(a, qs + warp * 16 * kLd + k0, kLd);
+#pragma unroll
+      for (int j = 0; j < kKeys / 16; ++j) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+        wmma::load_matrix_sync(b, ks + j * 16 * kLd + k0, kLd);
+        wmma::mma_sync(acc[j], a, b, acc[j]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kKeys / 16; ++j) {
+      wmma::store_matrix_sync(s + warp * 16 * kSLd + j * 16, acc[j], kSLd, wmma::mem_row_major);
+    }
+  }
+}
+
+// Highest position among rows [row0, row0 + valid) (rows cycle through the window per head).
+__device__ __forceinline__ int ChunkMaxPos(const AttnParams& p, uint32_t row0, int valid) {
+  const uint32_t first = row0 % p.num_queries;
+  const uint32_t last = first + valid - 1 >= p.num_queries ? p.num_queries - 1 : first + valid - 1;
+  return int(p.q_pos0 + last);
+}
+
+struct Shared {
+  template <typename T, int D>
+  __device__ static void Carve(unsigned char* base, T** qs, T** ks, float** s, float** row_a,
+                               float** row_b, int** row_pos, float** red) {
+    *qs = reinterpret_cast<T*>(base);
+    *ks = *qs + kRows * Ld<D>::kValue;
+    *s = reinterpret_cast<float*>(*ks + kKeys * Ld<D>::kValue);
+    *row_a = *s + kRows * kSLd;
+    *row_b = *row_a + kRows;
+    *row_pos = reinterpret_cast<int*>(*row_b + kRows);
+    *red = reinterpret_cast<float*>(*row_pos + kRows);
+  }
+};
+
+// grid (stats_splits, row_chunks, L * H_kv)
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) RowStatsKernel(AttnParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T *qs, *ks;
+  float *s, *row_m, *row_z, *red;
+  int* row_pos;
+  Shared::Carve<T, D>(smem, &qs, &ks, &s, &row_m, &row_z, &row_pos, &red);
+  const uint32_t lh = blockIdx.z, chunk = blockIdx.y, split = blockIdx.x;
+  const uint32_t l = lh / p.num_kv_heads, h = lh % p.num_kv_heads;
+  const uint32_t row0 = chunk * kRows;
+  const int valid = min(kRows, int(p.rows - row0));
+  const T* qbase = static_cast<const T*>(p.q) +
+                   ((size_t(l) * p.num_query_heads + h * p.group) * p.num_queries + row0) * D;
+  LoadRows<T, D>(qs, qbase, valid, kRows);
+  for (int i = threadIdx.x; i < kRows; i += blockDim.x) {
+    row_m[i] = -INFINITY;
+    row_z[i] = 0.0f;
+    row_pos[i] = i < valid ? int(p.q_pos0 + (row0 + i) % p.num_queries) : -1;
+  }
+  const int max_pos = ChunkMaxPos(p, row0, valid);
+  const T* kbase = static_cast<const T*>(p.k) + size_t(lh) * p.num_tokens * D;
+  const uint32_t total_tiles = (p.num_tokens + kKeys - 1) / kKeys;
+  const uint32_t tile_begin = split * p.stats_tiles_per_split;
+  const uint32_t tile_end = min(total_tiles, tile_begin + p.stats_tiles_per_split);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int t0 = int(tile * kKeys);
+    if (t0 > max_pos) break;
+    __syncthreads();  // previous tile's readers are done with ks / s
+    LoadRows<T, D>(ks, kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0), kKeys);
+    __syncthreads();
+    TileLogits<T, D>(qs, ks, s);
+    __syncthreads();
+    for (int r = warp * 16; r < warp * 16 + 16; ++r) {
+      const int pos = row_pos[r];
+      if (pos < t0) continue;  // invalid row (-1) or every key of the tile is in its future
+      const float a = t0 + lane <= pos ? s[r * kSLd + lane] * p.scale_log2 : -INFINITY;
+      const float b = t0 + lane + 32 <= pos ? s[r * kSLd + lane + 32] * p.scale_log2 : -INFINITY;
+      float mx = fmaxf(a, b);
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_old = row_m[r];
+      const float m_new = fmaxf(m_old, mx);
+      float e = exp2f(a - m_new) + exp2f(b - m_new);
+      for (int o = 16; o > 0; o >>= 1) e += __shfl_xor_sync(0xffffffffu, e, o);
+      if (lane == 0) {
+        row_z[r] = row_z[r] * exp2f(m_old - m_new) + e;
+        row_m[r] = m_new;
+      }
+    }
+  }
+  __syncthreads();
+  const size_t rows_pad = size_t(p.row_chunks) * kRows;
+  for (int i = threadIdx.x; i < kRows; i += blockDim.x) {
+    p.partial[(size_t(lh) * rows_pad + row0 + i) * p.stats_splits + split] =
+        make_float2(row_m[i], row_z[i]);
+  }
+}
+
+__global__ void ReduceStatsKernel(AttnParams p, uint32_t total_rows) {
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= total_rows) return;
+  const float2* part = p.partial + size_t(i) * p.stats_splits;
+  float m = -INFINITY;
+  for (uint32_t j = 0; j < p.stats_splits; ++j) m = fmaxf(m, part[j].x);
+  float z = 0.0f;
+  if (m != -INFINITY) {
+    for (uint32_t j = 0; j < p.stats_splits; ++j) {
+      if (part[j].x != -INFINITY) z += part[j].y * exp2f(part[j].x - m);
+    }
+  }
+  p.stats[i] = make_float2(m, z > 0.0f ? 1.0f / z : 0.0f);
+}
+
+// grid (mass_splits, L * H_kv)
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads) ColumnMassKernel(AttnParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T *qs, *ks;
+  float *s, *row_m, *row_inv_z, *red;
+  int* row_pos;
+  Shared::Carve<T, D>(smem, &qs, &ks, &s, &row_m, &row_inv_z, &row_pos, &red);
+  const uint32_t lh = blockIdx.y, split = blockIdx.x;
+  const uint32_t l = lh / p.num_kv_heads, h = lh % p.num_kv_heads;
+  const size_t rows_pad = size_t(p.row_chunks) * kRows;
+  const T* qhead =
+      static_cast<const T*>(p.q) + (size_t(l) * p.num_query_heads + h * p.group) * p.num_queries * D;
+  const T* kbase = static_cast<const T*>(p.k) + size_t(lh) * p.num_tokens * D;
+  const uint32_t col_tiles = (p.num_columns + kKeys - 1) / kKeys;
+  const uint32_t tile_begin = split * p.mass_tiles_per_split;
+  const uint32_t tile_end = min(col_tiles, tile_begin + p.mass_tiles_per_split);
+  const int c = threadIdx.x % kKeys, quarter = threadIdx.x / kKeys;
+  const float inv_group = 1.0f / float(p.group);
+
+  auto load_chunk = [&](uint32_t chunk) {
+    const uint32_t row0 = chunk * kRows;
+    const int valid = min(kRows, int(p.rows - row0));
+    LoadRows<T, D>(qs, qhead + size_t(row0) * D, valid, kRows);
+    for (int i = threadIdx.x; i < kRows; i += blockDim.x) {
+      const float2 st = p.stats[size_t(lh) * rows_pad + row0 + i];
+      row_m[i] = st.x;
+      row_inv_z[i] = st.y;
+      row_pos[i] = i < valid ? int(p.q_pos0 + (row0 + i) % p.num_queries) : -1;
+    }
+  };
+  if (p.row_chunks == 1) load_chunk(0);
+
+  for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int t0 = int(tile * kKeys);
+    __syncthreads();
+    LoadRows<T, D>(ks, kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0), kKeys);
+    float acc = 0.0f;
+    for (uint32_t chunk = 0; chunk < p.row_chunks; ++chunk) {
+      const uint32_t row0 = chunk * kRows;
+      const int valid = min(kRows, int(p.rows - row0));
+      if (t0 > ChunkMaxPos(p, row0, valid)) continue;  // the whole tile is in these rows' future
+      if (p.row_chunks > 1) {
+        __syncthreads();
+        load_chunk(chunk);
+      }
+      __syncthreads();
+      TileLogits<T, D>(qs, ks, s);
+      __syncthreads();
+      const int t = t0 + c;
+      for (int r = quarter * 32; r < quarter * 32 + 32; ++r) {
+        if (t <= row_pos[r]) acc += exp2f(s[r * kSLd + c] * p.scale_log2 - row_m[r]) * row_inv_z[r];
+      }
+    }
+    red[quarter * kKeys + c] = acc;
+    __syncthreads();
+    if (quarter == 0 && t0 + c < int(p.num_columns)) {
+      const float total = red[c] + red[kKeys + c] + red[2 * kKeys + c] + red[3 * kKeys + c];
+      p.scores[size_t(lh) * p.num_columns + t0 + c] = total * inv_group;
+    }
+  }
+}
+
+// Scores of a KV head's group of query heads -> their mean (the CPU reference's order, in double).
+__global__ void GroupMeanKernel(const float* in, float* out, uint32_t num_kv_heads, uint32_t group,
+                                uint32_t num_tokens, size_t total) {
+  const size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+  if (i >= total) return;
+  const size_t t = i % num_tokens, lh = i / num_tokens;
+  const size_t l = lh / num_kv_heads, h = lh % num_kv_heads;
+  double sum = 0;
+  for (uint32_t g = 0; g < group; ++g) {
+    sum += in[((l * num_kv_heads * group) + h * group + g) * num_tokens + t];
+  }
+  out[i] = static_cast<float>(sum / group);
+}
+
+struct TopKParams {
+  const float* scores;      // [LH][stride]
+  size_t stride;
+  uint32_t num_scored;      // top-k over [0, num_scored)
+  uint32_t num_tokens;      // positions [num_scored, T) are always kept
+  uint32_t num_kv_heads;
+  const uint32_t* caps;     // [L]
+  const size_t* out_offset; // [LH]
+  uint32_t* out;            // positions
+  uint32_t* keys;           // scratch [LH][num_scored]
+  int pooling;              // 0 max, 1 avg
+  int kernel;
+};
+
+__device__ __forceinline__ uint32_t OrderedKey(float f) {
+  const uint32_t b = __float_as_uint(f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+constexpr int kTopKThreads = 1024;
+
+// One block per (layer, KV head): pooling, radix select of the cap-th largest key, then an
+// ascending scan that keeps every larger key and the lowest-positioned equal keys.
+__global__ void __launch_bounds__(kTopKThreads) PoolTopKKernel(TopKParams p) {
+  using Scan = cub::BlockScan<int, kTopKThreads>;
+  __shared__ typename Scan::TempStorage scan_storage;
+  __shared__ uint32_t hist[256];
+  __shared__ uint32_t s_prefix, s_remaining;
+  __shared__ int s_carry_eq, s_carry_out;
+  const uint32_t lh = blockIdx.x;
+  const uint32_t cap = p.caps[lh / p.num_kv_heads];
+  const float* sc = p.scores + size_t(lh) * p.stride;
+  uint32_t* keys = p.keys + size_t(lh) * p.num_scored;
+  uint32_t* out = p.out + p.out_offset[lh];
+  const int n = int(p.num_scored), half = p.kernel / 2;
+  for (int t = threadIdx.x; t < n; t += blockDim.x) {
+    const int lo = max(0, t - half), hi = min(n - 1, t + half);
+    float v;
+    if (p.pooling == 0) {
+      v = sc[lo];
+      for (int j = lo + 1; j <= hi; ++j) v = fmaxf(v, sc[j]);
+    } else {
+      v = 0.0f;
+      for (int j = lo; j <= hi; ++j) v = __fadd_rn(v, sc[j]);
+      v = __fdiv_rn(v, float(p.kernel));
+    }
+    keys[t] = OrderedKey(v);
+  }
+  if (threadIdx.x == 0) {
+    s_prefix = 0;
+    s_remaining = cap;
+  }
+  __syncthreads();
+  uint32_t mask = 0;
+  if (cap > 0) {
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+      __syncthreads();
+      const uint32_t prefix = s_prefix;
+      for (int t = threadIdx.x; t < n; t += blockDim.x) {
+        const uint32_t k = keys[t];
+        if ((k & mask) == prefix) atomicAdd(&hist[(k >> shift) & 255u], 1u);
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        uint32_t remaining = s_remaining, above = 0;
+        int d = 255;
+        for (; d > 0; --d) {
+          if (above + hist[d] >= remaining) break;
+          above += hist[d];
+        }
+        s_remaining = remaining - above;
+        s_prefix = prefix | (uint32_t(d) << shift);
+      }
+      mask |= 255u << shift;
+      __syncthreads();
+    }
+  }
+  const uint32_t threshold = s_prefix;
+  const int take_equal = cap > 0 ? int(s_remaining) : 0;
+  if (threadIdx.x == 0) {
+    s_carry_eq = 0;
+    s_carry_out = 0;
+  }
+  __syncthreads();
+  for (int base = 0; base < n && cap > 0; base += blockDim.x) {
+    const int t = base + threadIdx.x;
+    const uint32_t k = t < n ? keys[t] : 0u;
+    const int eq = (t < n && k == threshold) ? 1 : 0;
+    int eq_before, eq_total;
+    Scan(scan_storage).ExclusiveSum(eq, eq_before, eq_total);
+    const int carry_eq = s_carry_eq;
+    const int keep = (t < n) && (k > threshold || (eq && carry_eq + eq_before < take_equal));
+    __syncthreads();
+    int out_before, out_total;
+    Scan(scan_storage).ExclusiveSum(keep, out_before, out_total);
+    const int carry_out = s_carry_out;
+    if (keep) out[carry_out + out_before] = uint32_t(t);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      s_carry_eq = carry_eq + eq_total;
+      s_carry_out = carry_out + out_total;
+    }
+    __syncthreads();
+  }
+  for (uint32_t t = p.num_scored + threadIdx.x; t < p.num_tokens; t += blockDim.x) {
+    out[cap + (t - p.num_scored)] = t;
+  }
+}
+
+// Compile-time dispatch over dtype and head_dim, in this one place.
+template <typename F>
+absl::Status DispatchTypeDim(DType dtype, uint32_t head_dim, F&& f) {
+  auto by_dim = [&](auto type_tag) -> absl::Status {
+    using T = decltype(type_tag);
+    switch (head_dim) {
+      case 64:
+        return f(T{}, std::integral_constant<int, 64>{});
+      case 128:
+        return f(T{}, std::integral_constant<int, 128>{});
+      default:
+        return absl::UnimplementedError("selection (CUDA): unsupported head_dim: " +
+                                        std::to_string(head_dim) + " (64 or 128)");
+    }
+  };
+  switch (dtype) {
+    case DType::kFloat16:
+      return by_dim(__half{});
+    case DType::kBFloat16:
+      return by_dim(__nv_bfloat16{});
+    case DType::kFloat32:
+      return by_dim(float{});
+  }
+  return absl::InvalidArgumentError("selection (CUDA): unknown dtype");
+}
+
+int SmCount() {
+  int dev = 0, sms = 132;
+  if (cudaGetDevice(&dev) == cudaSuccess) {
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  }
+  return sms;
+}
+
+// Column mass into device memory `scores` ([LH][num_columns]).
+absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, float* scores,
+                                Scratch* scratch, cudaStream_t stream, SelectionTimings* timings) {
+  AttnParams p{};
+  p.q = in.queries;
+  p.k = in.keys;
+  p.num_kv_heads = in.num_kv_heads;
+  p.num_query_heads = in.num_query_heads;
+  p.head_dim = in.head_dim;
+  p.num_tokens = in.num_tokens;
+  p.num_queries = in.num_queries;
+  p.group = in.num_query_heads / in.num_kv_heads;
+  p.rows = p.group * in.num_queries;
+  p.row_chunks = (p.rows + kRows - 1) / kRows;
+  p.q_pos0 = in.num_tokens - in.num_queries;
+  p.scale_log2 = kLog2e / std::sqrt(static_cast<float>(in.head_dim));
+  p.num_columns = num_columns;
+  const uint32_t lh = in.num_layers * in.num_kv_heads;
+  const uint32_t target_blocks = 4 * SmCount();
+  const uint32_t key_tiles = (in.num_tokens + kKeys - 1) / kKeys;
+  const uint32_t stats_blocks_min = lh * p.row_chunks;
+  p.stats_splits = std::min(key_tiles, std::max(1u, (target_blocks + stats_blocks_min - 1) /
+                                                        stats_blocks_min));
+  p.stats_tiles_per_split = (key_tiles + p.stats_splits - 1) / p.stats_splits;
+  const uint32_t col_tiles = (num_columns + kKeys - 1) / kKeys;
+  const uint32_t mass_splits =
+      std::max(1u, std::min(col_tiles, (target_blocks + lh - 1) / lh));
+  p.mass_tiles_per_split = (col_tiles + mass_splits - 1) / mass_splits;
+  const size_t rows_pad = size_t(p.row_chunks) * kRows;
+  KVTIER_ASSIGN_OR_RETURN(p.partial, scratch->Get<float2>(lh * rows_pad * p.stats_splits));
+  KVTIER_ASSIGN_OR_RETURN(p.stats, scratch->Get<float2>(lh * rows_pad));
+  p.scores = scores;
+
+  return DispatchTypeDim(in.dtype, in.head_dim, [&](auto type_tag, auto dim) -> absl::Status {
+    using T = decltype(type_tag);
+    constexpr int D = decltype(dim)::value;
+    const size_t smem = SharedBytes<T, D>();
+    KVTIER_SEL_CUDA(cudaFuncSetAttribute(RowStatsKernel<T, D>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    KVTIER_SEL_CUDA(cudaFuncSetAttribute(ColumnMassKernel<T, D>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    if (timings) timings->Mark(stream, "start");
+    RowStatsKernel<T, D><<<dim3(p.stats_splits, p.row_chunks, lh), kThreads, smem, stream>>>(p);
+    KVTIER_SEL_CUDA(cudaGetLastError());
+    const uint32_t total_rows = uint32_t(lh * rows_pad);
+    ReduceStatsKernel<<<(total_rows + 255) / 256, 256, 0, stream>>>(p, total_rows);
+    KVTIER_SEL_CUDA(cudaGetLastError());
+    if (timings) timings->Mark(stream, "row_stats");
+    ColumnMassKernel<T, D><<<dim3(mass_splits, lh), kThreads, smem, stream>>>(p);
+    KVTIER_SEL_CUDA(cudaGetLastError());
+    if (timings) timings->Mark(stream, "column_mass");
+    return absl::OkStatus();
+  });
+}
+
+// Pooling + top-k on device scores, result copied into a host Selection.
+absl::StatusOr<Selection> TopKOnDevice(const float* scores, size_t stride, uint32_t num_layers,
+                                       uint32_t num_kv_heads, uint32_t num_tokens,
+                                       uint32_t num_scored, const std::vector<uint32_t>& caps,
+                                       Pooling pooling, uint32_t pool_kernel, Scratch* scratch,
+                                       cudaStream_t stream, SelectionTimings* timings) {
+  Selection sel;
+  sel.num_layers = num_layers;
+  sel.num_kv_heads = num_kv_heads;
+  sel.num_tokens = num_tokens;
+  const uint32_t tail = num_tokens - num_scored;
+  const uint32_t lh = num_layers * num_kv_heads;
+  std::vector<size_t> offsets(lh);
+  size_t total = 0;
+  for (uint32_t l = 0; l < num_layers; ++l) {
+    sel.kept_per_layer.push_back(caps[l] + tail);
+    for (uint32_t h = 0; h < num_kv_heads; ++h) {
+      offsets[l * num_kv_heads + h] = total;
+      total += caps[l] + tail;
+    }
+  }
+  TopKParams p{};
+  p.scores = scores;
+  p.stride = stride;
+  p.num_scored = num_scored;
+  p.num_tokens = num_tokens;
+  p.num_kv_heads = num_kv_heads;
+  p.pooling = pooling == Pooling::kMax ? 0 : 1;
+  p.kernel = int(pool_kernel);
+  uint32_t* d_caps;
+  size_t* d_offsets;
+  KVTIER_ASSIGN_OR_RETURN(d_caps, scratch->Get<uint32_t>(num_layers));
+  KVTIER_ASSIGN_OR_RETURN(d_offsets, scratch->Get<size_t>(lh));
+  KVTIER_ASSIGN_OR_RETURN(p.out, scratch->Get<uint32_t>(total));
+  KVTIER_ASSIGN_OR_RETURN(p.keys, scratch->Get<uint32_t>(size_t(lh) * num_scored));
+  KVTIER_SEL_CUDA(cudaMemcpyAsync(d_caps, caps.data(), 4 * caps.size(), cudaMemcpyHostToDevice,
+                                  stream));
+  KVTIER_SEL_CUDA(cudaMemcpyAsync(d_offsets, offsets.data(), sizeof(size_t) * lh,
+                                  cudaMemcpyHostToDevice, stream));
+  p.caps = d_caps;
+  p.out_offset = d_offsets;
+  PoolTopKKernel<<<lh, kTopKThreads, 0, stream>>>(p);
+  KVTIER_SEL_CUDA(cudaGetLastError());
+  if (timings) timings->Mark(stream, "pool_topk");
+  sel.positions.resize(total);
+  KVTIER_SEL_CUDA(cudaMemcpyAsync(sel.positions.data(), p.out, 4 * total, cudaMemcpyDeviceToHost,
+                                  stream));
+  KVTIER_SEL_CUDA(cudaStreamSynchronize(stream));
+  if (timings) timings->Mark(stream, "copy_out");
+  return sel;
+}
+
+}  // namespace
+
+SelectionTimings::~SelectionTimings() {
+  for (void* e : events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+}
+
+void SelectionTimings::Mark(void* stream, const char* name) {
+  cudaEvent_t e;
+  if (cudaEventCreate(&e) != cudaSuccess) return;
+  cudaEventRecord(e, static_cast<cudaStream_t>(stream));
+  events_.push_back(e);
+  names_.push_back(name);
+}
+
+std::vector<std::pair<std::string, double>> SelectionTimings::Phases() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (size_t i = 1; i < events_.size(); ++i) {
+    float ms = 0;
+    cudaEventSynchronize(static_cast<cudaEvent_t>(events_[i]));
+    cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(events_[i - 1]),
+                         static_cast<cudaEvent_t>(events_[i]));
+    out.emplace_back(names_[i], ms);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> ColumnMassDevice(const SelectionInput& input,
+                                                    uint32_t num_columns) {
+  cudaStream_t stream = 0;
+  std::vector<float> host(size_t(input.num_layers) * input.num_kv_heads * num_columns);
+  {
+    Scratch scratch(stream);
+    KVTIER_ASSIGN_OR_RETURN(float* scores, scratch.Get<float>(host.size()));
+    KVTIER_RETURN_IF_ERROR(
+        ColumnMassOnDevice(input, num_columns, scores, &scratch, stream, nullptr));
+    KVTIER_SEL_CUDA(cudaMemcpyAsync(host.data(), scores, 4 * host.size(), cudaMemcpyDeviceToHost,
+                                    stream));
+  }
+  KVTIER_SEL_CUDA(cudaStreamSynchronize(stream));
+  return host;
+}
+
+absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
+                                                  const SelectionInput& input,
+                                                  const std::vector<uint32_t>& caps,
+                                                  SelectionTimings* timings) {
+  cudaStream_t stream = 0;
+  const uint32_t n = input.num_tokens - options.window;
+  auto run = [&]() -> absl::StatusOr<Selection> {
+    Scratch scratch(stream);
+    KVTIER_ASSIGN_OR_RETURN(float* scores,
+                            scratch.Get<float>(size_t(input.num_layers) * input.num_kv_heads * n));
+    if (n > 0) {
+      KVTIER_RETURN_IF_ERROR(ColumnMassOnDevice(input, n, scores, &scratch, stream, timings));
+    }
+    return TopKOnDevice(scores, n, input.num_layers, input.num_kv_heads, input.num_tokens, n,
+                          caps, options.pooling, options.pool_kernel, &scratch, stream, timings);
+  };
+  absl::StatusOr<Selection> result = run();
+  KVTIER_SEL_CUDA(cudaStreamSynchronize(stream));
+  return result;
+}
+
+absl::StatusOr<Selection> SnapKvSelectDevice(const SnapKvOptions& options,
+                                             const SelectionInput& input,
+                                             const std::vector<uint32_t>& caps) {
+  return SnapKvSelectDeviceTimed(options, input, caps, nullptr);
+}
+
+absl::StatusOr<Selection> H2oSelectDevice(const H2oOptions& options, const H2oScoresInput& input) {
+  cudaStream_t stream = 0;
+  const uint32_t T = input.num_tokens;
+  auto run = [&]() -> absl::StatusOr<Selection> {
+    Scratch scratch(stream);
+    const float* scores = input.scores;
+    if (input.num_score_heads != input.num_kv_heads) {
+      const size_t total = size_t(input.num_layers) * input.num_kv_heads * T;
+      KVTIER_ASSIGN_OR_RETURN(float* mean, scratch.Get<float>(total));
+      GroupMeanKernel<<<(total + 255) / 256, 256, 0, stream>>>(
+          input.scores, mean, input.num_kv_heads, input.num_query_heads / input.num_kv_heads, T,
+          total);
+      KVTIER_SEL_CUDA(cudaGetLastError());
+      scores = mean;
+    }
+    return TopKOnDevice(scores, T, input.num_layers, input.num_kv_heads, T,
+                          T - options.recent_budget,
+                          std::vector<uint32_t>(input.num_layers, options.heavy_budget),
+                          Pooling::kMax, 1, &scratch, stream, nullptr);
+  };
+  absl::StatusOr<Selection> result = run();
+  KVTIER_SEL_CUDA(cudaStreamSynchronize(stream));
+  return result;
+}
+
+absl::StatusOr<Selection> H2oFromQueriesSelectDevice(const H2oOptions& options,
+                                                     const SelectionInput& input) {
+  cudaStream_t stream = 0;
+  const uint32_t T = input.num_tokens;
+  auto run = [&]() -> absl::StatusOr<Selection> {
+    Scratch scratch(stream);
+    KVTIER_ASSIGN_OR_RETURN(float* scores,
+                            scratch.Get<float>(size_t(input.num_layers) * input.num_kv_heads * T));
+    KVTIER_RETURN_IF_ERROR(ColumnMassOnDevice(input, T, scores, &scratch, stream, nullptr));
+    return TopKOnDevice(scores, T, input.num_layers, input.num_kv_heads, T,
+                          T - options.recent_budget,
+                          std::vector<uint32_t>(input.num_layers, options.heavy_budget),
+                          Pooling::kMax, 1, &scratch, stream, nullptr);
+  };
+  absl::StatusOr<Selection> result = run();
+  KVTIER_SEL_CUDA(cudaStreamSynchronize(stream));
+  return result;
+}
+
+}  // namespace kvtier::kernels::internal
