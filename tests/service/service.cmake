@@ -1,1 +1,20 @@
-# Tests for service/service (kvtier_add_test).
+# Tests for service/ (kvtierd). Integration tests start the real kvtierd binary on a temporary
+# Unix socket / 127.0.0.1 port 0 (tests/service/daemon_process.h).
+add_library(kvtier_daemon_process STATIC service/daemon_process.cc)
+target_include_directories(kvtier_daemon_process PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/service)
+target_link_libraries(kvtier_daemon_process PUBLIC kvtier::proto gRPC::grpc++ absl::statusor
+                                                   absl::strings)
+
+kvtier_add_test(NAME service_config_test SOURCES service/config_test.cc
+                LIBS kvtier::service kvtier_daemon_process LABELS unit)
+target_include_directories(service_config_test PRIVATE ${PROJECT_SOURCE_DIR}/service/src)
+
+# Integration tests: each binary starts its own daemons.
+foreach(t rpc)
+  kvtier_add_test(NAME service_${t}_test SOURCES service/${t}_test.cc
+                  LIBS kvtier_daemon_process kvtier_rpc_util kvtier::kernels kvtier::common
+                  LABELS integration TIMEOUT 120)
+  target_compile_definitions(service_${t}_test PRIVATE
+                             KVTIER_KVTIERD="$<TARGET_FILE:kvtierd>")
+  add_dependencies(service_${t}_test kvtierd)
+endforeach()
