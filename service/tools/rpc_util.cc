@@ -78,9 +78,7 @@ PutOutcome Put(v1::KvTier::Stub* stub, const std::string& ns, const std::string&
   do {
     size_t n = std::min(step, data.size() - off);
     msg.set_data(data.data() + off, n);
-    grpc::WriteOptions wo;
-    if (off + n >= data.size()) wo.set_last_message();
-    if (!writer->Write(msg, wo)) {
+    if (!writer->Write(msg)) {
       ok = false;
       break;
     }
