@@ -91,6 +91,11 @@ std::string EncodeDiskKey(const StorageKey& key) {
   return out;
 }
 
+struct DiskTier::Config {
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+};
+
 DiskTier::DiskTier(const DiskTierOptions& options)
     : options_(options), capacity_(options.capacity_bytes) {}
 
@@ -108,6 +113,9 @@ absl::StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& 
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   db_options.keep_log_file_num = 2;
   db_options.avoid_flush_during_shutdown = false;
+  // No automatic background resume after a write error: the disk tier resumes explicitly on its
+  // next write (ResumeIfStopped), so a full disk that got space back recovers deterministically.
+  db_options.max_bgerror_resume_count = 0;
 
   rocksdb::BlockBasedTableOptions table;
   table.checksum = rocksdb::kCRC32c;
@@ -129,34 +137,86 @@ absl::StatusOr<std::unique_ptr<DiskTier>> DiskTier::Open(const DiskTierOptions& 
   meta_cf.write_buffer_size = 4 << 20;
   meta_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
 
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-      {rocksdb::kDefaultColumnFamilyName, payload_cf}, {kMetaCf, meta_cf}};
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DBOptions dbo(db_options);
-  rocksdb::Status s = rocksdb::DB::Open(dbo, options.path, cfs, &handles, &tier->db_);
-  if (!s.ok()) return FromRocks(s, "open");
-  tier->payload_cf_ = handles[0];
-  tier->meta_cf_ = handles[1];
+  tier->config_ = std::make_unique<Config>();
+  tier->config_->db_options = rocksdb::DBOptions(db_options);
+  tier->config_->cfs = {{rocksdb::kDefaultColumnFamilyName, payload_cf}, {kMetaCf, meta_cf}};
+  std::unique_lock<std::shared_mutex> lock(tier->db_mu_);
+  KVTIER_RETURN_IF_ERROR(tier->OpenDb());
   return tier;
 }
 
-DiskTier::~DiskTier() {
+absl::Status DiskTier::OpenDb() {
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::Status s =
+      rocksdb::DB::Open(config_->db_options, options_.path, config_->cfs, &handles, &db_);
+  if (!s.ok()) {
+    db_ = nullptr;
+    return FromRocks(s, "open");
+  }
+  payload_cf_ = handles[0];
+  meta_cf_ = handles[1];
+  return absl::OkStatus();
+}
+
+void DiskTier::CloseDb() {
   if (db_ == nullptr) return;
-  if (payload_cf_ != nullptr) db_->DestroyColumnFamilyHandle(payload_cf_);
-  if (meta_cf_ != nullptr) db_->DestroyColumnFamilyHandle(meta_cf_);
+  db_->DestroyColumnFamilyHandle(payload_cf_);
+  db_->DestroyColumnFamilyHandle(meta_cf_);
+  payload_cf_ = meta_cf_ = nullptr;
   rocksdb::Status s = db_->Close();
   if (!s.ok()) KVTIER_LOG(WARNING, "disk tier close: {}", s.ToString());
   delete db_;
+  db_ = nullptr;
+}
+
+DiskTier::~DiskTier() {
+  std::unique_lock<std::shared_mutex> lock(db_mu_);
+  if (db_ == nullptr) return;
+  // Flush on clean shutdown so the next start reads files instead of replaying the WAL.
+  if (!had_write_error_.load()) {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    db_->Flush(fo, {payload_cf_, meta_cf_}).PermitUncheckedError();
+  }
+  CloseDb();
+}
+
+absl::Status DiskTier::ProbeWritable() {
+  const std::string probe = options_.path + "/kvtier-write-probe";
+  rocksdb::FileSystem* fs = env_->GetFileSystem().get();
+  std::unique_ptr<rocksdb::FSWritableFile> file;
+  rocksdb::IOStatus s = fs->NewWritableFile(probe, rocksdb::FileOptions(), &file, nullptr);
+  if (s.ok()) {
+    const std::string block(4096, '\0');
+    s = file->Append(block, rocksdb::IOOptions(), nullptr);
+    if (s.ok()) s = file->Close(rocksdb::IOOptions(), nullptr);
+  }
+  fs->DeleteFile(probe, rocksdb::IOOptions(), nullptr).PermitUncheckedError();
+  return FromRocks(s, "write probe");
 }
 
 absl::Status DiskTier::ResumeIfStopped() {
   if (!had_write_error_.load()) return absl::OkStatus();
-  std::lock_guard<std::mutex> lock(resume_mu_);
+  std::lock_guard<std::mutex> resume_lock(resume_mu_);
   if (!had_write_error_.load()) return absl::OkStatus();
-  // After a failed write RocksDB may hold a background error and refuse writes; once the cause
-  // (e.g. a full disk) is gone, Resume() brings it back.
-  rocksdb::Status s = db_->Resume();
-  if (!s.ok()) return FromRocks(s, "resume after write error");
+  KVTIER_RETURN_IF_ERROR(ProbeWritable());
+  {
+    std::shared_lock<std::shared_mutex> lock(db_mu_);
+    if (db_ != nullptr && db_->Resume().ok()) {
+      had_write_error_.store(false);
+      return absl::OkStatus();
+    }
+  }
+  // Fatal for RocksDB (e.g. a failed WAL append) or a pending no-space recovery: reopen. The WAL
+  // replays every acknowledged write; readers wait for the few milliseconds this takes.
+  std::unique_lock<std::shared_mutex> lock(db_mu_);
+  CloseDb();
+  absl::Status s = OpenDb();
+  if (!s.ok()) {
+    KVTIER_LOG(ERROR, "disk tier: reopening after a write error failed: {}", s.ToString());
+    return s;
+  }
+  KVTIER_LOG(WARNING, "disk tier: reopened after a write error");
   had_write_error_.store(false);
   return absl::OkStatus();
 }
@@ -182,7 +242,9 @@ absl::StatusOr<std::shared_ptr<TierCopy>> DiskTier::Write(const StorageKey& key,
     rocksdb::WriteOptions wo;
     wo.sync = options_.sync_writes;
     wo.disableWAL = false;
-    rocksdb::Status s = db_->Write(wo, &batch);
+    std::shared_lock<std::shared_mutex> lock(db_mu_);
+    rocksdb::Status s = db_ == nullptr ? rocksdb::Status::IOError("database closed")
+                                       : db_->Write(wo, &batch);
     if (!s.ok()) had_write_error_.store(true);
     status = FromRocks(s, "write");
   }
@@ -198,8 +260,18 @@ absl::StatusOr<TierRead> DiskTier::Read(const StorageKey& key,
   auto value = std::make_shared<rocksdb::PinnableSlice>();
   rocksdb::ReadOptions ro;
   ro.verify_checksums = true;
-  rocksdb::Status s = db_->Get(ro, payload_cf_, EncodeDiskKey(key), value.get());
-  if (!s.ok()) return FromRocks(s, "read");
+  {
+    std::shared_lock<std::shared_mutex> lock(db_mu_);
+    if (db_ == nullptr) return absl::UnavailableError("disk tier: database closed");
+    rocksdb::Status s = db_->Get(ro, payload_cf_, EncodeDiskKey(key), value.get());
+    if (!s.ok()) return FromRocks(s, "read");
+    // A value pinned inside RocksDB (block cache, memtable) must not outlive a reopen: copy it.
+    if (value->IsPinned()) {
+      const std::string copy(value->data(), value->size());
+      value->Reset();
+      value->PinSelf(copy);
+    }
+  }
   if (value->size() != copy->size()) {
     return absl::DataLossError("disk tier: stored payload has " + std::to_string(value->size()) +
                                " bytes, expected " + std::to_string(copy->size()));
@@ -218,10 +290,14 @@ absl::Status DiskTier::Erase(const StorageKey& key, const TierCopy& copy) {
   rocksdb::WriteBatch batch;
   batch.Delete(payload_cf_, k);
   batch.Delete(meta_cf_, k);
-  rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);
-  if (!s.ok()) {
-    had_write_error_.store(true);
-    return FromRocks(s, "erase");
+  {
+    std::shared_lock<std::shared_mutex> lock(db_mu_);
+    rocksdb::Status s = db_ == nullptr ? rocksdb::Status::IOError("database closed")
+                                       : db_->Write(rocksdb::WriteOptions(), &batch);
+    if (!s.ok()) {
+      had_write_error_.store(true);
+      return FromRocks(s, "erase");
+    }
   }
   used_.fetch_sub(copy.size());
   return absl::OkStatus();
@@ -229,6 +305,7 @@ absl::Status DiskTier::Erase(const StorageKey& key, const TierCopy& copy) {
 
 absl::Status DiskTier::Recover(
     const std::function<void(const StorageKey&, std::shared_ptr<TierCopy>)>& fn) {
+  std::shared_lock<std::shared_mutex> lock(db_mu_);
   rocksdb::ReadOptions ro;
   ro.verify_checksums = true;
   ro.fill_cache = false;
@@ -265,6 +342,7 @@ absl::Status DiskTier::Recover(
 }
 
 absl::Status DiskTier::Flush() {
+  std::shared_lock<std::shared_mutex> lock(db_mu_);
   rocksdb::FlushOptions fo;
   fo.wait = true;
   return FromRocks(db_->Flush(fo, {payload_cf_, meta_cf_}), "flush");

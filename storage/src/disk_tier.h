@@ -15,6 +15,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 
 #include "kvtier/storage/options.h"
@@ -55,12 +56,24 @@ class DiskTier final : public Tier {
   uint64_t recovered_corrupt() const { return recovered_corrupt_; }
 
  private:
+  struct Config;  // RocksDB options, kept for reopening.
+
   DiskTier(const DiskTierOptions& options);
+  // Opens db_ and the column family handles from config_. Caller holds db_mu_ exclusively.
+  absl::Status OpenDb();
+  void CloseDb();
+  // After a failed write: checks that the file system takes writes again (a small probe file),
+  // then brings RocksDB back (Resume(), or a reopen when the error was fatal, e.g. a failed WAL
+  // append). Until the probe succeeds, writes fail fast and reads keep working.
   absl::Status ResumeIfStopped();
+  absl::Status ProbeWritable();
 
   const DiskTierOptions options_;
   const uint64_t capacity_;
   std::unique_ptr<rocksdb::Env> env_;
+  std::unique_ptr<Config> config_;
+  // Shared by every read and write; exclusive only to reopen the database after a fatal error.
+  mutable std::shared_mutex db_mu_;
   rocksdb::DB* db_ = nullptr;
   rocksdb::ColumnFamilyHandle* payload_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;

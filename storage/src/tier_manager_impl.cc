@@ -333,6 +333,16 @@ absl::Status TierManagerImpl::Put(NamespaceId ns, const ChunkKey& key,
 
   for (int t = 0; t < kDisk; ++t) {
     if (!enabled(t)) continue;
+    if (tiers_[t]->used_bytes() + tiers_[t]->ChargeFor(payload.size()) >
+        tiers_[t]->capacity_bytes()) {
+      // A replaced chunk gives up its own space first, so a re-put never evicts a bystander.
+      std::shared_ptr<TierCopy> old;
+      std::lock_guard<std::mutex> lock(mu_);
+      IndexEntry* e = index_.Find(skey);
+      if (e != nullptr && e->copies[t] && e->pins == 0 && (e->moving & Bit(t)) == 0) {
+        old = DropCopyLocked(e, t, /*evicted=*/false);
+      }
+    }
     auto copy = WriteWithRoom(t, skey, meta, crc, payload, /*holding_disk=*/false);
     if (!copy.ok()) {
       c_.put_rejections[t].fetch_add(1, std::memory_order_relaxed);

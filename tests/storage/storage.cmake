@@ -17,3 +17,7 @@ if(KVTIER_HAVE_CUDA)
                       LIBS kvtier::storage GPU)
   target_compile_definitions(storage_tier_contract_gpu_test PRIVATE KVTIER_STORAGE_GPU_CONTRACT=1)
 endif()
+kvtier_storage_test(storage_tier_manager_test SOURCES storage/tier_manager_test.cc
+                    LIBS kvtier::storage LABELS unit)
+kvtier_storage_test(storage_disk_faults_test SOURCES storage/disk_faults_test.cc
+                    LIBS kvtier::storage LABELS unit)
