@@ -21,3 +21,5 @@ kvtier_storage_test(storage_tier_manager_test SOURCES storage/tier_manager_test.
                     LIBS kvtier::storage LABELS unit)
 kvtier_storage_test(storage_disk_faults_test SOURCES storage/disk_faults_test.cc
                     LIBS kvtier::storage LABELS unit)
+kvtier_storage_test(storage_stress_test SOURCES storage/stress_test.cc
+                    LIBS kvtier::storage LABELS unit TIMEOUT 120)
