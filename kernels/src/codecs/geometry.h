@@ -227,6 +227,9 @@ struct TargetView {
   uint32_t block_size = 0;
   int64_t stride_block = 0;
   int64_t chunk_stride = 0;
+  // Every row start is 16-byte aligned (layer bases, strides and chunk_stride all are): kernels
+  // may then store 16 bytes at a time.
+  bool align16 = false;
 
   KVTIER_HD char* Row(uint32_t layer, uint32_t kv, uint32_t head, uint32_t token,
                       uint32_t chunk = 0) const {

@@ -14,9 +14,22 @@ target_sources(kvtier_kernels PRIVATE
 # side, none on the device side (the kernels also spell their arithmetic with __fmul_rn & co.).
 set_source_files_properties(src/codecs/fp8_codec.cc src/codecs/kivi_codec.cc
                             PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
-# CUDA kernels: not in this commit yet (the next one adds raw.cu, fp8.cu, kivi.cu and
-# device_memory_cuda.cc); until then device memory is Unimplemented in every build.
-target_sources(kvtier_kernels PRIVATE src/codecs/device_memory_none.cc)
+if(KVTIER_HAVE_CUDA)
+  target_sources(kvtier_kernels PRIVATE
+    src/codecs/device_memory_cuda.cc
+    src/codecs/raw.cu
+    src/codecs/fp8.cu
+    src/codecs/kivi.cu
+  )
+  set_source_files_properties(src/codecs/raw.cu src/codecs/fp8.cu src/codecs/kivi.cu
+                              PROPERTIES COMPILE_OPTIONS "--fmad=false")
+  # The codec .cc files call the launchers of codec_cuda.h only when these kernels are built.
+  set_source_files_properties(src/codecs/raw_codec.cc src/codecs/fp8_codec.cc
+                              src/codecs/kivi_codec.cc PROPERTIES COMPILE_DEFINITIONS
+                              KVTIER_CODECS_CUDA=1)
+else()
+  target_sources(kvtier_kernels PRIVATE src/codecs/device_memory_none.cc)
+endif()
 
 # TurboQuant lives in src/turboquant and defines internal::TurboQuantCodec(). The dispatcher
 # references it only once that area lists sources; until then kTurboQuant is Unimplemented

@@ -13,6 +13,10 @@ TargetView HostTargetView(const DecodeTarget& target) {
   v.block_size = target.block_size;
   v.stride_block = target.stride_block;
   v.chunk_stride = 0;
+  uint64_t bits = static_cast<uint64_t>(target.stride_kv | target.stride_head |
+                                        target.stride_token | target.stride_block);
+  for (void* p : target.layer_base) bits |= reinterpret_cast<uintptr_t>(p);
+  v.align16 = (bits & 15) == 0;
   return v;
 }
 

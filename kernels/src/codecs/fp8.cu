@@ -1,0 +1,177 @@
+// CUDA kernels of the fp8 codec. One group of TPR threads per row (a (layer, K|V, head, token)
+// vector); each thread owns 16-byte pieces of the row. Encode: max |x| by shuffle reduction,
+// scale = amax / 448, codes by the same FloatToE4M3 as the CPU (bit-identical bodies).
+#include "codecs/cuda_common.cuh"
+
+namespace kvtier::kernels::internal::cuda {
+namespace {
+
+template <typename Elem, int TPR>
+__global__ void __launch_bounds__(kBlock)
+    Fp8EncodeKernel(StreamShape shape, const char* in, uint64_t in_stride, char* body,
+                    uint64_t body_stride, bool vec) {
+  constexpr int VEC = VecOf<Elem>();
+  using T = typename Elem::Storage;
+  const uint64_t row = (uint64_t{blockIdx.x} * kBlock + threadIdx.x) / TPR;
+  const int lane = threadIdx.x % TPR;
+  const bool valid = row < shape.Rows();
+  const uint32_t V = shape.width;
+  const uint32_t chunk = blockIdx.y;
+  const T* x = reinterpret_cast<const T*>(in + chunk * in_stride) + (valid ? row * V : 0);
+  float amax = 0.0f;
+  if (valid) {
+    for (uint32_t i = lane * VEC; i < V; i += TPR * VEC) {
+      float v[VEC];
+      LoadElems<Elem, VEC>(x + i, vec, min(VEC, static_cast<int>(V - i)), v);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) amax = fmaxf(amax, fabsf(v[k]));
+    }
+  }
+#pragma unroll
+  for (int off = TPR / 2; off > 0; off /= 2) {
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  }
+  if (!valid) return;
+  const Fp8Geometry g = Fp8Geometry::Make(shape);
+  char* b = body + chunk * body_stride;
+  const float scale = Fp8Scale(amax);
+  if (lane == 0) reinterpret_cast<float*>(b + g.scales_offset)[row] = scale;
+  uint8_t* codes = reinterpret_cast<uint8_t*>(b + g.codes_offset) + row * V;
+  for (uint32_t i = lane * VEC; i < V; i += TPR * VEC) {
+    const int n = min(VEC, static_cast<int>(V - i));
+    float v[VEC];
+    LoadElems<Elem, VEC>(x + i, vec, n, v);
+    union {
+      uint8_t c[VEC];
+      uint2 u2;
+      uint32_t u1;
+    } q;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) q.c[k] = Fp8Quantize(v[k], scale);
+    if (vec && n == VEC) {
+      if constexpr (VEC == 8) {
+        *reinterpret_cast<uint2*>(codes + i) = q.u2;
+      } else {
+        *reinterpret_cast<uint32_t*>(codes + i) = q.u1;
+      }
+    } else {
+      for (int k = 0; k < n; ++k) codes[i + k] = q.c[k];
+    }
+  }
+}
+
+template <typename Elem, int TPR>
+__global__ void __launch_bounds__(kBlock)
+    Fp8DecodeKernel(StreamShape shape, const char* body, uint64_t body_stride, TargetView target,
+                    bool vec_in, bool vec_out) {
+  constexpr int VEC = VecOf<Elem>();
+  using T = typename Elem::Storage;
+  const uint64_t row = (uint64_t{blockIdx.x} * kBlock + threadIdx.x) / TPR;
+  const int lane = threadIdx.x % TPR;
+  if (row >= shape.Rows()) return;
+  const uint32_t V = shape.width;
+  const uint32_t chunk = blockIdx.y;
+  const Fp8Geometry g = Fp8Geometry::Make(shape);
+  const char* b = body + chunk * body_stride;
+  const float scale = __ldg(reinterpret_cast<const float*>(b + g.scales_offset) + row);
+  const uint8_t* codes = reinterpret_cast<const uint8_t*>(b + g.codes_offset) + row * V;
+  const uint32_t s = static_cast<uint32_t>(row / shape.tokens);
+  const uint32_t t = static_cast<uint32_t>(row % shape.tokens);
+  uint32_t l, kv, h;
+  shape.Decompose(s, &l, &kv, &h);
+  T* out = reinterpret_cast<T*>(target.Row(l, kv, h, t, chunk));
+  for (uint32_t i = lane * VEC; i < V; i += TPR * VEC) {
+    const int n = min(VEC, static_cast<int>(V - i));
+    union {
+      uint8_t c[VEC];
+      uint2 u2;
+      uint32_t u1;
+    } q;
+    if (vec_in && n == VEC) {
+      if constexpr (VEC == 8) {
+        q.u2 = __ldg(reinterpret_cast<const uint2*>(codes + i));
+      } else {
+        q.u1 = __ldg(reinterpret_cast<const uint32_t*>(codes + i));
+      }
+    } else {
+      for (int k = 0; k < VEC; ++k) q.c[k] = k < n ? codes[i + k] : 0;
+    }
+    float v[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) v[k] = Fp8Dequantize(q.c[k], scale);
+    StoreElems<Elem, VEC>(out + i, vec_out, n, v);
+  }
+}
+
+template <typename Elem, template <typename, int> class K, typename... Args>
+void LaunchRows(uint32_t V, uint64_t rows, uint32_t num_chunks, cudaStream_t stream,
+                Args... args) {
+  constexpr int VEC = VecOf<Elem>();
+  const int tpr = ThreadsPerRow((V + VEC - 1) / VEC);
+  dim3 grid(GridFor(rows * tpr, kBlock), num_chunks);
+  (void)grid;
+  switch (tpr) {
+    case 8:
+      K<Elem, 8>::Launch(grid, stream, args...);
+      break;
+    case 16:
+      K<Elem, 16>::Launch(grid, stream, args...);
+      break;
+    default:
+      K<Elem, 32>::Launch(grid, stream, args...);
+      break;
+  }
+}
+
+template <typename Elem, int TPR>
+struct EncodeLauncher {
+  template <typename... Args>
+  static void Launch(dim3 grid, cudaStream_t stream, Args... args) {
+    Fp8EncodeKernel<Elem, TPR><<<grid, kBlock, 0, stream>>>(args...);
+  }
+};
+template <typename Elem, int TPR>
+struct DecodeLauncher {
+  template <typename... Args>
+  static void Launch(dim3 grid, cudaStream_t stream, Args... args) {
+    Fp8DecodeKernel<Elem, TPR><<<grid, kBlock, 0, stream>>>(args...);
+  }
+};
+
+}  // namespace
+
+int LaunchFp8Encode(uint8_t dtype, const StreamShape& shape, const void* in, uint64_t in_stride,
+                    void* body, uint64_t body_stride, uint32_t num_chunks, void* stream) {
+  const bool ok = DispatchElem(dtype, [&](auto e) {
+    using Elem = decltype(e);
+    constexpr int VEC = VecOf<Elem>();
+    // Vector access needs 16-byte aligned rows in and VEC-byte aligned code rows out.
+    const bool vec = Aligned16(in, in_stride) && Aligned16(body, body_stride) &&
+                     shape.width % VEC == 0;
+    LaunchRows<Elem, EncodeLauncher>(shape.width, shape.Rows(), num_chunks,
+                                     static_cast<cudaStream_t>(stream), shape,
+                                     static_cast<const char*>(in), in_stride,
+                                     static_cast<char*>(body), body_stride, vec);
+  });
+  if (!ok) return kUnsupported;
+  return cudaGetLastError();
+}
+
+int LaunchFp8Decode(uint8_t dtype, const StreamShape& shape, const void* body,
+                    uint64_t body_stride, const TargetView& target, uint32_t num_chunks,
+                    void* stream) {
+  const bool ok = DispatchElem(dtype, [&](auto e) {
+    using Elem = decltype(e);
+    constexpr int VEC = VecOf<Elem>();
+    const bool vec_in = Aligned16(body, body_stride) && shape.width % VEC == 0;
+    const bool vec_out = target.align16 && shape.width % VEC == 0;
+    LaunchRows<Elem, DecodeLauncher>(shape.width, shape.Rows(), num_chunks,
+                                     static_cast<cudaStream_t>(stream), shape,
+                                     static_cast<const char*>(body), body_stride, target, vec_in,
+                                     vec_out);
+  });
+  if (!ok) return kUnsupported;
+  return cudaGetLastError();
+}
+
+}  // namespace kvtier::kernels::internal::cuda

@@ -1,0 +1,326 @@
+// CUDA kernels of the kivi codec (docs/FORMAT.md, "kivi"):
+//   values: one group of TPR threads per quantized token row; each thread owns 16 bytes of the
+//           row; a channel group's min/max is a shuffle reduction over G / VEC threads, and the
+//           codes of neighbouring threads are OR-combined by shuffles into whole u32 words;
+//   keys:   one block per (key stream, token group), one thread per channel, two passes over the
+//           group's G rows (the second hits L1);
+//   raw:    sink / tail / remainder rows copied 16 bytes at a time.
+// The arithmetic is geometry.h's (MakeKiviGroup, KiviQuantize, KiviDequantize), the same as the
+// CPU reference's, so encoded bodies are bit-identical.
+#include "codecs/cuda_common.cuh"
+
+namespace kvtier::kernels::internal::cuda {
+namespace {
+
+constexpr int kKeyBlock = 128;
+
+// Stream of value row `vs` (the vs-th value stream) and of key stream `ks`.
+__device__ __forceinline__ uint32_t ValueStream(const StreamShape& s, uint32_t vs) {
+  return s.mha ? (vs / s.heads) * 2u * s.heads + s.heads + vs % s.heads : vs;
+}
+__device__ __forceinline__ uint32_t KeyStream(const StreamShape& s, uint32_t ks) {
+  return (ks / s.heads) * 2u * s.heads + ks % s.heads;
+}
+__host__ __device__ __forceinline__ uint32_t NumValueStreams(const StreamShape& s) {
+  return s.mha ? s.num_layers * s.heads : s.num_streams;
+}
+
+template <typename Elem, int TPR, int BITS>
+__global__ void __launch_bounds__(kBlock)
+    ValueEncodeKernel(KiviGeometry g, const char* in, uint64_t in_stride, char* body,
+                      uint64_t body_stride, bool vec) {
+  constexpr int VEC = VecOf<Elem>();
+  constexpr int CPW = 32 / BITS;                // codes per word
+  constexpr int LANE_BITS = VEC * BITS;         // code bits one thread produces
+  constexpr int LPW = 32 / LANE_BITS;           // threads per word (1, 2 or 4)
+  using T = typename Elem::Storage;
+  const uint32_t V = g.shape.width, G = g.group, T_ = g.shape.tokens;
+  const int lpg = static_cast<int>(G) / VEC;    // threads per channel group (power of 2)
+  const uint64_t rows = uint64_t{NumValueStreams(g.shape)} * g.val_q;
+  const uint64_t row = (uint64_t{blockIdx.x} * kBlock + threadIdx.x) / TPR;
+  const int lane = threadIdx.x % TPR;
+  const bool valid = row < rows;
+  const uint32_t vs = valid ? static_cast<uint32_t>(row / g.val_q) : 0;
+  const uint32_t i_tok = valid ? static_cast<uint32_t>(row % g.val_q) : 0;
+  const uint32_t s = ValueStream(g.shape, vs);
+  const uint32_t chunk = blockIdx.y;
+  const T* x = reinterpret_cast<const T*>(in + chunk * in_stride) +
+               (uint64_t{s} * T_ + g.t0 + i_tok) * V;
+  char* block = body + chunk * body_stride + g.BlockOffset(s);
+  uint32_t* codes = reinterpret_cast<uint32_t*>(block) + uint64_t{i_tok} * g.ValWordsPerToken();
+  uint32_t* meta = reinterpret_cast<uint32_t*>(block + g.val_codes_bytes) +
+                   uint64_t{i_tok} * g.ValGroupsPerToken();
+  for (uint32_t base = 0; base < V; base += TPR * VEC) {
+    const uint32_t i = base + lane * VEC;
+    const bool active = valid && i < V;
+    float v[VEC];
+    if (active) {
+      LoadElems<Elem, VEC>(x + i, vec, VEC, v);
+    } else {
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[k] = 0.0f;
+    }
+    float mn = v[0], mx = v[0];
+#pragma unroll
+    for (int k = 1; k < VEC; ++k) mn = fminf(mn, v[k]), mx = fmaxf(mx, v[k]);
+    for (int off = lpg / 2; off > 0; off /= 2) {
+      mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, off));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    }
+    const KiviGroupParams p = MakeKiviGroup(mn, mx, BITS);
+    uint32_t bits = 0;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) bits |= KiviQuantize(v[k], p, BITS) << (k * BITS);
+    if constexpr (LPW > 1) {
+      bits <<= (lane % LPW) * LANE_BITS;
+#pragma unroll
+      for (int off = LPW / 2; off > 0; off /= 2) bits |= __shfl_xor_sync(0xffffffffu, bits, off);
+    }
+    if (active) {
+      if (lane % LPW == 0) codes[i / CPW] = bits;
+      if (lane % lpg == 0) meta[i / G] = PackMeta(p.scale_bits, p.min_bits);
+    }
+  }
+}
+
+template <typename Elem, int TPR, int BITS>
+__global__ void __launch_bounds__(kBlock)
+    ValueDecodeKernel(KiviGeometry g, const char* body, uint64_t body_stride, TargetView target,
+                      bool vec_out) {
+  constexpr int VEC = VecOf<Elem>();
+  constexpr int CPW = 32 / BITS;
+  constexpr uint32_t MASK = (1u << BITS) - 1u;
+  using T = typename Elem::Storage;
+  const uint32_t V = g.shape.width, G = g.group;
+  const uint64_t rows = uint64_t{NumValueStreams(g.shape)} * g.val_q;
+  const uint64_t row = (uint64_t{blockIdx.x} * kBlock + threadIdx.x) / TPR;
+  const int lane = threadIdx.x % TPR;
+  if (row >= rows) return;
+  const uint32_t vs = static_cast<uint32_t>(row / g.val_q);
+  const uint32_t i_tok = static_cast<uint32_t>(row % g.val_q);
+  const uint32_t s = ValueStream(g.shape, vs);
+  const uint32_t chunk = blockIdx.y;
+  const char* block = body + chunk * body_stride + g.BlockOffset(s);
+  const uint32_t* codes =
+      reinterpret_cast<const uint32_t*>(block) + uint64_t{i_tok} * g.ValWordsPerToken();
+  const uint32_t* meta = reinterpret_cast<const uint32_t*>(block + g.val_codes_bytes) +
+                         uint64_t{i_tok} * g.ValGroupsPerToken();
+  uint32_t l, kv, h;
+  g.shape.Decompose(s, &l, &kv, &h);
+  T* out = reinterpret_cast<T*>(target.Row(l, kv, h, g.t0 + i_tok, chunk));
+  for (uint32_t i = lane * VEC; i < V; i += TPR * VEC) {
+    const uint32_t word = __ldg(codes + i / CPW) >> ((i % CPW) * BITS);
+    const uint32_t m = __ldg(meta + i / G);
+    const float scale = HalfToFloat(static_cast<uint16_t>(m));
+    const float mn = HalfToFloat(static_cast<uint16_t>(m >> 16));
+    float v[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) v[k] = KiviDequantize((word >> (k * BITS)) & MASK, scale, mn);
+    StoreElems<Elem, VEC>(out + i, vec_out, VEC, v);
+  }
+}
+
+template <typename Elem, int BITS>
+__global__ void __launch_bounds__(kKeyBlock)
+    KeyEncodeKernel(KiviGeometry g, const char* in, uint64_t in_stride, char* body,
+                    uint64_t body_stride) {
+  constexpr int CPW = 32 / BITS;
+  using T = typename Elem::Storage;
+  const uint32_t V = g.shape.width, G = g.group, W = g.KeyWordsPerGroup();
+  const uint32_t groups = g.key_q / G;
+  const uint32_t ks = blockIdx.x / groups, grp = blockIdx.x % groups;
+  const uint32_t s = KeyStream(g.shape, ks);
+  const uint32_t chunk = blockIdx.y;
+  const uint32_t tb = g.t0 + grp * G;
+  const T* x = reinterpret_cast<const T*>(in + chunk * in_stride) +
+               (uint64_t{s} * g.shape.tokens + tb) * V;
+  char* block = body + chunk * body_stride + g.BlockOffset(s);
+  uint32_t* codes = reinterpret_cast<uint32_t*>(block) + uint64_t{grp} * W * V;
+  uint32_t* meta = reinterpret_cast<uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V;
+  for (uint32_t c = threadIdx.x; c < V; c += kKeyBlock) {
+    float mn = DevToFloat<Elem>(x[c]), mx = mn;
+    for (uint32_t t = 1; t < G; ++t) {
+      const float v = DevToFloat<Elem>(x[uint64_t{t} * V + c]);
+      mn = fminf(mn, v);
+      mx = fmaxf(mx, v);
+    }
+    const KiviGroupParams p = MakeKiviGroup(mn, mx, BITS);
+    meta[c] = PackMeta(p.scale_bits, p.min_bits);
+    for (uint32_t w = 0; w < W; ++w) {
+      uint32_t word = 0;
+#pragma unroll
+      for (int k = 0; k < CPW; ++k) {
+        const float v = DevToFloat<Elem>(x[uint64_t{w * CPW + k} * V + c]);
+        word |= KiviQuantize(v, p, BITS) << (k * BITS);
+      }
+      codes[uint64_t{w} * V + c] = word;
+    }
+  }
+}
+
+template <typename Elem, int BITS>
+__global__ void __launch_bounds__(kKeyBlock)
+    KeyDecodeKernel(KiviGeometry g, const char* body, uint64_t body_stride, TargetView target) {
+  constexpr int CPW = 32 / BITS;
+  constexpr uint32_t MASK = (1u << BITS) - 1u;
+  using T = typename Elem::Storage;
+  const uint32_t V = g.shape.width, G = g.group, W = g.KeyWordsPerGroup();
+  const uint32_t groups = g.key_q / G;
+  const uint32_t ks = blockIdx.x / groups, grp = blockIdx.x % groups;
+  const uint32_t s = KeyStream(g.shape, ks);
+  const uint32_t chunk = blockIdx.y;
+  const uint32_t tb = g.t0 + grp * G;
+  const char* block = body + chunk * body_stride + g.BlockOffset(s);
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(block) + uint64_t{grp} * W * V;
+  const uint32_t* meta =
+      reinterpret_cast<const uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V;
+  uint32_t l, kv, h;
+  g.shape.Decompose(s, &l, &kv, &h);
+  for (uint32_t c = threadIdx.x; c < V; c += kKeyBlock) {
+    const uint32_t m = __ldg(meta + c);
+    const float scale = HalfToFloat(static_cast<uint16_t>(m));
+    const float mn = HalfToFloat(static_cast<uint16_t>(m >> 16));
+    for (uint32_t w = 0; w < W; ++w) {
+      const uint32_t word = __ldg(codes + uint64_t{w} * V + c);
+#pragma unroll
+      for (int k = 0; k < CPW; ++k) {
+        T* out = reinterpret_cast<T*>(target.Row(l, kv, h, tb + w * CPW + k, chunk));
+        out[c] = DevFromFloat<Elem>(KiviDequantize((word >> (k * BITS)) & MASK, scale, mn));
+      }
+    }
+  }
+}
+
+// Raw rows: for each stream, tokens outside its quantized range, in token order. Row index ->
+// (stream, raw row r): MHA layers hold H key streams of raw_k rows then H value streams of raw_v.
+template <bool kEncode>
+__global__ void __launch_bounds__(kBlock)
+    RawRowsKernel(KiviGeometry g, const char* in, uint64_t in_stride, char* body,
+                  uint64_t body_stride, TargetView target, int lanes) {
+  const StreamShape& sh = g.shape;
+  const uint32_t T_ = sh.tokens;
+  const uint64_t raw_k = sh.mha ? T_ - g.key_q : 0, raw_v = T_ - g.val_q;
+  const uint64_t per_layer = sh.mha ? uint64_t{sh.heads} * (raw_k + raw_v) : raw_v;
+  const uint64_t rows = per_layer * sh.num_layers;
+  const uint64_t row = (uint64_t{blockIdx.x} * kBlock + threadIdx.x) / lanes;
+  const int lane = threadIdx.x % lanes;
+  if (row >= rows) return;
+  const uint32_t layer = static_cast<uint32_t>(row / per_layer);
+  uint64_t rem = row % per_layer;
+  uint32_t s, r;
+  bool key;
+  if (!sh.mha) {
+    s = layer, r = static_cast<uint32_t>(rem), key = false;
+  } else if (rem < sh.heads * raw_k) {
+    key = true;
+    s = layer * 2u * sh.heads + static_cast<uint32_t>(rem / raw_k);
+    r = static_cast<uint32_t>(rem % raw_k);
+  } else {
+    rem -= sh.heads * raw_k;
+    key = false;
+    s = layer * 2u * sh.heads + sh.heads + static_cast<uint32_t>(rem / raw_v);
+    r = static_cast<uint32_t>(rem % raw_v);
+  }
+  const uint32_t t = g.RawToken(key, r);
+  const uint64_t row_bytes = uint64_t{sh.width} * sh.elem_size;
+  const uint32_t chunk = blockIdx.y;
+  char* raw = body + chunk * body_stride + g.BlockOffset(s) + g.CodesBytes(key) + g.MetaBytes(key) +
+              r * row_bytes;
+  if constexpr (kEncode) {
+    CopyRow(raw, in + chunk * in_stride + (uint64_t{s} * T_ + t) * row_bytes, row_bytes, lane,
+            lanes);
+  } else {
+    uint32_t l, kv, h;
+    sh.Decompose(s, &l, &kv, &h);
+    CopyRow(target.Row(l, kv, h, t, chunk), raw, row_bytes, lane, lanes);
+  }
+}
+
+uint64_t RawRows(const KiviGeometry& g) {
+  const StreamShape& sh = g.shape;
+  const uint64_t raw_k = sh.mha ? sh.tokens - g.key_q : 0, raw_v = sh.tokens - g.val_q;
+  return (sh.mha ? uint64_t{sh.heads} * (raw_k + raw_v) : raw_v) * sh.num_layers;
+}
+
+template <typename F>
+void WithTpr(int tpr, F&& f) {
+  if (tpr == 8) f(std::integral_constant<int, 8>{});
+  else if (tpr == 16) f(std::integral_constant<int, 16>{});
+  else f(std::integral_constant<int, 32>{});
+}
+
+}  // namespace
+
+int LaunchKiviEncode(uint8_t dtype, const KiviGeometry& g, const void* in, uint64_t in_stride,
+                     void* body, uint64_t body_stride, uint32_t num_chunks, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const char* src = static_cast<const char*>(in);
+  char* dst = static_cast<char*>(body);
+  const bool ok = DispatchElem(dtype, [&](auto e) {
+    using Elem = decltype(e);
+    constexpr int VEC = VecOf<Elem>();
+    DispatchKiviBits(g.bits, [&](auto b) {
+      constexpr int BITS = decltype(b)::value;
+      const uint64_t vrows = uint64_t{NumValueStreams(g.shape)} * g.val_q;
+      if (vrows > 0) {
+        const int tpr = ThreadsPerRow(g.shape.width / VEC);
+        const bool vec = Aligned16(in, in_stride);
+        dim3 grid(GridFor(vrows * tpr, kBlock), num_chunks);
+        WithTpr(tpr, [&](auto t) {
+          ValueEncodeKernel<Elem, decltype(t)::value, BITS>
+              <<<grid, kBlock, 0, st>>>(g, src, in_stride, dst, body_stride, vec);
+        });
+      }
+      if (g.shape.mha && g.key_q > 0) {
+        dim3 grid(g.shape.num_layers * g.shape.heads * (g.key_q / g.group), num_chunks);
+        KeyEncodeKernel<Elem, BITS><<<grid, kKeyBlock, 0, st>>>(g, src, in_stride, dst,
+                                                                body_stride);
+      }
+    });
+  });
+  if (!ok) return kUnsupported;
+  if (const uint64_t raw = RawRows(g); raw > 0) {
+    const int lanes = ThreadsPerRow((g.shape.width * g.shape.elem_size + 15) / 16);
+    dim3 grid(GridFor(raw * lanes, kBlock), num_chunks);
+    RawRowsKernel<true><<<grid, kBlock, 0, st>>>(g, src, in_stride, dst, body_stride,
+                                                 TargetView{}, lanes);
+  }
+  return cudaGetLastError();
+}
+
+int LaunchKiviDecode(uint8_t dtype, const KiviGeometry& g, const void* body,
+                     uint64_t body_stride, const TargetView& target, uint32_t num_chunks,
+                     void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  const char* src = static_cast<const char*>(body);
+  const bool ok = DispatchElem(dtype, [&](auto e) {
+    using Elem = decltype(e);
+    constexpr int VEC = VecOf<Elem>();
+    DispatchKiviBits(g.bits, [&](auto b) {
+      constexpr int BITS = decltype(b)::value;
+      const uint64_t vrows = uint64_t{NumValueStreams(g.shape)} * g.val_q;
+      if (vrows > 0) {
+        const int tpr = ThreadsPerRow(g.shape.width / VEC);
+        dim3 grid(GridFor(vrows * tpr, kBlock), num_chunks);
+        WithTpr(tpr, [&](auto t) {
+          ValueDecodeKernel<Elem, decltype(t)::value, BITS>
+              <<<grid, kBlock, 0, st>>>(g, src, body_stride, target, target.align16);
+        });
+      }
+      if (g.shape.mha && g.key_q > 0) {
+        dim3 grid(g.shape.num_layers * g.shape.heads * (g.key_q / g.group), num_chunks);
+        KeyDecodeKernel<Elem, BITS><<<grid, kKeyBlock, 0, st>>>(g, src, body_stride, target);
+      }
+    });
+  });
+  if (!ok) return kUnsupported;
+  if (const uint64_t raw = RawRows(g); raw > 0) {
+    const int lanes = ThreadsPerRow((g.shape.width * g.shape.elem_size + 15) / 16);
+    dim3 grid(GridFor(raw * lanes, kBlock), num_chunks);
+    RawRowsKernel<false><<<grid, kBlock, 0, st>>>(g, nullptr, 0, const_cast<char*>(src),
+                                                  body_stride, target, lanes);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace kvtier::kernels::internal::cuda
