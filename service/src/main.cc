@@ -27,7 +27,9 @@ using kvtier::service::DaemonOptions;
 void AddFlag(CLI::App& app, const ConfigField& f) {
   std::visit(
       [&](auto* target) {
-        app.add_option("--" + f.name, *target, f.help)->capture_default_str();
+        app.add_option("--" + f.name, *target, f.help)
+            ->capture_default_str()
+            ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
       },
       f.target);
 }
