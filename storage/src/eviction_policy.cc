@@ -197,11 +197,12 @@ class S3FifoPolicy final : public EvictionPolicy {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<EvictionPolicy>> NewEvictionPolicy(const std::string& name,
-                                                                  uint64_t capacity_bytes) {
+                                                                  uint64_t capacity_bytes,
+                                                                  double small_fraction) {
   if (name == "lru") return std::unique_ptr<EvictionPolicy>(new LruPolicy(false));
   if (name == "prefix_lru") return std::unique_ptr<EvictionPolicy>(new LruPolicy(true));
   if (name == "s3fifo") {
-    return std::unique_ptr<EvictionPolicy>(new S3FifoPolicy(capacity_bytes, 0.1, 1));
+    return std::unique_ptr<EvictionPolicy>(new S3FifoPolicy(capacity_bytes, small_fraction, 1));
   }
   return absl::InvalidArgumentError("unknown eviction policy '" + name + "'");
 }

@@ -8,7 +8,7 @@
 //   "prefix_lru" LRU ordered for prefix caches: a batched access touches keys deepest-first, and a
 //                chunk put with a known parent is queued just behind its parent, so chain tails are
 //                evicted before the prefixes every request needs.
-//   "s3fifo"     S3-FIFO (Yang et al., SOSP'23): a small probationary FIFO (10% of bytes), a main
+//   "s3fifo"     S3-FIFO (Yang et al., SOSP'23): a small probationary FIFO (a configurable share of the bytes), a main
 //                FIFO with reinsertion of recently used entries, and a ghost FIFO of recently
 //                evicted key hashes that admits returning keys straight to main.
 //
@@ -61,9 +61,10 @@ class EvictionPolicy {
   virtual PolicyHook* Victim(const std::function<bool(PolicyHook*)>& evictable) = 0;
 };
 
-// "lru", "prefix_lru" or "s3fifo". `capacity_bytes` sizes S3-FIFO's queues.
+// "lru", "prefix_lru" or "s3fifo". `capacity_bytes` and `small_fraction` size S3-FIFO's queues.
 absl::StatusOr<std::unique_ptr<EvictionPolicy>> NewEvictionPolicy(const std::string& name,
-                                                                  uint64_t capacity_bytes);
+                                                                  uint64_t capacity_bytes,
+                                                                  double small_fraction = 0.25);
 
 // Intrusive doubly linked list of PolicyHooks: head = newest, tail = next to evict.
 class HookList {

@@ -52,6 +52,10 @@ absl::Status TierManagerOptions::Validate() const {
   if (policy != "lru" && policy != "prefix_lru" && policy != "s3fifo") {
     return Invalid(fmt::format("unknown policy '{}' (lru, prefix_lru, s3fifo)", policy));
   }
+  if (!(s3fifo_small_fraction > 0 && s3fifo_small_fraction <= 0.9)) {
+    return Invalid(fmt::format("s3fifo_small_fraction must be in (0, 0.9], got {}",
+                               s3fifo_small_fraction));
+  }
   if (max_chunk_bytes == 0) return Invalid("max_chunk_bytes must be > 0");
   if (default_lease_ms <= 0 || max_lease_ms < default_lease_ms) {
     return Invalid(fmt::format("need 0 < default_lease_ms ({}) <= max_lease_ms ({})",

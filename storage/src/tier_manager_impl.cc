@@ -54,7 +54,8 @@ TierManagerImpl::TierManagerImpl(const TierManagerOptions& options,
       tiers_(std::move(tiers)) {
   for (int t = 0; t < kNumTiers; ++t) {
     if (!enabled(t)) continue;
-    auto policy = NewEvictionPolicy(options_.policy, tiers_[t]->capacity_bytes());
+    auto policy = NewEvictionPolicy(options_.policy, tiers_[t]->capacity_bytes(),
+                                    options_.s3fifo_small_fraction);
     KVTIER_CHECK_OK(policy.status());  // Validate() accepted the name.
     policies_[t] = std::move(policy).value();
   }

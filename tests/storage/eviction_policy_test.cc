@@ -12,7 +12,7 @@ namespace {
 class Harness {
  public:
   Harness(const std::string& policy, uint64_t capacity) {
-    policy_ = NewEvictionPolicy(policy, capacity).value();
+    policy_ = NewEvictionPolicy(policy, capacity, 0.1).value();
     hooks_.resize(1000);
     for (size_t i = 0; i < hooks_.size(); ++i) {
       hooks_[i].charge = 1;

@@ -57,7 +57,9 @@ TEST(RangeAllocatorTest, RandomizedNoOverlap) {
   uint64_t total = 0;
   for (size_t i = 0; i < live.size(); ++i) {
     total += a.RoundUp(live[i].second);
-    if (i > 0) EXPECT_LE(live[i - 1].first + a.RoundUp(live[i - 1].second), live[i].first);
+    if (i > 0) {
+      EXPECT_LE(live[i - 1].first + a.RoundUp(live[i - 1].second), live[i].first);
+    }
   }
   EXPECT_EQ(total, a.used());
 }

@@ -128,7 +128,9 @@ void RunStress(const std::string& policy, int background_threads) {
   }
   EXPECT_EQ(s.indexed_chunks, present);
   for (int t = 0; t < kNumTiers; ++t) {
-    if (s.tiers[t].enabled) EXPECT_LE(s.tiers[t].used_bytes, s.tiers[t].capacity_bytes);
+    if (s.tiers[t].enabled) {
+      EXPECT_LE(s.tiers[t].used_bytes, s.tiers[t].capacity_bytes);
+    }
   }
   EXPECT_GT(s.tiers[TierIndex(TierKind::kHost)].evictions +
                 s.tiers[TierIndex(TierKind::kHost)].demotions_out,

@@ -59,8 +59,12 @@ struct TierManagerOptions {
   DiskTierOptions disk;
 
   // Eviction/demotion policy of every tier: "lru" (exact LRU, the baseline), "prefix_lru"
-  // (LRU that evicts chain tails before their prefixes) or "s3fifo" (S3-FIFO).
-  std::string policy = "prefix_lru";
+  // (LRU that evicts chain tails before their prefixes) or "s3fifo" (S3-FIFO, the default: it
+  // beat LRU at every capacity of the Mooncake trace replay, docs/BENCHMARKS.md).
+  std::string policy = "s3fifo";
+  // S3-FIFO only: share of a tier's bytes given to the probationary FIFO. The paper's default is
+  // 0.10; 0.25 did better on the Mooncake trace replay (docs/BENCHMARKS.md, "Trace replay").
+  double s3fifo_small_fraction = 0.25;
 
   // Largest payload accepted by Put, in bytes (64 MiB). Larger puts fail InvalidArgument.
   uint64_t max_chunk_bytes = 64ull << 20;
