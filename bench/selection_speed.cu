@@ -8,7 +8,8 @@
 //   copy      cudaMemcpy device-to-device of K's size; copy bandwidth = (read + write) / time;
 //   read_k    K bytes / copy bandwidth (= copy time / 2): the reference for the ratio;
 //   select    the selection pipeline from the first kernel to the kept positions on the host
-//             (row stats, column mass, pooling + top-k, copy of the positions);
+//             (row stats, column mass, pooling + top-k, copy of the positions), for several
+//             numbers of (layer, KV head) pairs per attention launch ([lh=...]);
 //   api       a whole SelectSnapKv() call (host clock), scratch allocation included.
 // Usage: selection_speed [--json PATH] [--tokens T] [--layers L] [--repeats N]
 #include <cuda_fp16.h>
@@ -143,6 +144,9 @@ int main(int argc, char** argv) {
 
   std::vector<Row> rows;
   std::vector<std::pair<std::string, double>> phase_rows;
+  // Variants: (layer, KV head) pairs per attention launch ("all" = one launch per pass), so that
+  // one run shows whether keeping a batch's K in L2 between the two passes pays off.
+  const uint32_t default_batch = kvtier::kernels::internal::DefaultLhPerLaunch();
   for (bool pyramid : {false, true}) {
     SnapKvOptions o = pyramid ? SnapKvOptions::PyramidKv() : SnapKvOptions();
     o.window = W;
@@ -158,52 +162,60 @@ int main(int argc, char** argv) {
     } else {
       caps.assign(L, C - W);
     }
-    const char* name = pyramid ? "pyramidkv" : "snapkv";
-    std::vector<double> total_t, api_t;
-    std::vector<std::vector<double>> phase_t;
-    std::vector<std::string> phase_names;
-    for (uint32_t i = 0; i < repeats + 2; ++i) {
-      kvtier::kernels::internal::SelectionTimings timings;
-      auto sel = kvtier::kernels::internal::SnapKvSelectDeviceTimed(o, in, caps, &timings);
-      if (!sel.ok() || !sel->Validate().ok()) {
-        std::fprintf(stderr, "%s failed: %s\n", name,
-                     std::string(sel.ok() ? sel->Validate().message() : sel.status().message())
-                         .c_str());
-        return 1;
-      }
-      for (uint32_t l = 0; l < L; ++l) {
-        if (sel->kept_per_layer[l] != caps[l] + W) {
-          std::fprintf(stderr, "%s: layer %u keeps %u, want %u\n", name, l,
-                       sel->kept_per_layer[l], caps[l] + W);
+    for (uint32_t batch : {0u, 16u, 8u, 4u}) {
+      const bool is_default = batch == default_batch;
+      const std::string name = std::string(pyramid ? "pyramidkv" : "snapkv") + "_select[lh=" +
+                               (batch == 0 ? std::string("all") : std::to_string(batch)) + "]";
+      std::vector<double> total_t, api_t;
+      std::vector<std::vector<double>> phase_t;
+      std::vector<std::string> phase_names;
+      for (uint32_t i = 0; i < repeats + 2; ++i) {
+        kvtier::kernels::internal::SelectionTimings timings;
+        auto sel = kvtier::kernels::internal::SnapKvSelectDeviceTimed(o, in, caps, &timings, batch);
+        if (!sel.ok() || !sel->Validate().ok()) {
+          std::fprintf(stderr, "%s failed: %s\n", name.c_str(),
+                       std::string(sel.ok() ? sel->Validate().message() : sel.status().message())
+                           .c_str());
           return 1;
         }
+        for (uint32_t l = 0; l < L; ++l) {
+          if (sel->kept_per_layer[l] != caps[l] + W) {
+            std::fprintf(stderr, "%s: layer %u keeps %u, want %u\n", name.c_str(), l,
+                         sel->kept_per_layer[l], caps[l] + W);
+            return 1;
+          }
+        }
+        auto phases = timings.Phases();
+        if (i < 2) continue;
+        double total = 0;
+        phase_t.resize(phases.size());
+        phase_names.clear();
+        for (size_t j = 0; j < phases.size(); ++j) {
+          total += phases[j].second * 1e-3;
+          phase_t[j].push_back(phases[j].second * 1e-3);
+          phase_names.push_back(phases[j].first);
+        }
+        total_t.push_back(total);
+        if (!is_default) continue;
+        const auto t0 = std::chrono::steady_clock::now();
+        auto api = kvtier::kernels::SelectSnapKv(o, in);
+        const auto t1 = std::chrono::steady_clock::now();
+        if (!api.ok() || api->positions != sel->positions) {
+          std::fprintf(stderr, "%s: API result differs from the timed pipeline\n", name.c_str());
+          return 1;
+        }
+        api_t.push_back(std::chrono::duration<double>(t1 - t0).count());
       }
-      auto phases = timings.Phases();
-      if (i < 2) continue;
-      double total = 0;
-      phase_t.resize(phases.size());
-      phase_names.clear();
-      for (size_t j = 0; j < phases.size(); ++j) {
-        total += phases[j].second * 1e-3;
-        phase_t[j].push_back(phases[j].second * 1e-3);
-        phase_names.push_back(phases[j].first);
+      const double t_sel = Median(total_t);
+      rows.push_back({name, t_sel, t_sel / t_read_k});
+      if (is_default) {
+        const double t_api = Median(api_t);
+        rows.push_back({std::string(pyramid ? "pyramidkv" : "snapkv") + "_api", t_api,
+                        t_api / t_read_k});
       }
-      total_t.push_back(total);
-      const auto t0 = std::chrono::steady_clock::now();
-      auto api = kvtier::kernels::SelectSnapKv(o, in);
-      const auto t1 = std::chrono::steady_clock::now();
-      if (!api.ok() || api->positions != sel->positions) {
-        std::fprintf(stderr, "%s: API result differs from the timed pipeline\n", name);
-        return 1;
+      for (size_t j = 0; j < phase_names.size(); ++j) {
+        phase_rows.push_back({name + "." + phase_names[j], Median(phase_t[j])});
       }
-      api_t.push_back(std::chrono::duration<double>(t1 - t0).count());
-    }
-    const double t_sel = Median(total_t), t_api = Median(api_t);
-    rows.push_back({std::string(name) + "_select", t_sel, t_sel / t_read_k});
-    rows.push_back({std::string(name) + "_api", t_api, t_api / t_read_k});
-    for (size_t j = 0; j < phase_names.size(); ++j) {
-      const double t = Median(phase_t[j]);
-      phase_rows.push_back({std::string(name) + "." + phase_names[j], t});
     }
   }
 
@@ -212,9 +224,9 @@ int main(int argc, char** argv) {
               Hkv, D, T, k_bytes / 1048576.0, W, C);
   std::printf("d2d copy of K: %.3f ms, %.0f GB/s (read+write); read K once: %.3f ms\n",
               t_copy * 1e3, copy_gbps, t_read_k * 1e3);
-  std::printf("%-22s %10s %10s\n", "what", "ms", "x read_k");
-  for (const Row& r : rows) std::printf("%-22s %10.3f %10.2f\n", r.name.c_str(), r.seconds * 1e3, r.ratio);
-  for (const auto& p : phase_rows) std::printf("  %-30s %8.3f ms\n", p.first.c_str(), p.second * 1e3);
+  std::printf("%-28s %10s %10s\n", "what", "ms", "x read_k");
+  for (const Row& r : rows) std::printf("%-28s %10.3f %10.2f\n", r.name.c_str(), r.seconds * 1e3, r.ratio);
+  for (const auto& p : phase_rows) std::printf("  %-44s %8.3f ms\n", p.first.c_str(), p.second * 1e3);
 
   if (json_path) {
     FILE* f = std::fopen(json_path, "w");

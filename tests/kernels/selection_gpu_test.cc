@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "kvtier/kernels/selection.h"
+#include "selection/selection_timing.h"
 #include "selection_test_data.h"
 
 namespace kvtier::kernels {
@@ -165,6 +166,32 @@ TEST(SelectionGpuTest, SnapKvAndPyramidKvMatchCpu) {
     }
   }
   std::printf("near-tie swaps across all cases: %d\n", swaps);
+}
+
+TEST(SelectionGpuTest, BatchedLaunchesMatchCpu) {
+  // Both attention passes per batch of (layer, KV head) pairs: 1, 3 (ragged) and all.
+  Case c = MakeCase(3, 2, 8, 128, 900, 32, DType::kFloat16, 41);
+  DeviceBytes dk(c.k), dq(c.q);
+  SelectionInput dev = c.host;
+  dev.keys = dk.get();
+  dev.queries = dq.get();
+  dev.space = MemorySpace::kDevice;
+  SnapKvOptions o = SnapKvOptions::PyramidKv();
+  o.window = 32;
+  o.budget = 160;
+  auto caps = PyramidKvCaps(3, 900, 32, 160);
+  ASSERT_TRUE(caps.ok());
+  auto cpu_scores = SnapKvScores(o, c.host);
+  auto cpu = SelectSnapKv(o, c.host);
+  ASSERT_TRUE(cpu.ok() && cpu_scores.ok());
+  int swaps = 0;
+  for (uint32_t batch : {1u, 3u, 0u}) {
+    auto gpu = internal::SnapKvSelectDeviceTimed(o, dev, *caps, nullptr, batch);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    ExpectSameKeptSets(*cpu, *gpu, *cpu_scores, 900 - 32, 900 - 32, o.pooling, o.pool_kernel,
+                       &swaps);
+  }
+  std::printf("near-tie swaps: %d\n", swaps);
 }
 
 TEST(SelectionGpuTest, EqualScoresKeepLowerPositionsOnTheDevice) {

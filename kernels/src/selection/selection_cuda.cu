@@ -13,6 +13,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <cuda_pipeline.h>
 #include <mma.h>
 
 #include <cub/block/block_scan.cuh>
@@ -44,6 +45,8 @@ constexpr int kKeys = 64;      // keys per tile
 constexpr int kThreads = 256;  // 8 warps; warp w owns rows 16w .. 16w + 15 of a chunk
 constexpr int kSLd = kKeys + 4;
 constexpr float kLog2e = 1.4426950408889634f;
+// (layer, KV head) pairs per attention launch; 0 = all at once (see ColumnMassOnDevice).
+constexpr uint32_t kDefaultLhPerLaunch = 0;
 
 // Stream-ordered device allocation, freed on scope exit (on the same stream).
 class Scratch {
@@ -78,6 +81,7 @@ struct AttnParams {
   float2* partial;  // [LH][row_chunks * kRows][stats_splits] (max, sum) in the log2 domain
   float2* stats;    // [LH][row_chunks * kRows] (max, 1 / sum)
   float* scores;    // [LH][num_columns]
+  uint32_t lh_base; // first (layer, KV head) of this launch
 };
 
 template <int D>
@@ -85,11 +89,36 @@ struct Ld {
   static constexpr int kValue = D + 8;  // padding against shared-memory bank conflicts
 };
 
+// Shared memory of the attention kernels: Q chunk, two K tiles (double buffer), the logit
+// tile, per-row state, a column reduction buffer and per-thread (max, sum) for row merges.
 template <typename T, int D>
-size_t SharedBytes() {
-  return (size_t(kRows) + kKeys) * Ld<D>::kValue * sizeof(T) + size_t(kRows) * kSLd * 4 +
-         kRows * 4 * 3 + kKeys * 4 * 4;
-}
+struct Smem {
+  static constexpr size_t kQ = size_t(kRows) * Ld<D>::kValue * sizeof(T);
+  static constexpr size_t kK = size_t(kKeys) * Ld<D>::kValue * sizeof(T);
+  static constexpr size_t kS = size_t(kRows) * kSLd * 4;
+  static constexpr size_t kBytes = kQ + 2 * kK + kS + kRows * 4 * 3 + kKeys * 4 * 4 + kThreads * 8;
+  T* qs;
+  T* ks0;  // K tile buffer 0; buffer 1 follows (Ks(b) avoids a dynamically indexed array)
+  float* s;
+  float* row_a;
+  float* row_b;
+  int* row_pos;
+  float* red;
+  float* thread_m;
+  float* thread_z;
+  __device__ explicit Smem(unsigned char* base) {
+    qs = reinterpret_cast<T*>(base);
+    ks0 = reinterpret_cast<T*>(base + kQ);
+    s = reinterpret_cast<float*>(base + kQ + 2 * kK);
+    row_a = s + kRows * kSLd;
+    row_b = row_a + kRows;
+    row_pos = reinterpret_cast<int*>(row_b + kRows);
+    red = reinterpret_cast<float*>(row_pos + kRows);
+    thread_m = red + 4 * kKeys;
+    thread_z = thread_m + kThreads;
+  }
+  __device__ T* Ks(int b) const { return ks0 + b * (kK / sizeof(T)); }
+};
 
 template <typename T, int D>
 __device__ void LoadRows(T* sh, const T* g, int valid_rows, int num_rows) {
@@ -103,9 +132,42 @@ __device__ void LoadRows(T* sh, const T* g, int valid_rows, int num_rows) {
   }
 }
 
+// Asynchronous (cp.async) version of LoadRows; rows past `valid_rows` are zeroed directly.
+// Callers commit with __pipeline_commit() and wait with __pipeline_wait_prior().
+template <typename T, int D>
+__device__ void LoadRowsAsync(T* sh, const T* g, int valid_rows, int num_rows) {
+  constexpr int kVec = 16 / sizeof(T);
+  constexpr int kPerRow = D / kVec;
+  for (int i = threadIdx.x; i < num_rows * kPerRow; i += blockDim.x) {
+    const int r = i / kPerRow, c = (i % kPerRow) * kVec;
+    if (r < valid_rows) {
+      __pipeline_memcpy_async(sh + r * Ld<D>::kValue + c, g + size_t(r) * D + c, 16);
+    } else {
+      *reinterpret_cast<int4*>(sh + r * Ld<D>::kValue + c) = make_int4(0, 0, 0, 0);
+    }
+  }
+}
+
+// A warp's 16 query rows as wmma A fragments, held in registers across key tiles.
+template <typename T, int D, bool kTensor = !std::is_same<T, float>::value>
+struct QFrags {
+  nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::row_major> a[D / 16];
+  __device__ void Load(const T* qs) {
+    const int warp = threadIdx.x / 32;
+#pragma unroll
+    for (int k = 0; k < D / 16; ++k) {
+      nvcuda::wmma::load_matrix_sync(a[k], qs + warp * 16 * Ld<D>::kValue + k * 16, Ld<D>::kValue);
+    }
+  }
+};
+template <typename T, int D>
+struct QFrags<T, D, false> {
+  __device__ void Load(const T*) {}
+};
+
 // S[r][c] = q_r . k_c for the chunk's 128 rows and the tile's 64 keys.
 template <typename T, int D>
-__device__ void TileLogits(const T* qs, const T* ks, float* s) {
+__device__ void TileLogits(const QFrags<T, D>& qf, const T* qs, const T* ks, float* s) {
   constexpr int kLd = Ld<D>::kValue;
   if constexpr (std::is_same<T, float>::value) {
     for (int i = threadIdx.x; i < kRows * kKeys; i += blockDim.x) {
@@ -124,14 +186,12 @@ __device__ void TileLogits(const T* qs, const T* ks, float* s) {
 #pragma unroll
     for (int j = 0; j < kKeys / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
 #pragma unroll
-    for (int k0 = 0; k0 < D; k0 += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-      wmma::load_matrix_sync(a, qs + warp * 16 * kLd + k0, kLd);
+    for (int k = 0; k < D / 16; ++k) {
 #pragma unroll
       for (int j = 0; j < kKeys / 16; ++j) {
         wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-        wmma::load_matrix_sync(b, ks + j * 16 * kLd + k0, kLd);
-        wmma::mma_sync(acc[j], a, b, acc[j]);
+        wmma::load_matrix_sync(b, ks + j * 16 * kLd + k * 16, kLd);
+        wmma::mma_sync(acc[j], qf.a[k], b, acc[j]);
       }
     }
 #pragma unroll
@@ -148,82 +208,92 @@ __device__ __forceinline__ int ChunkMaxPos(const AttnParams& p, uint32_t row0, i
   return int(p.q_pos0 + last);
 }
 
-struct Shared {
-  template <typename T, int D>
-  __device__ static void Carve(unsigned char* base, T** qs, T** ks, float** s, float** row_a,
-                               float** row_b, int** row_pos, float** red) {
-    *qs = reinterpret_cast<T*>(base);
-    *ks = *qs + kRows * Ld<D>::kValue;
-    *s = reinterpret_cast<float*>(*ks + kKeys * Ld<D>::kValue);
-    *row_a = *s + kRows * kSLd;
-    *row_b = *row_a + kRows;
-    *row_pos = reinterpret_cast<int*>(*row_b + kRows);
-    *red = reinterpret_cast<float*>(*row_pos + kRows);
-  }
-};
-
-// grid (stats_splits, row_chunks, L * H_kv)
+// grid (stats_splits, row_chunks, L * H_kv). Thread t owns row t / 2, columns 32 (t % 2) ..
+// 32 (t % 2) + 31 of each tile, and keeps that half-row's running (max, sum) in registers.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) RowStatsKernel(AttnParams p) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  T *qs, *ks;
-  float *s, *row_m, *row_z, *red;
-  int* row_pos;
-  Shared::Carve<T, D>(smem, &qs, &ks, &s, &row_m, &row_z, &row_pos, &red);
-  const uint32_t lh = blockIdx.z, chunk = blockIdx.y, split = blockIdx.x;
+__global__ void __launch_bounds__(kThreads, 2) RowStatsKernel(AttnParams p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Smem<T, D> sm(smem_raw);
+  const uint32_t lh = p.lh_base + blockIdx.z, chunk = blockIdx.y, split = blockIdx.x;
   const uint32_t l = lh / p.num_kv_heads, h = lh % p.num_kv_heads;
   const uint32_t row0 = chunk * kRows;
   const int valid = min(kRows, int(p.rows - row0));
   const T* qbase = static_cast<const T*>(p.q) +
                    ((size_t(l) * p.num_query_heads + h * p.group) * p.num_queries + row0) * D;
-  LoadRows<T, D>(qs, qbase, valid, kRows);
-  for (int i = threadIdx.x; i < kRows; i += blockDim.x) {
-    row_m[i] = -INFINITY;
-    row_z[i] = 0.0f;
-    row_pos[i] = i < valid ? int(p.q_pos0 + (row0 + i) % p.num_queries) : -1;
-  }
   const int max_pos = ChunkMaxPos(p, row0, valid);
   const T* kbase = static_cast<const T*>(p.k) + size_t(lh) * p.num_tokens * D;
   const uint32_t total_tiles = (p.num_tokens + kKeys - 1) / kKeys;
   const uint32_t tile_begin = split * p.stats_tiles_per_split;
-  const uint32_t tile_end = min(total_tiles, tile_begin + p.stats_tiles_per_split);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
+  uint32_t tile_end = min(total_tiles, tile_begin + p.stats_tiles_per_split);
+  tile_end = min(tile_end, uint32_t(max_pos / kKeys) + 1);  // later tiles are all in the future
+  auto prefetch = [&](uint32_t tile, int buf) {
     const int t0 = int(tile * kKeys);
-    if (t0 > max_pos) break;
-    __syncthreads();  // previous tile's readers are done with ks / s
-    LoadRows<T, D>(ks, kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0), kKeys);
+    LoadRowsAsync<T, D>(sm.Ks(buf), kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0),
+                        kKeys);
+    __pipeline_commit();
+  };
+  if (tile_begin < tile_end) prefetch(tile_begin, 0);
+  LoadRows<T, D>(sm.qs, qbase, valid, kRows);
+  const int my_row = threadIdx.x / 2, half = threadIdx.x % 2;
+  const int my_pos = my_row < valid ? int(p.q_pos0 + (row0 + my_row) % p.num_queries) : -1;
+  const int stagger = (5 * (my_row % 16) + 16 * half) & 31;  // conflict-free smem reads
+  float m = -INFINITY, z = 0.0f;
+  __syncthreads();
+  QFrags<T, D> qf;
+  qf.Load(sm.qs);
+  for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int buf = int(tile - tile_begin) & 1;
+    if (tile + 1 < tile_end) {
+      prefetch(tile + 1, buf ^ 1);
+      __pipeline_wait_prior(1);
+    } else {
+      __pipeline_wait_prior(0);
+    }
+    __syncthreads();  // tile `buf` landed for every thread; last tile's S readers are done
+    TileLogits<T, D>(qf, sm.qs, sm.Ks(buf), sm.s);
     __syncthreads();
-    TileLogits<T, D>(qs, ks, s);
-    __syncthreads();
-    for (int r = warp * 16; r < warp * 16 + 16; ++r) {
-      const int pos = row_pos[r];
-      if (pos < t0) continue;  // invalid row (-1) or every key of the tile is in its future
-      const float a = t0 + lane <= pos ? s[r * kSLd + lane] * p.scale_log2 : -INFINITY;
-      const float b = t0 + lane + 32 <= pos ? s[r * kSLd + lane + 32] * p.scale_log2 : -INFINITY;
-      float mx = fmaxf(a, b);
-      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-      const float m_old = row_m[r];
-      const float m_new = fmaxf(m_old, mx);
-      float e = exp2f(a - m_new) + exp2f(b - m_new);
-      for (int o = 16; o > 0; o >>= 1) e += __shfl_xor_sync(0xffffffffu, e, o);
-      if (lane == 0) {
-        row_z[r] = row_z[r] * exp2f(m_old - m_new) + e;
-        row_m[r] = m_new;
+    const int t0 = int(tile * kKeys) + 32 * half;
+    const int visible = min(32, my_pos - t0 + 1);  // columns t0 .. t0 + visible - 1
+    if (visible > 0) {
+      const float* srow = sm.s + my_row * kSLd + 32 * half;
+      float mx = -INFINITY;
+      if (visible == 32) {
+#pragma unroll 8
+        for (int j = 0; j < 32; ++j) mx = fmaxf(mx, srow[(j + stagger) & 31]);
+      } else {
+        for (int j = 0; j < visible; ++j) mx = fmaxf(mx, srow[j]);
       }
+      const float m_new = fmaxf(m, mx * p.scale_log2);
+      float e = 0.0f;
+      if (visible == 32) {
+#pragma unroll 8
+        for (int j = 0; j < 32; ++j) e += exp2f(fmaf(srow[(j + stagger) & 31], p.scale_log2, -m_new));
+      } else {
+        for (int j = 0; j < visible; ++j) e += exp2f(fmaf(srow[j], p.scale_log2, -m_new));
+      }
+      z = z * exp2f(m - m_new) + e;
+      m = m_new;
     }
   }
+  sm.thread_m[threadIdx.x] = m;
+  sm.thread_z[threadIdx.x] = z;
   __syncthreads();
   const size_t rows_pad = size_t(p.row_chunks) * kRows;
   for (int i = threadIdx.x; i < kRows; i += blockDim.x) {
-    p.partial[(size_t(lh) * rows_pad + row0 + i) * p.stats_splits + split] =
-        make_float2(row_m[i], row_z[i]);
+    const float m0 = sm.thread_m[2 * i], m1 = sm.thread_m[2 * i + 1];
+    const float mm = fmaxf(m0, m1);
+    float zz = 0.0f;
+    if (mm != -INFINITY) {
+      zz = sm.thread_z[2 * i] * exp2f(m0 - mm) + sm.thread_z[2 * i + 1] * exp2f(m1 - mm);
+    }
+    p.partial[(size_t(lh) * rows_pad + row0 + i) * p.stats_splits + split] = make_float2(mm, zz);
   }
 }
 
-__global__ void ReduceStatsKernel(AttnParams p, uint32_t total_rows) {
-  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= total_rows) return;
+// Rows [first_row, first_row + num_rows) of the flattened [LH][rows_pad] row space.
+__global__ void ReduceStatsKernel(AttnParams p, size_t first_row, uint32_t num_rows) {
+  if (blockIdx.x * blockDim.x + threadIdx.x >= num_rows) return;
+  const size_t i = first_row + blockIdx.x * blockDim.x + threadIdx.x;
   const float2* part = p.partial + size_t(i) * p.stats_splits;
   float m = -INFINITY;
   for (uint32_t j = 0; j < p.stats_splits; ++j) m = fmaxf(m, part[j].x);
@@ -236,15 +306,14 @@ __global__ void ReduceStatsKernel(AttnParams p, uint32_t total_rows) {
   p.stats[i] = make_float2(m, z > 0.0f ? 1.0f / z : 0.0f);
 }
 
-// grid (mass_splits, L * H_kv)
+// grid (mass_splits, L * H_kv). Thread t sums column t % 64 over rows 32 (t / 64) .. + 31.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) ColumnMassKernel(AttnParams p) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  T *qs, *ks;
-  float *s, *row_m, *row_inv_z, *red;
-  int* row_pos;
-  Shared::Carve<T, D>(smem, &qs, &ks, &s, &row_m, &row_inv_z, &row_pos, &red);
-  const uint32_t lh = blockIdx.y, split = blockIdx.x;
+__global__ void __launch_bounds__(kThreads, 2) ColumnMassKernel(AttnParams p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Smem<T, D> sm(smem_raw);
+  float* row_m = sm.row_a;
+  float* row_inv_z = sm.row_b;
+  const uint32_t lh = p.lh_base + blockIdx.y, split = blockIdx.x;
   const uint32_t l = lh / p.num_kv_heads, h = lh % p.num_kv_heads;
   const size_t rows_pad = size_t(p.row_chunks) * kRows;
   const T* qhead =
@@ -255,24 +324,42 @@ __global__ void __launch_bounds__(kThreads) ColumnMassKernel(AttnParams p) {
   const uint32_t tile_end = min(col_tiles, tile_begin + p.mass_tiles_per_split);
   const int c = threadIdx.x % kKeys, quarter = threadIdx.x / kKeys;
   const float inv_group = 1.0f / float(p.group);
+  QFrags<T, D> qf;
 
-  auto load_chunk = [&](uint32_t chunk) {
+  auto load_chunk = [&](uint32_t chunk) {  // caller synchronizes before and after
     const uint32_t row0 = chunk * kRows;
     const int valid = min(kRows, int(p.rows - row0));
-    LoadRows<T, D>(qs, qhead + size_t(row0) * D, valid, kRows);
+    LoadRows<T, D>(sm.qs, qhead + size_t(row0) * D, valid, kRows);
     for (int i = threadIdx.x; i < kRows; i += blockDim.x) {
       const float2 st = p.stats[size_t(lh) * rows_pad + row0 + i];
       row_m[i] = st.x;
       row_inv_z[i] = st.y;
-      row_pos[i] = i < valid ? int(p.q_pos0 + (row0 + i) % p.num_queries) : -1;
+      sm.row_pos[i] = i < valid ? int(p.q_pos0 + (row0 + i) % p.num_queries) : -1;
     }
   };
-  if (p.row_chunks == 1) load_chunk(0);
+  auto prefetch = [&](uint32_t tile, int buf) {
+    const int t0 = int(tile * kKeys);
+    LoadRowsAsync<T, D>(sm.Ks(buf), kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0),
+                        kKeys);
+    __pipeline_commit();
+  };
+  if (tile_begin < tile_end) prefetch(tile_begin, 0);
+  if (p.row_chunks == 1) {
+    load_chunk(0);
+    __syncthreads();
+    qf.Load(sm.qs);
+  }
 
   for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int buf = int(tile - tile_begin) & 1;
     const int t0 = int(tile * kKeys);
+    if (tile + 1 < tile_end) {
+      prefetch(tile + 1, buf ^ 1);
+      __pipeline_wait_prior(1);
+    } else {
+      __pipeline_wait_prior(0);
+    }
     __syncthreads();
-    LoadRows<T, D>(ks, kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0), kKeys);
     float acc = 0.0f;
     for (uint32_t chunk = 0; chunk < p.row_chunks; ++chunk) {
       const uint32_t row0 = chunk * kRows;
@@ -281,19 +368,24 @@ __global__ void __launch_bounds__(kThreads) ColumnMassKernel(AttnParams p) {
       if (p.row_chunks > 1) {
         __syncthreads();
         load_chunk(chunk);
+        __syncthreads();
+        qf.Load(sm.qs);
       }
-      __syncthreads();
-      TileLogits<T, D>(qs, ks, s);
+      TileLogits<T, D>(qf, sm.qs, sm.Ks(buf), sm.s);
       __syncthreads();
       const int t = t0 + c;
+#pragma unroll 8
       for (int r = quarter * 32; r < quarter * 32 + 32; ++r) {
-        if (t <= row_pos[r]) acc += exp2f(s[r * kSLd + c] * p.scale_log2 - row_m[r]) * row_inv_z[r];
+        if (t <= sm.row_pos[r]) {
+          acc += exp2f(fmaf(sm.s[r * kSLd + c], p.scale_log2, -row_m[r])) * row_inv_z[r];
+        }
       }
+      __syncthreads();  // S and (multi-chunk) Q are rewritten next
     }
-    red[quarter * kKeys + c] = acc;
+    sm.red[quarter * kKeys + c] = acc;
     __syncthreads();
     if (quarter == 0 && t0 + c < int(p.num_columns)) {
-      const float total = red[c] + red[kKeys + c] + red[2 * kKeys + c] + red[3 * kKeys + c];
+      const float total = sm.red[c] + sm.red[kKeys + c] + sm.red[2 * kKeys + c] + sm.red[3 * kKeys + c];
       p.scores[size_t(lh) * p.num_columns + t0 + c] = total * inv_group;
     }
   }
@@ -457,9 +549,27 @@ int SmCount() {
   return sms;
 }
 
+// Splits of `tiles` key tiles for each of `units` independent (row chunk, layer, head) units,
+// chosen so that waves of `resident` concurrent blocks are well filled.
+uint32_t ChooseSplits(uint32_t units, uint32_t tiles, uint32_t resident) {
+  double best = 1e300;
+  uint32_t best_s = 1;
+  for (uint32_t s = 1; s <= std::min<uint32_t>(tiles, 64); ++s) {
+    const uint64_t per = (tiles + s - 1) / s;
+    const uint64_t waves = (uint64_t(units) * s + resident - 1) / resident;
+    const double cost = double(waves * per) + 0.5 * s;  // each split adds a prologue and a merge
+    if (cost < best) {
+      best = cost;
+      best_s = s;
+    }
+  }
+  return best_s;
+}
+
 // Column mass into device memory `scores` ([LH][num_columns]).
 absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, float* scores,
-                                Scratch* scratch, cudaStream_t stream, SelectionTimings* timings) {
+                                Scratch* scratch, cudaStream_t stream, SelectionTimings* timings,
+                                uint32_t lh_per_launch = kDefaultLhPerLaunch) {
   AttnParams p{};
   p.q = in.queries;
   p.k = in.keys;
@@ -474,40 +584,52 @@ absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, 
   p.q_pos0 = in.num_tokens - in.num_queries;
   p.scale_log2 = kLog2e / std::sqrt(static_cast<float>(in.head_dim));
   p.num_columns = num_columns;
-  const uint32_t lh = in.num_layers * in.num_kv_heads;
-  const uint32_t target_blocks = 4 * SmCount();
-  const uint32_t key_tiles = (in.num_tokens + kKeys - 1) / kKeys;
-  const uint32_t stats_blocks_min = lh * p.row_chunks;
-  p.stats_splits = std::min(key_tiles, std::max(1u, (target_blocks + stats_blocks_min - 1) /
-                                                        stats_blocks_min));
-  p.stats_tiles_per_split = (key_tiles + p.stats_splits - 1) / p.stats_splits;
-  const uint32_t col_tiles = (num_columns + kKeys - 1) / kKeys;
-  const uint32_t mass_splits =
-      std::max(1u, std::min(col_tiles, (target_blocks + lh - 1) / lh));
-  p.mass_tiles_per_split = (col_tiles + mass_splits - 1) / mass_splits;
-  const size_t rows_pad = size_t(p.row_chunks) * kRows;
-  KVTIER_ASSIGN_OR_RETURN(p.partial, scratch->Get<float2>(lh * rows_pad * p.stats_splits));
-  KVTIER_ASSIGN_OR_RETURN(p.stats, scratch->Get<float2>(lh * rows_pad));
   p.scores = scores;
+  const uint32_t lh = in.num_layers * in.num_kv_heads;
+  const uint32_t key_tiles = (in.num_tokens + kKeys - 1) / kKeys;
+  const uint32_t col_tiles = (num_columns + kKeys - 1) / kKeys;
+  const size_t rows_pad = size_t(p.row_chunks) * kRows;
 
   return DispatchTypeDim(in.dtype, in.head_dim, [&](auto type_tag, auto dim) -> absl::Status {
     using T = decltype(type_tag);
     constexpr int D = decltype(dim)::value;
-    const size_t smem = SharedBytes<T, D>();
+    const size_t smem = Smem<T, D>::kBytes;
     KVTIER_SEL_CUDA(cudaFuncSetAttribute(RowStatsKernel<T, D>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     KVTIER_SEL_CUDA(cudaFuncSetAttribute(ColumnMassKernel<T, D>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    int per_sm_stats = 1, per_sm_mass = 1;
+    KVTIER_SEL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm_stats, RowStatsKernel<T, D>, kThreads, smem));
+    KVTIER_SEL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm_mass, ColumnMassKernel<T, D>, kThreads, smem));
+    if (per_sm_stats < 1 || per_sm_mass < 1) {
+      return absl::ResourceExhaustedError("selection (CUDA): attention kernels do not fit an SM");
+    }
+    const uint32_t sms = uint32_t(SmCount());
+    const uint32_t batch = lh_per_launch == 0 ? lh : std::min(lh, lh_per_launch);
+    p.stats_splits = ChooseSplits(batch * p.row_chunks, key_tiles, sms * per_sm_stats);
+    p.stats_tiles_per_split = (key_tiles + p.stats_splits - 1) / p.stats_splits;
+    const uint32_t mass_splits = ChooseSplits(batch, col_tiles, sms * per_sm_mass);
+    p.mass_tiles_per_split = (col_tiles + mass_splits - 1) / mass_splits;
+    KVTIER_ASSIGN_OR_RETURN(p.partial, scratch->Get<float2>(lh * rows_pad * p.stats_splits));
+    KVTIER_ASSIGN_OR_RETURN(p.stats, scratch->Get<float2>(lh * rows_pad));
     if (timings) timings->Mark(stream, "start");
-    RowStatsKernel<T, D><<<dim3(p.stats_splits, p.row_chunks, lh), kThreads, smem, stream>>>(p);
-    KVTIER_SEL_CUDA(cudaGetLastError());
-    const uint32_t total_rows = uint32_t(lh * rows_pad);
-    ReduceStatsKernel<<<(total_rows + 255) / 256, 256, 0, stream>>>(p, total_rows);
-    KVTIER_SEL_CUDA(cudaGetLastError());
-    if (timings) timings->Mark(stream, "row_stats");
-    ColumnMassKernel<T, D><<<dim3(mass_splits, lh), kThreads, smem, stream>>>(p);
-    KVTIER_SEL_CUDA(cudaGetLastError());
-    if (timings) timings->Mark(stream, "column_mass");
+    // Batches of (layer, KV head) pairs run both passes back to back, so that the second pass
+    // can find the batch's K in L2.
+    for (uint32_t base = 0; base < lh; base += batch) {
+      p.lh_base = base;
+      const uint32_t n = std::min(batch, lh - base);
+      RowStatsKernel<T, D><<<dim3(p.stats_splits, p.row_chunks, n), kThreads, smem, stream>>>(p);
+      KVTIER_SEL_CUDA(cudaGetLastError());
+      const uint32_t rows = uint32_t(n * rows_pad);
+      ReduceStatsKernel<<<(rows + 255) / 256, 256, 0, stream>>>(p, size_t(base) * rows_pad, rows);
+      KVTIER_SEL_CUDA(cudaGetLastError());
+      if (timings && batch == lh) timings->Mark(stream, "row_stats");
+      ColumnMassKernel<T, D><<<dim3(mass_splits, n), kThreads, smem, stream>>>(p);
+      KVTIER_SEL_CUDA(cudaGetLastError());
+    }
+    if (timings) timings->Mark(stream, batch == lh ? "column_mass" : "attention");
     return absl::OkStatus();
   });
 }
@@ -609,7 +731,8 @@ absl::StatusOr<std::vector<float>> ColumnMassDevice(const SelectionInput& input,
 absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
                                                   const SelectionInput& input,
                                                   const std::vector<uint32_t>& caps,
-                                                  SelectionTimings* timings) {
+                                                  SelectionTimings* timings,
+                                                  uint32_t lh_per_launch) {
   cudaStream_t stream = 0;
   const uint32_t n = input.num_tokens - options.window;
   auto run = [&]() -> absl::StatusOr<Selection> {
@@ -617,7 +740,8 @@ absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
     KVTIER_ASSIGN_OR_RETURN(float* scores,
                             scratch.Get<float>(size_t(input.num_layers) * input.num_kv_heads * n));
     if (n > 0) {
-      KVTIER_RETURN_IF_ERROR(ColumnMassOnDevice(input, n, scores, &scratch, stream, timings));
+      KVTIER_RETURN_IF_ERROR(ColumnMassOnDevice(input, n, scores, &scratch, stream, timings,
+                                                lh_per_launch));
     }
     return TopKOnDevice(scores, n, input.num_layers, input.num_kv_heads, input.num_tokens, n,
                           caps, options.pooling, options.pool_kernel, &scratch, stream, timings);
@@ -627,10 +751,12 @@ absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
   return result;
 }
 
+uint32_t DefaultLhPerLaunch() { return kDefaultLhPerLaunch; }
+
 absl::StatusOr<Selection> SnapKvSelectDevice(const SnapKvOptions& options,
                                              const SelectionInput& input,
                                              const std::vector<uint32_t>& caps) {
-  return SnapKvSelectDeviceTimed(options, input, caps, nullptr);
+  return SnapKvSelectDeviceTimed(options, input, caps, nullptr, kDefaultLhPerLaunch);
 }
 
 absl::StatusOr<Selection> H2oSelectDevice(const H2oOptions& options, const H2oScoresInput& input) {

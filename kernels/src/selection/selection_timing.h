@@ -30,11 +30,15 @@ class SelectionTimings {
 };
 
 // SelectSnapKv's device path (no validation: callers pass checked input and PyramidKvCaps /
-// uniform caps), with optional phase timing.
+// uniform caps), with optional phase timing. `lh_per_launch` (layer, KV head) pairs run both
+// attention passes per launch batch (0 = all pairs in one batch); SelectSnapKv uses
+// DefaultLhPerLaunch().
 absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
                                                   const SelectionInput& input,
                                                   const std::vector<uint32_t>& caps,
-                                                  SelectionTimings* timings);
+                                                  SelectionTimings* timings,
+                                                  uint32_t lh_per_launch);
+uint32_t DefaultLhPerLaunch();
 
 }  // namespace kvtier::kernels::internal
 
