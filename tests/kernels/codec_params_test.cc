@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 
+#include "codecs/cpu_simd.h"
 #include "codecs/numeric.h"
 #include "kvtier/kernels/codec.h"
 
@@ -213,6 +214,57 @@ TEST(NumericTest, Bf16AndE4M3) {
       const float mid = 0.5f * (v + next);
       const int even = (c & 1) ? c + 1 : c;
       EXPECT_EQ(internal::FloatToE4M3(mid), even) << c;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvtier::kernels
+
+namespace kvtier::kernels {
+namespace {
+
+// The AVX2 row decoders give exactly the scalar reference's bytes.
+TEST(NumericTest, SimdRowsMatchScalar) {
+  if (!internal::CpuHasAvx2F16c()) GTEST_SKIP() << "no AVX2/F16C on this CPU";
+  std::mt19937 rng(3);
+  for (uint8_t dtype : {uint8_t{1}, uint8_t{2}}) {
+    auto narrow = [&](float f) {
+      return dtype == 1 ? internal::FloatToHalf(f) : internal::FloatToBf16(f);
+    };
+    std::vector<uint8_t> codes(256);
+    for (int i = 0; i < 256; ++i) codes[i] = static_cast<uint8_t>(i == 0x7F || i == 0xFF ? 0 : i);
+    for (float scale : {1.0f, 3.7e-3f, 1e-9f, 65000.0f / 448}) {
+      std::vector<uint16_t> got(256), want(256);
+      internal::Fp8DecodeRowAvx2(dtype, codes.data(), scale, got.data(), 256);
+      for (int i = 0; i < 256; ++i) want[i] = narrow(internal::E4M3ToFloat(codes[i]) * scale);
+      ASSERT_EQ(got, want) << int(dtype) << " " << scale;
+    }
+    for (uint32_t bits : {2u, 4u}) {
+      std::vector<uint32_t> words(16);
+      for (auto& w : words) w = rng();
+      const float scale = 0.0371f, mn = -1.234f;
+      std::vector<uint16_t> got(128), want(128);
+      const uint32_t n = 16 * (32 / bits) >= 128 ? 128 : 16 * (32 / bits);
+      internal::KiviDequantPackedAvx2(dtype, bits, words.data(), scale, mn, got.data(), n);
+      const uint32_t cpw = 32 / bits;
+      for (uint32_t i = 0; i < n; ++i) {
+        const uint32_t q = (words[i / cpw] >> (bits * (i % cpw))) & ((1u << bits) - 1);
+        want[i] = narrow(static_cast<float>(q) * scale + mn);
+      }
+      ASSERT_EQ(got, want) << "packed " << bits;
+      std::vector<float> scales(16), mins(16);
+      for (int c = 0; c < 16; ++c) scales[c] = 0.01f * (c + 1), mins[c] = -0.3f * c;
+      for (uint32_t shift = 0; shift < 32; shift += bits) {
+        std::vector<uint16_t> g2(16), w2(16);
+        internal::KiviDequantColumnsAvx2(dtype, bits, shift, words.data(), scales.data(),
+                                         mins.data(), g2.data(), 16);
+        for (int c = 0; c < 16; ++c) {
+          const uint32_t q = (words[c] >> shift) & ((1u << bits) - 1);
+          w2[c] = narrow(static_cast<float>(q) * scales[c] + mins[c]);
+        }
+        ASSERT_EQ(g2, w2) << "columns " << bits << " " << shift;
+      }
     }
   }
 }

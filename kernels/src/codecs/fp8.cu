@@ -1,10 +1,50 @@
 // CUDA kernels of the fp8 codec. One group of TPR threads per row (a (layer, K|V, head, token)
 // vector); each thread owns 16-byte pieces of the row. Encode: max |x| by shuffle reduction,
-// scale = amax / 448, codes by the same FloatToE4M3 as the CPU (bit-identical bodies).
+// scale = amax / 448, codes by the hardware E4M3 conversion, which rounds exactly as the CPU
+// reference's FloatToE4M3 (bit-identical bodies; checked by kernels_codec_gpu_test).
+#include <cuda_fp8.h>
+
 #include "codecs/cuda_common.cuh"
 
 namespace kvtier::kernels::internal::cuda {
 namespace {
+
+// E4M3 by the hardware conversion (round to nearest even, saturating to +-448: the same codes
+// as numeric.h's FloatToE4M3 for every non-NaN input; NaN is mapped to 0x7F as there).
+__device__ __forceinline__ uint8_t DevToE4M3(float f) {
+  const uint8_t c = __nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
+  return (c & 0x7F) == 0x7F ? 0x7F : c;
+}
+
+// Exact E4M3 -> fp32 (through the exact E4M3 -> fp16 hardware conversion).
+__device__ __forceinline__ float DevFromE4M3(uint8_t c) {
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(c, __NV_E4M3);
+  return __half2float(__half(h));
+}
+
+template <int VEC>
+union Codes {
+  uint8_t c[VEC];
+  uint2 u2;
+  uint32_t u1;
+};
+
+template <int VEC>
+__device__ __forceinline__ void StoreCodes(uint8_t* dst, bool vec, int n, const Codes<VEC>& q) {
+  if (vec && n == VEC) {
+    if constexpr (VEC == 8) {
+      *reinterpret_cast<uint2*>(dst) = q.u2;
+    } else {
+      *reinterpret_cast<uint32_t*>(dst) = q.u1;
+    }
+  } else {
+    for (int k = 0; k < n; ++k) dst[k] = q.c[k];
+  }
+}
+
+// Rows of up to kCached * TPR * VEC elements stay in registers between the max pass and the
+// quantization pass; longer rows are read again (from L1).
+constexpr int kCached = 2;
 
 template <typename Elem, int TPR>
 __global__ void __launch_bounds__(kBlock)
@@ -18,14 +58,22 @@ __global__ void __launch_bounds__(kBlock)
   const uint32_t V = shape.width;
   const uint32_t chunk = blockIdx.y;
   const T* x = reinterpret_cast<const T*>(in + chunk * in_stride) + (valid ? row * V : 0);
+  float v[kCached][VEC];
   float amax = 0.0f;
-  if (valid) {
-    for (uint32_t i = lane * VEC; i < V; i += TPR * VEC) {
-      float v[VEC];
-      LoadElems<Elem, VEC>(x + i, vec, min(VEC, static_cast<int>(V - i)), v);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) amax = fmaxf(amax, fabsf(v[k]));
+  for (int it = 0; it < kCached; ++it) {
+    const uint32_t i = (it * TPR + lane) * VEC;
+    if (valid && i < V) {
+      LoadElems<Elem, VEC>(x + i, vec, min(VEC, static_cast<int>(V - i)), v[it]);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) amax = fmaxf(amax, fabsf(v[it][k]));
     }
+  }
+  for (uint32_t i = (kCached * TPR + lane) * VEC; valid && i < V; i += TPR * VEC) {
+    float w[VEC];
+    LoadElems<Elem, VEC>(x + i, vec, min(VEC, static_cast<int>(V - i)), w);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) amax = fmaxf(amax, fabsf(w[k]));
   }
 #pragma unroll
   for (int off = TPR / 2; off > 0; off /= 2) {
@@ -34,29 +82,27 @@ __global__ void __launch_bounds__(kBlock)
   if (!valid) return;
   const Fp8Geometry g = Fp8Geometry::Make(shape);
   char* b = body + chunk * body_stride;
-  const float scale = Fp8Scale(amax);
-  if (lane == 0) reinterpret_cast<float*>(b + g.scales_offset)[row] = scale;
+  const Fp8RowParams p = MakeFp8Row(amax);
+  if (lane == 0) reinterpret_cast<float*>(b + g.scales_offset)[row] = p.scale;
   uint8_t* codes = reinterpret_cast<uint8_t*>(b + g.codes_offset) + row * V;
-  for (uint32_t i = lane * VEC; i < V; i += TPR * VEC) {
-    const int n = min(VEC, static_cast<int>(V - i));
-    float v[VEC];
-    LoadElems<Elem, VEC>(x + i, vec, n, v);
-    union {
-      uint8_t c[VEC];
-      uint2 u2;
-      uint32_t u1;
-    } q;
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) q.c[k] = Fp8Quantize(v[k], scale);
-    if (vec && n == VEC) {
-      if constexpr (VEC == 8) {
-        *reinterpret_cast<uint2*>(codes + i) = q.u2;
-      } else {
-        *reinterpret_cast<uint32_t*>(codes + i) = q.u1;
-      }
-    } else {
-      for (int k = 0; k < n; ++k) codes[i + k] = q.c[k];
+  for (int it = 0; it < kCached; ++it) {
+    const uint32_t i = (it * TPR + lane) * VEC;
+    if (i < V) {
+      Codes<VEC> q;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) q.c[k] = p.zero ? 0 : DevToE4M3(Fp8Scaled(v[it][k], p));
+      StoreCodes<VEC>(codes + i, vec, min(VEC, static_cast<int>(V - i)), q);
     }
+  }
+  for (uint32_t i = (kCached * TPR + lane) * VEC; i < V; i += TPR * VEC) {
+    const int n = min(VEC, static_cast<int>(V - i));
+    float w[VEC];
+    LoadElems<Elem, VEC>(x + i, vec, n, w);
+    Codes<VEC> q;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) q.c[k] = p.zero ? 0 : DevToE4M3(Fp8Scaled(w[k], p));
+    StoreCodes<VEC>(codes + i, vec, n, q);
   }
 }
 
@@ -82,11 +128,7 @@ __global__ void __launch_bounds__(kBlock)
   T* out = reinterpret_cast<T*>(target.Row(l, kv, h, t, chunk));
   for (uint32_t i = lane * VEC; i < V; i += TPR * VEC) {
     const int n = min(VEC, static_cast<int>(V - i));
-    union {
-      uint8_t c[VEC];
-      uint2 u2;
-      uint32_t u1;
-    } q;
+    Codes<VEC> q;
     if (vec_in && n == VEC) {
       if constexpr (VEC == 8) {
         q.u2 = __ldg(reinterpret_cast<const uint2*>(codes + i));
@@ -98,7 +140,7 @@ __global__ void __launch_bounds__(kBlock)
     }
     float v[VEC];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) v[k] = Fp8Dequantize(q.c[k], scale);
+    for (int k = 0; k < VEC; ++k) v[k] = __fmul_rn(DevFromE4M3(q.c[k]), scale);
     StoreElems<Elem, VEC>(out + i, vec_out, n, v);
   }
 }

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "codec_impl.h"
 #include "codecs/codec_cuda.h"
+#include "codecs/cpu_simd.h"
 #include "codecs/device_memory.h"
 #include "codecs/stream_shape.h"
 
@@ -24,10 +25,10 @@ void EncodeRows(const StreamShape& s, const void* input, uint8_t* body) {
     const T* x = in + r * s.width;
     float amax = 0.0f;
     for (uint32_t d = 0; d < s.width; ++d) amax = fmaxf(amax, fabsf(Elem::ToFloat(x[d])));
-    const float scale = Fp8Scale(amax);
-    std::memcpy(scales + r * 4, &scale, 4);  // little-endian hosts only (checked in codec.cc)
+    const Fp8RowParams p = MakeFp8Row(amax);
+    std::memcpy(scales + r * 4, &p.scale, 4);  // little-endian hosts only (checked in codec.cc)
     uint8_t* c = codes + r * s.width;
-    for (uint32_t d = 0; d < s.width; ++d) c[d] = Fp8Quantize(Elem::ToFloat(x[d]), scale);
+    for (uint32_t d = 0; d < s.width; ++d) c[d] = Fp8Quantize(Elem::ToFloat(x[d]), p);
   }
 }
 
@@ -45,6 +46,7 @@ void DecodeRows(const StreamShape& s, const uint8_t* body, const TargetView& vie
   const Fp8Geometry g = Fp8Geometry::Make(s);
   const uint8_t* scales = body + g.scales_offset;
   const uint8_t* codes = body + g.codes_offset;
+  const bool simd = s.width % 8 == 0 && CpuHasAvx2F16c();
   for (uint32_t st = 0; st < s.num_streams; ++st) {
     uint32_t l, kv, h;
     s.Decompose(st, &l, &kv, &h);
@@ -54,6 +56,10 @@ void DecodeRows(const StreamShape& s, const uint8_t* body, const TargetView& vie
       std::memcpy(&scale, scales + r * 4, 4);
       const uint8_t* c = codes + r * s.width;
       T* out = reinterpret_cast<T*>(view.Row(l, kv, h, t));
+      if (kSimdCode<Elem> != 0 && simd) {
+        Fp8DecodeRowAvx2(kSimdCode<Elem>, c, scale, out, s.width);
+        continue;
+      }
       for (uint32_t d = 0; d < s.width; ++d) out[d] = Elem::FromFloat(table.v[c[d]] * scale);
     }
   }

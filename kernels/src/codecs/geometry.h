@@ -150,6 +150,7 @@ struct KiviGroupParams {
   uint16_t min_bits;
   float scale;
   float mn;
+  float inv;  // 1 / scale (fp32, correctly rounded); 0 when scale is 0
 };
 
 KVTIER_HD KiviGroupParams MakeKiviGroup(float mn, float mx, uint32_t bits) {
@@ -167,15 +168,23 @@ KVTIER_HD KiviGroupParams MakeKiviGroup(float mn, float mx, uint32_t bits) {
   p.min_bits = FloatToHalfSaturate(mn);
   p.scale = HalfToFloat(p.scale_bits);
   p.mn = HalfToFloat(p.min_bits);
+  // A positive fp16 scale is >= 2^-24, so its reciprocal is finite.
+#if defined(__CUDA_ARCH__)
+  p.inv = p.scale > 0.0f ? __fdiv_rn(1.0f, p.scale) : 0.0f;
+#else
+  p.inv = p.scale > 0.0f ? 1.0f / p.scale : 0.0f;
+#endif
   return p;
 }
 
+// q = clamp(round_even((x - min) * (1 / scale)), 0, 2^b - 1); 0 for a zero scale (constant
+// group: decodes to min). NaN inputs give 0.
 KVTIER_HD uint32_t KiviQuantize(float x, const KiviGroupParams& p, uint32_t bits) {
-  if (!(p.scale > 0.0f)) return 0;  // constant group (or a scale that rounded to 0): decodes to min
+  if (!(p.scale > 0.0f)) return 0;
 #if defined(__CUDA_ARCH__)
-  const float v = __fdiv_rn(__fsub_rn(x, p.mn), p.scale);
+  const float v = __fmul_rn(__fsub_rn(x, p.mn), p.inv);
 #else
-  const float v = (x - p.mn) / p.scale;
+  const float v = (x - p.mn) * p.inv;
 #endif
   const float levels = static_cast<float>((1u << bits) - 1u);
   return static_cast<uint32_t>(fminf(fmaxf(RoundEven(v), 0.0f), levels));
@@ -189,22 +198,41 @@ KVTIER_HD float KiviDequantize(uint32_t q, float scale, float mn) {
 #endif
 }
 
-// fp8 row scale from the row's max |x| (non-negative).
-KVTIER_HD float Fp8Scale(float amax) {
+// fp8 row parameters from the row's max |x| (docs/FORMAT.md, "fp8"): the stored scale is
+// amax / 448; elements are converted as x * (448 / amax), or x / scale in the rare rows where
+// 448 / amax overflows; a row whose scale is 0 or not finite gets all-zero codes.
+struct Fp8RowParams {
+  float scale;
+  float inv;
+  bool zero;
+  bool use_div;
+};
+
+KVTIER_HD Fp8RowParams MakeFp8Row(float amax) {
+  Fp8RowParams p;
 #if defined(__CUDA_ARCH__)
-  return __fdiv_rn(amax, 448.0f);
+  p.scale = __fdiv_rn(amax, 448.0f);
+  p.inv = __fdiv_rn(448.0f, amax);
 #else
-  return amax / 448.0f;
+  p.scale = amax / 448.0f;
+  p.inv = 448.0f / amax;
+#endif
+  p.zero = !(p.scale > 0.0f) || !(p.scale < 3.402823466e38f);
+  p.use_div = !(p.inv < 3.402823466e38f);
+  return p;
+}
+
+// The value that is rounded to E4M3 (meaningless when p.zero).
+KVTIER_HD float Fp8Scaled(float x, const Fp8RowParams& p) {
+#if defined(__CUDA_ARCH__)
+  return p.use_div ? __fdiv_rn(x, p.scale) : __fmul_rn(x, p.inv);
+#else
+  return p.use_div ? x / p.scale : x * p.inv;
 #endif
 }
 
-KVTIER_HD uint8_t Fp8Quantize(float x, float scale) {
-  if (!(scale > 0.0f)) return 0;
-#if defined(__CUDA_ARCH__)
-  return FloatToE4M3(__fdiv_rn(x, scale));
-#else
-  return FloatToE4M3(x / scale);
-#endif
+KVTIER_HD uint8_t Fp8Quantize(float x, const Fp8RowParams& p) {
+  return p.zero ? 0 : FloatToE4M3(Fp8Scaled(x, p));
 }
 
 KVTIER_HD float Fp8Dequantize(uint8_t code, float scale) {

@@ -2,8 +2,8 @@
 //   values: one group of TPR threads per quantized token row; each thread owns 16 bytes of the
 //           row; a channel group's min/max is a shuffle reduction over G / VEC threads, and the
 //           codes of neighbouring threads are OR-combined by shuffles into whole u32 words;
-//   keys:   one block per (key stream, token group), one thread per channel, two passes over the
-//           group's G rows (the second hits L1);
+//   keys:   one thread per (key stream, token group, 16 bytes of channels), two passes over the
+//           group's G rows (the second hits L1), 16-byte loads and stores throughout;
 //   raw:    sink / tail / remainder rows copied 16 bytes at a time.
 // The arithmetic is geometry.h's (MakeKiviGroup, KiviQuantize, KiviDequantize), the same as the
 // CPU reference's, so encoded bodies are bit-identical.
@@ -120,73 +120,139 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
+// Loads / stores N consecutive u32 words, 16 bytes at a time when `vec`.
+template <int N>
+__device__ __forceinline__ void LoadWords(const uint32_t* p, bool vec, uint32_t (&w)[N]) {
+  if (vec && N % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < N; i += 4) {
+      const uint4 u = __ldg(reinterpret_cast<const uint4*>(p + i));
+      w[i] = u.x, w[i + 1] = u.y, w[i + 2] = u.z, w[i + 3] = u.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = p[i];
+  }
+}
+template <int N>
+__device__ __forceinline__ void StoreWords(uint32_t* p, bool vec, const uint32_t (&w)[N]) {
+  if (vec && N % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < N; i += 4) {
+      *reinterpret_cast<uint4*>(p + i) = make_uint4(w[i], w[i + 1], w[i + 2], w[i + 3]);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) p[i] = w[i];
+  }
+}
+
+// Keys: one thread per (key stream, token group, run of CH = 16 bytes of channels). Pass 1 takes
+// min/max over the group's G rows, pass 2 packs codes; each row access is one 16-byte load, and
+// the CH channels' code words and meta words are contiguous (layout [g][w][c]), so they are
+// stored 16 bytes at a time too.
 template <typename Elem, int BITS>
 __global__ void __launch_bounds__(kKeyBlock)
     KeyEncodeKernel(KiviGeometry g, const char* in, uint64_t in_stride, char* body,
-                    uint64_t body_stride) {
+                    uint64_t body_stride, bool vec_in, bool vec_out) {
+  constexpr int CH = VecOf<Elem>();
   constexpr int CPW = 32 / BITS;
   using T = typename Elem::Storage;
   const uint32_t V = g.shape.width, G = g.group, W = g.KeyWordsPerGroup();
-  const uint32_t groups = g.key_q / G;
-  const uint32_t ks = blockIdx.x / groups, grp = blockIdx.x % groups;
+  const uint32_t groups = g.key_q / G, runs = V / CH;
+  const uint64_t items = uint64_t{g.shape.num_layers} * g.shape.heads * groups * runs;
+  const uint64_t idx = uint64_t{blockIdx.x} * kKeyBlock + threadIdx.x;
+  if (idx >= items) return;
+  const uint32_t run = static_cast<uint32_t>(idx % runs);
+  const uint64_t item = idx / runs;
+  const uint32_t ks = static_cast<uint32_t>(item / groups), grp = static_cast<uint32_t>(item % groups);
   const uint32_t s = KeyStream(g.shape, ks);
   const uint32_t chunk = blockIdx.y;
+  const uint32_t c0 = run * CH;
   const uint32_t tb = g.t0 + grp * G;
   const T* x = reinterpret_cast<const T*>(in + chunk * in_stride) +
-               (uint64_t{s} * g.shape.tokens + tb) * V;
-  char* block = body + chunk * body_stride + g.BlockOffset(s);
-  uint32_t* codes = reinterpret_cast<uint32_t*>(block) + uint64_t{grp} * W * V;
-  uint32_t* meta = reinterpret_cast<uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V;
-  for (uint32_t c = threadIdx.x; c < V; c += kKeyBlock) {
-    float mn = DevToFloat<Elem>(x[c]), mx = mn;
-    for (uint32_t t = 1; t < G; ++t) {
-      const float v = DevToFloat<Elem>(x[uint64_t{t} * V + c]);
-      mn = fminf(mn, v);
-      mx = fmaxf(mx, v);
-    }
-    const KiviGroupParams p = MakeKiviGroup(mn, mx, BITS);
-    meta[c] = PackMeta(p.scale_bits, p.min_bits);
-    for (uint32_t w = 0; w < W; ++w) {
-      uint32_t word = 0;
+               (uint64_t{s} * g.shape.tokens + tb) * V + c0;
+  float mn[CH], mx[CH];
+  LoadElems<Elem, CH>(x, vec_in, CH, mn);
 #pragma unroll
-      for (int k = 0; k < CPW; ++k) {
-        const float v = DevToFloat<Elem>(x[uint64_t{w * CPW + k} * V + c]);
-        word |= KiviQuantize(v, p, BITS) << (k * BITS);
-      }
-      codes[uint64_t{w} * V + c] = word;
+  for (int j = 0; j < CH; ++j) mx[j] = mn[j];
+#pragma unroll 4
+  for (uint32_t t = 1; t < G; ++t) {
+    float v[CH];
+    LoadElems<Elem, CH>(x + uint64_t{t} * V, vec_in, CH, v);
+#pragma unroll
+    for (int j = 0; j < CH; ++j) mn[j] = fminf(mn[j], v[j]), mx[j] = fmaxf(mx[j], v[j]);
+  }
+  KiviGroupParams p[CH];
+  uint32_t m[CH];
+#pragma unroll
+  for (int j = 0; j < CH; ++j) {
+    p[j] = MakeKiviGroup(mn[j], mx[j], BITS);
+    m[j] = PackMeta(p[j].scale_bits, p[j].min_bits);
+  }
+  char* block = body + chunk * body_stride + g.BlockOffset(s);
+  uint32_t* codes = reinterpret_cast<uint32_t*>(block) + uint64_t{grp} * W * V + c0;
+  uint32_t* meta = reinterpret_cast<uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V + c0;
+  StoreWords<CH>(meta, vec_out, m);
+  for (uint32_t w = 0; w < W; ++w) {
+    uint32_t word[CH];
+#pragma unroll
+    for (int j = 0; j < CH; ++j) word[j] = 0;
+#pragma unroll 4
+    for (int k = 0; k < CPW; ++k) {
+      float v[CH];
+      LoadElems<Elem, CH>(x + uint64_t{w * CPW + k} * V, vec_in, CH, v);
+#pragma unroll
+      for (int j = 0; j < CH; ++j) word[j] |= KiviQuantize(v[j], p[j], BITS) << (k * BITS);
     }
+    StoreWords<CH>(codes + uint64_t{w} * V, vec_out, word);
   }
 }
 
 template <typename Elem, int BITS>
 __global__ void __launch_bounds__(kKeyBlock)
-    KeyDecodeKernel(KiviGeometry g, const char* body, uint64_t body_stride, TargetView target) {
+    KeyDecodeKernel(KiviGeometry g, const char* body, uint64_t body_stride, TargetView target,
+                    bool vec_in) {
+  constexpr int CH = VecOf<Elem>();
   constexpr int CPW = 32 / BITS;
   constexpr uint32_t MASK = (1u << BITS) - 1u;
-  using T = typename Elem::Storage;
   const uint32_t V = g.shape.width, G = g.group, W = g.KeyWordsPerGroup();
-  const uint32_t groups = g.key_q / G;
-  const uint32_t ks = blockIdx.x / groups, grp = blockIdx.x % groups;
+  const uint32_t groups = g.key_q / G, runs = V / CH;
+  const uint64_t items = uint64_t{g.shape.num_layers} * g.shape.heads * groups * runs;
+  const uint64_t idx = uint64_t{blockIdx.x} * kKeyBlock + threadIdx.x;
+  if (idx >= items) return;
+  const uint32_t run = static_cast<uint32_t>(idx % runs);
+  const uint64_t item = idx / runs;
+  const uint32_t ks = static_cast<uint32_t>(item / groups), grp = static_cast<uint32_t>(item % groups);
   const uint32_t s = KeyStream(g.shape, ks);
   const uint32_t chunk = blockIdx.y;
+  const uint32_t c0 = run * CH;
   const uint32_t tb = g.t0 + grp * G;
   const char* block = body + chunk * body_stride + g.BlockOffset(s);
-  const uint32_t* codes = reinterpret_cast<const uint32_t*>(block) + uint64_t{grp} * W * V;
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(block) + uint64_t{grp} * W * V + c0;
   const uint32_t* meta =
-      reinterpret_cast<const uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V;
+      reinterpret_cast<const uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V + c0;
+  uint32_t m[CH];
+  LoadWords<CH>(meta, vec_in, m);
+  float scale[CH], mn[CH];
+#pragma unroll
+  for (int j = 0; j < CH; ++j) {
+    scale[j] = HalfToFloat(static_cast<uint16_t>(m[j]));
+    mn[j] = HalfToFloat(static_cast<uint16_t>(m[j] >> 16));
+  }
   uint32_t l, kv, h;
   g.shape.Decompose(s, &l, &kv, &h);
-  for (uint32_t c = threadIdx.x; c < V; c += kKeyBlock) {
-    const uint32_t m = __ldg(meta + c);
-    const float scale = HalfToFloat(static_cast<uint16_t>(m));
-    const float mn = HalfToFloat(static_cast<uint16_t>(m >> 16));
-    for (uint32_t w = 0; w < W; ++w) {
-      const uint32_t word = __ldg(codes + uint64_t{w} * V + c);
+  using T = typename Elem::Storage;
+  for (uint32_t w = 0; w < W; ++w) {
+    uint32_t word[CH];
+    LoadWords<CH>(codes + uint64_t{w} * V, vec_in, word);
+#pragma unroll 4
+    for (int k = 0; k < CPW; ++k) {
+      float v[CH];
 #pragma unroll
-      for (int k = 0; k < CPW; ++k) {
-        T* out = reinterpret_cast<T*>(target.Row(l, kv, h, tb + w * CPW + k, chunk));
-        out[c] = DevFromFloat<Elem>(KiviDequantize((word >> (k * BITS)) & MASK, scale, mn));
-      }
+      for (int j = 0; j < CH; ++j) v[j] = KiviDequantize((word[j] >> (k * BITS)) & MASK, scale[j], mn[j]);
+      T* out = reinterpret_cast<T*>(target.Row(l, kv, h, tb + w * CPW + k, chunk)) + c0;
+      StoreElems<Elem, CH>(out, target.align16, CH, v);
     }
   }
 }
@@ -272,9 +338,12 @@ int LaunchKiviEncode(uint8_t dtype, const KiviGeometry& g, const void* in, uint6
         });
       }
       if (g.shape.mha && g.key_q > 0) {
-        dim3 grid(g.shape.num_layers * g.shape.heads * (g.key_q / g.group), num_chunks);
-        KeyEncodeKernel<Elem, BITS><<<grid, kKeyBlock, 0, st>>>(g, src, in_stride, dst,
-                                                                body_stride);
+        const uint64_t items = uint64_t{g.shape.num_layers} * g.shape.heads *
+                               (g.key_q / g.group) * (g.shape.width / VEC);
+        dim3 grid(GridFor(items, kKeyBlock), num_chunks);
+        KeyEncodeKernel<Elem, BITS><<<grid, kKeyBlock, 0, st>>>(
+            g, src, in_stride, dst, body_stride, Aligned16(in, in_stride),
+            Aligned16(body, body_stride));
       }
     });
   });
@@ -308,8 +377,11 @@ int LaunchKiviDecode(uint8_t dtype, const KiviGeometry& g, const void* body,
         });
       }
       if (g.shape.mha && g.key_q > 0) {
-        dim3 grid(g.shape.num_layers * g.shape.heads * (g.key_q / g.group), num_chunks);
-        KeyDecodeKernel<Elem, BITS><<<grid, kKeyBlock, 0, st>>>(g, src, body_stride, target);
+        const uint64_t items = uint64_t{g.shape.num_layers} * g.shape.heads *
+                               (g.key_q / g.group) * (g.shape.width / VEC);
+        dim3 grid(GridFor(items, kKeyBlock), num_chunks);
+        KeyDecodeKernel<Elem, BITS><<<grid, kKeyBlock, 0, st>>>(g, src, body_stride, target,
+                                                                Aligned16(body, body_stride));
       }
     });
   });

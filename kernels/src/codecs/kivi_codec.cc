@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "codec_impl.h"
 #include "codecs/codec_cuda.h"
+#include "codecs/cpu_simd.h"
 #include "codecs/device_memory.h"
 #include "codecs/stream_shape.h"
 
@@ -103,6 +104,7 @@ void DecodeStream(const KiviGeometry& g, uint32_t stream, const uint8_t* body,
   const StreamShape& s = g.shape;
   const uint32_t V = s.width, G = g.group, b = g.bits, cpw = g.CodesPerWord();
   const uint32_t mask = (1u << b) - 1u;
+  const bool simd = CpuHasAvx2F16c();  // V is a multiple of G >= 32
   const bool key = s.IsKey(stream);
   uint32_t l, kv, h;
   s.Decompose(stream, &l, &kv, &h);
@@ -124,6 +126,11 @@ void DecodeStream(const KiviGeometry& g, uint32_t stream, const uint8_t* body,
         for (uint32_t k = 0; k < cpw; ++k) {
           T* out = reinterpret_cast<T*>(view.Row(l, kv, h, tb + w * cpw + k));
           const uint8_t* wp = codes + (uint64_t{grp} * W + w) * V * 4;
+          if (kSimdCode<Elem> != 0 && simd) {
+            KiviDequantColumnsAvx2(kSimdCode<Elem>, b, b * k, reinterpret_cast<const uint32_t*>(wp),
+                                   scale.data(), mn.data(), out, V);
+            continue;
+          }
           for (uint32_t c = 0; c < V; ++c) {
             const uint32_t code = (LoadU32(wp + c * 4) >> (b * k)) & mask;
             out[c] = Elem::FromFloat(KiviDequantize(code, scale[c], mn[c]));
@@ -140,6 +147,12 @@ void DecodeStream(const KiviGeometry& g, uint32_t stream, const uint8_t* body,
         const uint32_t m = LoadU32(meta + (uint64_t{i} * NG + grp) * 4);
         const float scale = HalfToFloat(static_cast<uint16_t>(m));
         const float mn = HalfToFloat(static_cast<uint16_t>(m >> 16));
+        if (kSimdCode<Elem> != 0 && simd) {
+          KiviDequantPackedAvx2(kSimdCode<Elem>, b,
+                                reinterpret_cast<const uint32_t*>(wp) + grp * G / cpw, scale, mn,
+                                out + grp * G, G);
+          continue;
+        }
         for (uint32_t c = grp * G; c < (grp + 1) * G; ++c) {
           const uint32_t code = (LoadU32(wp + (c / cpw) * 4) >> (b * (c % cpw))) & mask;
           out[c] = Elem::FromFloat(KiviDequantize(code, scale, mn));

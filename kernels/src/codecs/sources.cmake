@@ -9,10 +9,11 @@ target_sources(kvtier_kernels PRIVATE
   src/codecs/raw_codec.cc
   src/codecs/fp8_codec.cc
   src/codecs/kivi_codec.cc
+  src/codecs/cpu_simd.cc
 )
 # The CPU reference must compute exactly what the kernels compute: no FMA contraction on the host
 # side, none on the device side (the kernels also spell their arithmetic with __fmul_rn & co.).
-set_source_files_properties(src/codecs/fp8_codec.cc src/codecs/kivi_codec.cc
+set_source_files_properties(src/codecs/fp8_codec.cc src/codecs/kivi_codec.cc src/codecs/cpu_simd.cc
                             PROPERTIES COMPILE_OPTIONS "-ffp-contract=off")
 if(KVTIER_HAVE_CUDA)
   target_sources(kvtier_kernels PRIVATE

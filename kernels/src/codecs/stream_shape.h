@@ -2,6 +2,8 @@
 #ifndef KVTIER_KERNELS_SRC_CODECS_STREAM_SHAPE_H_
 #define KVTIER_KERNELS_SRC_CODECS_STREAM_SHAPE_H_
 
+#include <type_traits>
+
 #include "codec_impl.h"
 #include "codecs/geometry.h"
 
@@ -20,6 +22,12 @@ inline StreamShape MakeStreamShape(const ChunkShape& c) {
 }
 
 inline uint8_t DTypeCode(DType t) { return static_cast<uint8_t>(t); }
+
+// The dtype code of cpu_simd.h's row decoders for an element type, 0 where they do not apply.
+template <typename Elem>
+inline constexpr uint8_t kSimdCode = std::is_same_v<Elem, Fp16Elem>   ? 1
+                                     : std::is_same_v<Elem, Bf16Elem> ? 2
+                                                                      : 0;
 
 }  // namespace kvtier::kernels::internal
 
