@@ -29,7 +29,8 @@ struct IndexEntry {
   uint64_t version = 0;        // Changes whenever the chunk is replaced by a Put.
   uint64_t incarnation = 0;    // Changes only when the entry is created (leases refer to it).
   int64_t last_access_nanos = 0;
-  uint32_t crc32c = 0;
+  uint32_t crc32c = 0;         // Valid when crc_known.
+  bool crc_known = false;      // Memory-only chunks get their CRC32C when first written to disk.
   uint32_t accesses = 0;       // Lookup/Get hits (saturating).
   uint32_t pins = 0;           // Explicit pins + leases.
   uint8_t moving = 0;          // Bit per tier: that tier's copy is being copied elsewhere.

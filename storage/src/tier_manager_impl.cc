@@ -81,6 +81,7 @@ absl::Status TierManagerImpl::Start() {
           e->meta = copy->meta();
           e->size = copy->size();
           e->crc32c = copy->crc32c();
+          e->crc_known = true;
           e->version = ++versions_;
           e->hooks[kDisk].charge = tiers_[kDisk]->ChargeFor(copy->size());
           e->hooks[kDisk].key_hash = absl::Hash<StorageKey>()(key);
@@ -218,7 +219,8 @@ bool TierManagerImpl::EvictOne(int t, bool holding_disk) {
   const uint64_t version = e->version;
   const std::shared_ptr<TierCopy> source = e->copies[t];
   const ChunkMeta meta = e->meta;
-  const uint32_t crc = e->crc32c;
+  const bool crc_known = e->crc_known;
+  uint32_t crc = e->crc32c;
   const uint64_t size = e->size;
   lock.unlock();
 
@@ -230,6 +232,9 @@ bool TierManagerImpl::EvictOne(int t, bool holding_disk) {
     absl::StatusOr<TierRead> bytes = tiers_[t]->Read(key, source);
     if (bytes.ok()) {
       c_.bytes_read[t].fetch_add(bytes->size, std::memory_order_relaxed);
+      // A chunk's CRC32C is computed when it first goes to disk: off the Put path, in the thread
+      // that demotes (the background thread unless background_threads == 0).
+      if (!crc_known && lower == kDisk) crc = Crc32c(bytes->data, bytes->size);
       moved = WriteWithRoom(lower, key, meta, crc, absl::MakeConstSpan(bytes->data, bytes->size),
                             hold);
     } else {
@@ -244,6 +249,10 @@ bool TierManagerImpl::EvictOne(int t, bool holding_disk) {
     if (cur != nullptr && cur->version == version && cur->copies[t] == source) {
       cur->moving &= static_cast<uint8_t>(~Bit(t));
       if (moved.ok()) {
+        if (lower == kDisk && !cur->crc_known) {
+          cur->crc32c = crc;
+          cur->crc_known = true;
+        }
         if (!cur->copies[lower]) {
           cur->hooks[lower].charge = tiers_[lower]->ChargeFor(size);
           cur->hooks[lower].key_hash = absl::Hash<StorageKey>()(key);
@@ -273,7 +282,8 @@ bool TierManagerImpl::EvictOne(int t, bool holding_disk) {
 
 bool TierManagerImpl::InstallNew(
     const StorageKey& key, int t, std::shared_ptr<TierCopy> copy, const ChunkMeta& meta,
-    uint64_t size, uint32_t crc, const std::optional<ChunkKey>& parent, bool holding_disk,
+    uint64_t size, std::optional<uint32_t> crc, const std::optional<ChunkKey>& parent,
+    bool holding_disk,
     std::vector<std::pair<StorageKey, std::shared_ptr<TierCopy>>>* disk_erase) {
   std::vector<std::shared_ptr<TierCopy>> released;  // Freed after mu_ is dropped.
   std::lock_guard<std::mutex> lock(mu_);
@@ -299,7 +309,8 @@ bool TierManagerImpl::InstallNew(
   }
   e->meta = meta;
   e->size = size;
-  e->crc32c = crc;
+  e->crc32c = crc.value_or(0);
+  e->crc_known = crc.has_value();
   e->version = ++versions_;
   e->hooks[t].charge = tiers_[t]->ChargeFor(size);
   e->hooks[t].key_hash = absl::Hash<StorageKey>()(key);
@@ -327,7 +338,6 @@ absl::Status TierManagerImpl::Put(NamespaceId ns, const ChunkKey& key,
                                       " outside [1, max_chunk_bytes=" +
                                       std::to_string(options_.max_chunk_bytes) + "]");
   }
-  const uint32_t crc = Crc32c(payload.data(), payload.size());
   const StorageKey skey{ns, key};
   absl::Status last = absl::ResourceExhaustedError("no tier can hold the chunk");
   std::vector<std::pair<StorageKey, std::shared_ptr<TierCopy>>> disk_erase;
@@ -344,16 +354,18 @@ absl::Status TierManagerImpl::Put(NamespaceId ns, const ChunkKey& key,
         old = DropCopyLocked(e, t, /*evicted=*/false);
       }
     }
-    auto copy = WriteWithRoom(t, skey, meta, crc, payload, /*holding_disk=*/false);
+    // Memory tiers store without a checksum pass: the CRC32C is computed when the chunk first
+    // goes to disk (the only place it is needed), keeping a host put at memcpy speed.
+    auto copy = WriteWithRoom(t, skey, meta, /*crc=*/0, payload, /*holding_disk=*/false);
     if (!copy.ok()) {
       c_.put_rejections[t].fetch_add(1, std::memory_order_relaxed);
       last = copy.status();
       continue;
     }
-    if (!InstallNew(skey, t, *copy, meta, payload.size(), crc, put_options.parent, false,
-                    &disk_erase)) {
+    if (!InstallNew(skey, t, *copy, meta, payload.size(), std::nullopt, put_options.parent,
+                    false, &disk_erase)) {
       std::lock_guard<std::mutex> disk_lock(disk_mu_);
-      InstallNew(skey, t, *copy, meta, payload.size(), crc, put_options.parent, true,
+      InstallNew(skey, t, *copy, meta, payload.size(), std::nullopt, put_options.parent, true,
                  &disk_erase);
       EraseOnDisk(disk_erase);
     }
@@ -371,6 +383,7 @@ absl::Status TierManagerImpl::Put(NamespaceId ns, const ChunkKey& key,
   }
 
   if (enabled(kDisk)) {
+    const uint32_t crc = Crc32c(payload.data(), payload.size());
     std::lock_guard<std::mutex> disk_lock(disk_mu_);
     auto copy = WriteWithRoom(kDisk, skey, meta, crc, payload, /*holding_disk=*/true);
     if (copy.ok()) {
@@ -448,10 +461,12 @@ absl::StatusOr<ChunkHandle> TierManagerImpl::Get(NamespaceId ns, const ChunkKey&
     int t = -1;
     std::shared_ptr<TierCopy> copy;
     uint64_t version = 0;
+    uint32_t crc = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       IndexEntry* e = index_.Find(skey);
       if (e == nullptr) break;
+      crc = e->crc_known ? e->crc32c : 0;
       t = e->fastest();
       copy = e->copies[t];
       version = e->version;
@@ -464,7 +479,7 @@ absl::StatusOr<ChunkHandle> TierManagerImpl::Get(NamespaceId ns, const ChunkKey&
       c_.get_hits.fetch_add(1, std::memory_order_relaxed);
       c_.hits[t].fetch_add(1, std::memory_order_relaxed);
       c_.bytes_read[t].fetch_add(read->size, std::memory_order_relaxed);
-      ChunkHandle handle(read->keepalive, read->data, read->size, copy->meta(), copy->crc32c(),
+      ChunkHandle handle(read->keepalive, read->data, read->size, copy->meta(), crc,
                          static_cast<TierKind>(t));
       const int target = top_memory_tier();
       if (options_.promote_on_hit && target >= 0 && target < t) {
@@ -511,15 +526,13 @@ absl::StatusOr<ChunkHandle> TierManagerImpl::Get(NamespaceId ns, const ChunkKey&
 void TierManagerImpl::Promote(PromotionJob job) {
   const int target = job.target;
   ChunkMeta meta;
-  uint32_t crc = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     IndexEntry* e = index_.Find(job.key);
     if (e == nullptr || e->version != job.version || e->copies[target]) return;
     meta = e->meta;
-    crc = e->crc32c;
   }
-  auto copy = WriteWithRoom(target, job.key, meta, crc,
+  auto copy = WriteWithRoom(target, job.key, meta, /*crc=*/0,
                             absl::MakeConstSpan(job.bytes.data, job.bytes.size), false);
   if (!copy.ok()) return;
   std::shared_ptr<TierCopy> unused;

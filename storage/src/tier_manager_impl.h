@@ -97,7 +97,7 @@ class TierManagerImpl final : public TierManager {
   // Publishes a freshly written copy as the new version of `key`. Returns false (and does
   // nothing) when the old version has a disk copy and the caller does not hold disk_mu_.
   bool InstallNew(const StorageKey& key, int t, std::shared_ptr<TierCopy> copy,
-                  const ChunkMeta& meta, uint64_t size, uint32_t crc,
+                  const ChunkMeta& meta, uint64_t size, std::optional<uint32_t> crc,
                   const std::optional<ChunkKey>& parent, bool holding_disk,
                   std::vector<std::pair<StorageKey, std::shared_ptr<TierCopy>>>* disk_erase);
   // Drops tier t's copy of `e` (policy, counters) and erases the entry once no copy is left.

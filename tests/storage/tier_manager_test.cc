@@ -6,6 +6,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "kvtier/common/crc32c.h"
 #include "test_util.h"
 
 namespace kvtier::storage {
@@ -72,7 +73,7 @@ TEST(TierManagerTest, PutGetRoundTrip) {
   ExpectChunk(tm.get(), 1, 5000);
   auto h = tm->Get(kNs, TestKey(1)).value();
   EXPECT_EQ(h.tier(), TierKind::kHost);
-  EXPECT_NE(h.crc32c(), 0u);
+  EXPECT_EQ(h.crc32c(), 0u);  // Memory-only: the CRC32C is computed when it first goes to disk.
   EXPECT_EQ(tm->Get(kNs, TestKey(2)).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(tm->Get(kNs + 1, TestKey(1)).status().code(), absl::StatusCode::kNotFound);
   auto s = tm->Stats();
@@ -214,6 +215,8 @@ TEST(TierManagerTest, DemotesToDiskAndPromotesOnHit) {
   auto h = tm->Get(kNs, TestKey(0));
   ASSERT_TRUE(h.ok());
   EXPECT_EQ(h->tier(), TierKind::kDisk);
+  auto p0 = TestPayload(0, 4096);
+  EXPECT_EQ(h->crc32c(), Crc32c(p0.data(), p0.size()));  // Computed at demotion, verified on read.
   EXPECT_EQ(tm->Lookup(kNs, TestKeys(0, 1)).tiers[0], TierKind::kHost);
   for (uint64_t i = 0; i < 10; ++i) ExpectChunk(tm.get(), i, 4096);
   s = tm->Stats();

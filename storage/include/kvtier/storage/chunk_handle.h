@@ -34,7 +34,9 @@ class ChunkHandle {
   // The payload exactly as it was Put.
   absl::Span<const uint8_t> bytes() const { return {data_, size_}; }
   const ChunkMeta& meta() const { return meta_; }
-  // CRC32C of bytes(), as recorded at Put.
+  // CRC32C of bytes() when storage has computed it: always for chunks that have been on disk
+  // (verified on every disk read). 0 for a chunk that has only lived in memory: storage computes
+  // it lazily, when the chunk first goes to disk, so a memory put costs no checksum pass.
   uint32_t crc32c() const { return crc32c_; }
   // The tier the bytes were served from.
   TierKind tier() const { return tier_; }

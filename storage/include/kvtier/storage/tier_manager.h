@@ -2,8 +2,9 @@
 // (namespace id, chunk key), across up to three tiers (GPU arena, host arena, RocksDB on disk),
 // decides where each chunk lives (admission, promotion on hit, demotion under pressure, eviction
 // by a pluggable policy), protects chunks between Lookup and Get with pins and leases, and never
-// returns wrong bytes: every payload read from disk is checked against the CRC32C recorded at
-// Put; a mismatch is a miss plus a counted event.
+// returns wrong bytes: every payload read from disk is checked against the CRC32C recorded when
+// it was written there (Put, or demotion of a chunk that lived in memory); a mismatch is a miss
+// plus a counted event.
 //
 // Payloads are opaque bytes to storage (the kernels' payload format already carries its own
 // header and checksum); storage adds its own CRC32C of the stored bytes.
