@@ -373,7 +373,10 @@ absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest
   metrics_->CountHits(handle->tier(), 1);
   absl::Span<const uint8_t> payload = handle->bytes();
   // End-to-end check: the bytes we are about to serve are the bytes that were acknowledged.
-  if (Crc32c(payload.data(), payload.size()) != handle->crc32c()) {
+  // Storage records a CRC-32C once a chunk has been on disk (0 while it only lived in memory);
+  // the payload's own header and body checksums are verified below in every case.
+  const uint32_t payload_crc = Crc32c(payload.data(), payload.size());
+  if (handle->crc32c() != 0 && payload_crc != handle->crc32c()) {
     metrics_->CountChecksumFailure(ChecksumSource::kFetch);
     return absl::DataLossError("stored payload failed its checksum; not served");
   }
@@ -387,7 +390,7 @@ absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest
 
   std::string decoded;
   absl::Span<const uint8_t> out = payload;
-  uint32_t out_crc = handle->crc32c();
+  uint32_t out_crc = payload_crc;
   auto info = kernels::InspectPayload(payload);
   if (!info.ok()) {
     if (info.status().code() == absl::StatusCode::kDataLoss) {

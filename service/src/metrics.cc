@@ -57,6 +57,12 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& registry)
                     .Help("Calls refused before doing work, by reason (inflight_limit, "
                           "not_serving).")
                     .Register(registry)) {
+  // Series that exist from the start, so rate() and alerts see zeros rather than nothing.
+  for (const char* reason : {"inflight_limit", "not_serving"}) rejected_.Add({{"reason", reason}});
+  for (const char* method : {"CreateNamespace", "GetNamespace", "ListNamespaces", "Lookup", "Put",
+                             "Get", "Delete", "Pin", "Unpin", "Compact", "Stats"}) {
+    rpc_duration_.Add({{"method", method}, {"code", "OK"}}, LatencyBuckets());
+  }
   inflight_ = &BuildGauge()
                    .Name("kvtier_rpcs_in_flight")
                    .Help("kvtier.v1 calls executing now.")
