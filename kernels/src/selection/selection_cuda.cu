@@ -3,7 +3,9 @@
 //
 // Attention runs in two passes over K per (layer, KV head), both tiled as
 //   S[128 query rows][64 keys] = Q_chunk K_tile^T
-// with tensor cores (wmma, fp32 accumulation) for fp16/bf16 and scalar fp32 FMA for fp32:
+// with tensor cores (mma.sync m16n8k16, fp32 accumulation, logits kept in registers) for
+// fp16/bf16, and scalar fp32 FMA through a shared-memory logit tile for fp32. K tiles are
+// double-buffered with cp.async:
 //   pass 1 (RowStatsKernel): per query row the running max and sum of exp over its causal keys,
 //          one partial per key split, merged by ReduceStatsKernel;
 //   pass 2 (ColumnMassKernel): per key the sum over rows of exp(s - M) / Z, divided by the group
@@ -14,7 +16,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cuda_pipeline.h>
-#include <mma.h>
 
 #include <cub/block/block_scan.cuh>
 
@@ -148,56 +149,19 @@ __device__ void LoadRowsAsync(T* sh, const T* g, int valid_rows, int num_rows) {
   }
 }
 
-// A warp's 16 query rows as wmma A fragments, held in registers across key tiles.
-template <typename T, int D, bool kTensor = !std::is_same<T, float>::value>
-struct QFrags {
-  nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, T, nvcuda::wmma::row_major> a[D / 16];
-  __device__ void Load(const T* qs) {
-    const int warp = threadIdx.x / 32;
-#pragma unroll
-    for (int k = 0; k < D / 16; ++k) {
-      nvcuda::wmma::load_matrix_sync(a[k], qs + warp * 16 * Ld<D>::kValue + k * 16, Ld<D>::kValue);
-    }
-  }
-};
-template <typename T, int D>
-struct QFrags<T, D, false> {
-  __device__ void Load(const T*) {}
-};
-
-// S[r][c] = q_r . k_c for the chunk's 128 rows and the tile's 64 keys.
-template <typename T, int D>
-__device__ void TileLogits(const QFrags<T, D>& qf, const T* qs, const T* ks, float* s) {
+// fp32 (scalar) path: S[r][c] = q_r . k_c for the chunk's 128 rows and the tile's 64 keys,
+// written to shared memory.
+template <int D>
+__device__ void TileLogitsScalar(const float* qs, const float* ks, float* s) {
   constexpr int kLd = Ld<D>::kValue;
-  if constexpr (std::is_same<T, float>::value) {
-    for (int i = threadIdx.x; i < kRows * kKeys; i += blockDim.x) {
-      const int r = i / kKeys, c = i % kKeys;
-      const float* q = qs + r * kLd;
-      const float* k = ks + c * kLd;
-      float acc = 0.0f;
+  for (int i = threadIdx.x; i < kRows * kKeys; i += blockDim.x) {
+    const int r = i / kKeys, c = i % kKeys;
+    const float* q = qs + r * kLd;
+    const float* k = ks + c * kLd;
+    float acc = 0.0f;
 #pragma unroll 16
-      for (int d = 0; d < D; ++d) acc = fmaf(q[d], k[d], acc);
-      s[r * kSLd + c] = acc;
-    }
-  } else {
-    using namespace nvcuda;
-    const int warp = threadIdx.x / 32;
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kKeys / 16];
-#pragma unroll
-    for (int j = 0; j < kKeys / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
-#pragma unroll
-    for (int k = 0; k < D / 16; ++k) {
-#pragma unroll
-      for (int j = 0; j < kKeys / 16; ++j) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-        wmma::load_matrix_sync(b, ks + j * 16 * kLd + k * 16, kLd);
-        wmma::mma_sync(acc[j], qf.a[k], b, acc[j]);
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kKeys / 16; ++j) {
-      wmma::store_matrix_sync(s + warp * 16 * kSLd + j * 16, acc[j], kSLd, wmma::mem_row_major);
-    }
+    for (int d = 0; d < D; ++d) acc = fmaf(q[d], k[d], acc);
+    s[r * kSLd + c] = acc;
   }
 }
 
@@ -208,7 +172,7 @@ __device__ __forceinline__ int ChunkMaxPos(const AttnParams& p, uint32_t row0, i
   return int(p.q_pos0 + last);
 }
 
-// grid (stats_splits, row_chunks, L * H_kv). Thread t owns row t / 2, columns 32 (t % 2) ..
+// fp32 inputs. grid (stats_splits, row_chunks, lh in this launch). Thread t owns row t / 2, columns 32 (t % 2) ..
 // 32 (t % 2) + 31 of each tile, and keeps that half-row's running (max, sum) in registers.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads, 2) RowStatsKernel(AttnParams p) {
@@ -239,8 +203,6 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsKernel(AttnParams p) {
   const int stagger = (5 * (my_row % 16) + 16 * half) & 31;  // conflict-free smem reads
   float m = -INFINITY, z = 0.0f;
   __syncthreads();
-  QFrags<T, D> qf;
-  qf.Load(sm.qs);
   for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
     const int buf = int(tile - tile_begin) & 1;
     if (tile + 1 < tile_end) {
@@ -250,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsKernel(AttnParams p) {
       __pipeline_wait_prior(0);
     }
     __syncthreads();  // tile `buf` landed for every thread; last tile's S readers are done
-    TileLogits<T, D>(qf, sm.qs, sm.Ks(buf), sm.s);
+    TileLogitsScalar<D>(sm.qs, sm.Ks(buf), sm.s);
     __syncthreads();
     const int t0 = int(tile * kKeys) + 32 * half;
     const int visible = min(32, my_pos - t0 + 1);  // columns t0 .. t0 + visible - 1
@@ -306,7 +268,7 @@ __global__ void ReduceStatsKernel(AttnParams p, size_t first_row, uint32_t num_r
   p.stats[i] = make_float2(m, z > 0.0f ? 1.0f / z : 0.0f);
 }
 
-// grid (mass_splits, L * H_kv). Thread t sums column t % 64 over rows 32 (t / 64) .. + 31.
+// fp32 inputs. grid (mass_splits, lh in this launch). Thread t sums column t % 64 over rows 32 (t / 64) .. + 31.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads, 2) ColumnMassKernel(AttnParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -324,7 +286,6 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassKernel(AttnParams p) {
   const uint32_t tile_end = min(col_tiles, tile_begin + p.mass_tiles_per_split);
   const int c = threadIdx.x % kKeys, quarter = threadIdx.x / kKeys;
   const float inv_group = 1.0f / float(p.group);
-  QFrags<T, D> qf;
 
   auto load_chunk = [&](uint32_t chunk) {  // caller synchronizes before and after
     const uint32_t row0 = chunk * kRows;
@@ -347,7 +308,6 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassKernel(AttnParams p) {
   if (p.row_chunks == 1) {
     load_chunk(0);
     __syncthreads();
-    qf.Load(sm.qs);
   }
 
   for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
@@ -369,9 +329,8 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassKernel(AttnParams p) {
         __syncthreads();
         load_chunk(chunk);
         __syncthreads();
-        qf.Load(sm.qs);
       }
-      TileLogits<T, D>(qf, sm.qs, sm.Ks(buf), sm.s);
+      TileLogitsScalar<D>(sm.qs, sm.Ks(buf), sm.s);
       __syncthreads();
       const int t = t0 + c;
 #pragma unroll 8
@@ -385,6 +344,308 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassKernel(AttnParams p) {
     sm.red[quarter * kKeys + c] = acc;
     __syncthreads();
     if (quarter == 0 && t0 + c < int(p.num_columns)) {
+      const float total = sm.red[c] + sm.red[kKeys + c] + sm.red[2 * kKeys + c] + sm.red[3 * kKeys + c];
+      p.scores[size_t(lh) * p.num_columns + t0 + c] = total * inv_group;
+    }
+  }
+}
+
+// ---- fp16 / bf16: mma.sync m16n8k16 with the logits kept in registers. ----
+// Warp w of a block owns query rows 32 (w % 4) .. + 31 of the chunk and keys 32 (w / 4) .. + 31
+// of each 64-key tile; a thread holds rows g, g + 8, g + 16, g + 24 (g = lane / 4) of that range
+// and keys 8 nt + 2 (lane % 4) + {0, 1} (nt = 0..3): the m16n8k16 accumulator layout of the PTX
+// ISA. A (Q) fragments stay in registers for the whole key loop; B (K) fragments are read from
+// shared memory once per warp and reused for both 16-row halves.
+
+template <typename T>
+struct MmaOp;
+template <>
+struct MmaOp<__half> {
+  __device__ __forceinline__ static void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <>
+struct MmaOp<__nv_bfloat16> {
+  __device__ __forceinline__ static void Run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+template <typename T, int D>
+struct MmaSmem {
+  static constexpr size_t kQ = size_t(kRows) * Ld<D>::kValue * sizeof(T);
+  static constexpr size_t kK = size_t(kKeys) * Ld<D>::kValue * sizeof(T);
+  static constexpr size_t kBytes = kQ + 2 * kK + 4 * kKeys * 4 + 2 * 2 * kRows * 4;
+  T* qs;
+  T* ks0;
+  float* red;      // [4 row groups][64 keys]
+  float* merge_m;  // [2 key halves][128 rows]
+  float* merge_z;
+  __device__ explicit MmaSmem(unsigned char* base) {
+    qs = reinterpret_cast<T*>(base);
+    ks0 = reinterpret_cast<T*>(base + kQ);
+    red = reinterpret_cast<float*>(base + kQ + 2 * kK);
+    merge_m = red + 4 * kKeys;
+    merge_z = merge_m + 2 * kRows;
+  }
+  __device__ T* Ks(int b) const { return ks0 + b * (kK / sizeof(T)); }
+};
+
+template <typename T, int D>
+struct WarpQ {
+  uint32_t a[2][D / 16][4];
+  __device__ void Load(const T* qs, int row_group) {
+    const int lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int k = 0; k < D / 16; ++k) {
+        const T* p = qs + (row_group * 32 + mt * 16 + g) * Ld<D>::kValue + k * 16 + tig * 2;
+        a[mt][k][0] = *reinterpret_cast<const uint32_t*>(p);
+        a[mt][k][1] = *reinterpret_cast<const uint32_t*>(p + 8 * Ld<D>::kValue);
+        a[mt][k][2] = *reinterpret_cast<const uint32_t*>(p + 8);
+        a[mt][k][3] = *reinterpret_cast<const uint32_t*>(p + 8 * Ld<D>::kValue + 8);
+      }
+    }
+  }
+};
+
+// acc[mt][nt][i]: row 32 rg + 16 mt + g + 8 (i / 2), key 32 kh + 8 nt + 2 tig + (i % 2).
+template <typename T, int D>
+__device__ __forceinline__ void WarpLogits(const WarpQ<T, D>& q, const T* ks, int key_half,
+                                           float (&acc)[2][4][4]) {
+  const int lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k) {
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      const T* p = ks + (key_half * 32 + nt * 8 + g) * Ld<D>::kValue + k * 16 + tig * 2;
+      const uint32_t b0 = *reinterpret_cast<const uint32_t*>(p);
+      const uint32_t b1 = *reinterpret_cast<const uint32_t*>(p + 8);
+      MmaOp<T>::Run(acc[0][nt], q.a[0][k], b0, b1);
+      MmaOp<T>::Run(acc[1][nt], q.a[1][k], b0, b1);
+    }
+  }
+}
+
+// Merges two (max, sum) states of one row, both in the log2 domain.
+__device__ __forceinline__ void MergeState(float& m, float& z, float mo, float zo) {
+  const float mm = fmaxf(m, mo);
+  if (mm == -INFINITY) return;
+  z = z * exp2f(m - mm) + zo * exp2f(mo - mm);
+  m = mm;
+}
+
+// grid (stats_splits, row_chunks, lh in this launch)
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  MmaSmem<T, D> sm(smem_raw);
+  const uint32_t lh = p.lh_base + blockIdx.z, chunk = blockIdx.y, split = blockIdx.x;
+  const uint32_t l = lh / p.num_kv_heads, h = lh % p.num_kv_heads;
+  const uint32_t row0 = chunk * kRows;
+  const int valid = min(kRows, int(p.rows - row0));
+  const T* qbase = static_cast<const T*>(p.q) +
+                   ((size_t(l) * p.num_query_heads + h * p.group) * p.num_queries + row0) * D;
+  const int max_pos = ChunkMaxPos(p, row0, valid);
+  const T* kbase = static_cast<const T*>(p.k) + size_t(lh) * p.num_tokens * D;
+  const uint32_t total_tiles = (p.num_tokens + kKeys - 1) / kKeys;
+  const uint32_t tile_begin = split * p.stats_tiles_per_split;
+  uint32_t tile_end = min(total_tiles, tile_begin + p.stats_tiles_per_split);
+  tile_end = min(tile_end, uint32_t(max_pos / kKeys) + 1);
+  auto prefetch = [&](uint32_t tile, int buf) {
+    const int t0 = int(tile * kKeys);
+    LoadRowsAsync<T, D>(sm.Ks(buf), kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0),
+                        kKeys);
+    __pipeline_commit();
+  };
+  if (tile_begin < tile_end) prefetch(tile_begin, 0);
+  LoadRows<T, D>(sm.qs, qbase, valid, kRows);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+  const int row_group = warp % 4, key_half = warp / 4;
+  int pos[4];
+  float m[4], z[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int r = row_group * 32 + (j >> 1) * 16 + g + (j & 1) * 8;
+    pos[j] = r < valid ? int(p.q_pos0 + (row0 + r) % p.num_queries) : -1;
+    m[j] = -INFINITY;
+    z[j] = 0.0f;
+  }
+  __syncthreads();
+  WarpQ<T, D> wq;
+  wq.Load(sm.qs, row_group);
+  for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int buf = int(tile - tile_begin) & 1;
+    __pipeline_wait_prior(0);
+    __syncthreads();  // tile landed everywhere; every warp is done with the other buffer
+    if (tile + 1 < tile_end) prefetch(tile + 1, buf ^ 1);
+    float acc[2][4][4];
+    WarpLogits<T, D>(wq, sm.Ks(buf), key_half, acc);
+    const int tbase = int(tile * kKeys) + key_half * 32 + tig * 2;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int mt = j >> 1, hi = (j & 1) * 2;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          if (tbase + nt * 8 + e <= pos[j]) mx = fmaxf(mx, acc[mt][nt][hi + e]);
+        }
+      }
+      if (mx == -INFINITY) continue;
+      const float m_new = fmaxf(m[j], mx * p.scale_log2);
+      float sum = 0.0f;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          if (tbase + nt * 8 + e <= pos[j]) {
+            sum += exp2f(fmaf(acc[mt][nt][hi + e], p.scale_log2, -m_new));
+          }
+        }
+      }
+      z[j] = z[j] * exp2f(m[j] - m_new) + sum;
+      m[j] = m_new;
+    }
+  }
+  // Merge the quad's four column slices, then the two key halves.
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    for (int o = 1; o <= 2; o <<= 1) {
+      const float mo = __shfl_xor_sync(0xffffffffu, m[j], o);
+      const float zo = __shfl_xor_sync(0xffffffffu, z[j], o);
+      MergeState(m[j], z[j], mo, zo);
+    }
+    if (tig == 0) {
+      const int r = row_group * 32 + (j >> 1) * 16 + g + (j & 1) * 8;
+      sm.merge_m[key_half * kRows + r] = m[j];
+      sm.merge_z[key_half * kRows + r] = z[j];
+    }
+  }
+  __syncthreads();
+  const size_t rows_pad = size_t(p.row_chunks) * kRows;
+  for (int r = threadIdx.x; r < kRows; r += blockDim.x) {
+    float mm = sm.merge_m[r], zz = sm.merge_z[r];
+    MergeState(mm, zz, sm.merge_m[kRows + r], sm.merge_z[kRows + r]);
+    p.partial[(size_t(lh) * rows_pad + row0 + r) * p.stats_splits + split] = make_float2(mm, zz);
+  }
+}
+
+// grid (mass_splits, lh in this launch)
+template <typename T, int D>
+__global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  MmaSmem<T, D> sm(smem_raw);
+  const uint32_t lh = p.lh_base + blockIdx.y, split = blockIdx.x;
+  const uint32_t l = lh / p.num_kv_heads, h = lh % p.num_kv_heads;
+  const size_t rows_pad = size_t(p.row_chunks) * kRows;
+  const T* qhead =
+      static_cast<const T*>(p.q) + (size_t(l) * p.num_query_heads + h * p.group) * p.num_queries * D;
+  const T* kbase = static_cast<const T*>(p.k) + size_t(lh) * p.num_tokens * D;
+  const uint32_t col_tiles = (p.num_columns + kKeys - 1) / kKeys;
+  const uint32_t tile_begin = split * p.mass_tiles_per_split;
+  const uint32_t tile_end = min(col_tiles, tile_begin + p.mass_tiles_per_split);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+  const int row_group = warp % 4, key_half = warp / 4;
+  const float inv_group = 1.0f / float(p.group);
+  WarpQ<T, D> wq;
+  int pos[4];
+  float row_m[4], row_inv_z[4];
+
+  auto load_chunk = [&](uint32_t chunk) {  // Q into shared memory; caller syncs before and after
+    const uint32_t row0 = chunk * kRows;
+    LoadRows<T, D>(sm.qs, qhead + size_t(row0) * D, min(kRows, int(p.rows - row0)), kRows);
+  };
+  auto chunk_registers = [&](uint32_t chunk) {  // after the sync that follows load_chunk
+    const uint32_t row0 = chunk * kRows;
+    const int valid = min(kRows, int(p.rows - row0));
+    wq.Load(sm.qs, row_group);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int r = row_group * 32 + (j >> 1) * 16 + g + (j & 1) * 8;
+      const float2 st = p.stats[size_t(lh) * rows_pad + row0 + r];
+      row_m[j] = st.x;
+      row_inv_z[j] = st.y;
+      pos[j] = r < valid ? int(p.q_pos0 + (row0 + r) % p.num_queries) : -1;
+    }
+  };
+  auto prefetch = [&](uint32_t tile, int buf) {
+    const int t0 = int(tile * kKeys);
+    LoadRowsAsync<T, D>(sm.Ks(buf), kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0),
+                        kKeys);
+    __pipeline_commit();
+  };
+  if (tile_begin < tile_end) prefetch(tile_begin, 0);
+  if (p.row_chunks == 1) {
+    load_chunk(0);
+    __syncthreads();
+    chunk_registers(0);
+  }
+  for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int buf = int(tile - tile_begin) & 1;
+    const int t0 = int(tile * kKeys);
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    if (tile + 1 < tile_end) prefetch(tile + 1, buf ^ 1);
+    float col[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
+    const int tbase = t0 + key_half * 32 + tig * 2;
+    for (uint32_t chunk = 0; chunk < p.row_chunks; ++chunk) {
+      const uint32_t row0 = chunk * kRows;
+      if (t0 > ChunkMaxPos(p, row0, min(kRows, int(p.rows - row0)))) continue;
+      if (p.row_chunks > 1) {
+        __syncthreads();
+        load_chunk(chunk);
+        __syncthreads();
+        chunk_registers(chunk);
+      }
+      float acc[2][4][4];
+      WarpLogits<T, D>(wq, sm.Ks(buf), key_half, acc);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int mt = j >> 1, hi = (j & 1) * 2;
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            if (tbase + nt * 8 + e <= pos[j]) {
+              col[nt][e] += exp2f(fmaf(acc[mt][nt][hi + e], p.scale_log2, -row_m[j])) * row_inv_z[j];
+            }
+          }
+        }
+      }
+    }
+    // Sum over the warp's 8 row slots (lanes with equal tig), then over the 4 row groups.
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float v = col[nt][e];
+        v += __shfl_xor_sync(0xffffffffu, v, 4);
+        v += __shfl_xor_sync(0xffffffffu, v, 8);
+        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        if (g == 0) sm.red[row_group * kKeys + key_half * 32 + nt * 8 + tig * 2 + e] = v;
+      }
+    }
+    __syncthreads();
+    if (threadIdx.x < kKeys && t0 + int(threadIdx.x) < int(p.num_columns)) {
+      const int c = threadIdx.x;
       const float total = sm.red[c] + sm.red[kKeys + c] + sm.red[2 * kKeys + c] + sm.red[3 * kKeys + c];
       p.scores[size_t(lh) * p.num_columns + t0 + c] = total * inv_group;
     }
@@ -593,16 +854,27 @@ absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, 
   return DispatchTypeDim(in.dtype, in.head_dim, [&](auto type_tag, auto dim) -> absl::Status {
     using T = decltype(type_tag);
     constexpr int D = decltype(dim)::value;
-    const size_t smem = Smem<T, D>::kBytes;
-    KVTIER_SEL_CUDA(cudaFuncSetAttribute(RowStatsKernel<T, D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    KVTIER_SEL_CUDA(cudaFuncSetAttribute(ColumnMassKernel<T, D>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    // fp16/bf16: tensor-core kernels with register logits; fp32: scalar kernels.
+    constexpr bool kMma = !std::is_same<T, float>::value;
+    const size_t smem = kMma ? MmaSmem<T, D>::kBytes : Smem<T, D>::kBytes;
+    void (*row_stats)(AttnParams);
+    void (*column_mass)(AttnParams);
+    if constexpr (kMma) {
+      row_stats = RowStatsMmaKernel<T, D>;
+      column_mass = ColumnMassMmaKernel<T, D>;
+    } else {
+      row_stats = RowStatsKernel<T, D>;
+      column_mass = ColumnMassKernel<T, D>;
+    }
+    KVTIER_SEL_CUDA(cudaFuncSetAttribute(row_stats, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(smem)));
+    KVTIER_SEL_CUDA(cudaFuncSetAttribute(column_mass, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(smem)));
     int per_sm_stats = 1, per_sm_mass = 1;
-    KVTIER_SEL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm_stats, RowStatsKernel<T, D>, kThreads, smem));
-    KVTIER_SEL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm_mass, ColumnMassKernel<T, D>, kThreads, smem));
+    KVTIER_SEL_CUDA(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_stats, row_stats, kThreads, smem));
+    KVTIER_SEL_CUDA(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_mass, column_mass, kThreads, smem));
     if (per_sm_stats < 1 || per_sm_mass < 1) {
       return absl::ResourceExhaustedError("selection (CUDA): attention kernels do not fit an SM");
     }
@@ -620,13 +892,13 @@ absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, 
     for (uint32_t base = 0; base < lh; base += batch) {
       p.lh_base = base;
       const uint32_t n = std::min(batch, lh - base);
-      RowStatsKernel<T, D><<<dim3(p.stats_splits, p.row_chunks, n), kThreads, smem, stream>>>(p);
+      row_stats<<<dim3(p.stats_splits, p.row_chunks, n), kThreads, smem, stream>>>(p);
       KVTIER_SEL_CUDA(cudaGetLastError());
       const uint32_t rows = uint32_t(n * rows_pad);
       ReduceStatsKernel<<<(rows + 255) / 256, 256, 0, stream>>>(p, size_t(base) * rows_pad, rows);
       KVTIER_SEL_CUDA(cudaGetLastError());
       if (timings && batch == lh) timings->Mark(stream, "row_stats");
-      ColumnMassKernel<T, D><<<dim3(mass_splits, n), kThreads, smem, stream>>>(p);
+      column_mass<<<dim3(mass_splits, n), kThreads, smem, stream>>>(p);
       KVTIER_SEL_CUDA(cudaGetLastError());
     }
     if (timings) timings->Mark(stream, batch == lh ? "column_mass" : "attention");
