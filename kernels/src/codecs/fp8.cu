@@ -42,6 +42,23 @@ __device__ __forceinline__ void StoreCodes(uint8_t* dst, bool vec, int n, const 
   }
 }
 
+// Codes of VEC elements. The three cases are separate loops so that the common one (multiply by
+// the reciprocal) never pays for the division of the rare one.
+template <int VEC>
+__device__ __forceinline__ void QuantizeVec(const float (&v)[VEC], const Fp8RowParams& p,
+                                            Codes<VEC>& q) {
+  if (p.zero) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) q.c[k] = 0;
+  } else if (p.use_div) {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) q.c[k] = DevToE4M3(__fdiv_rn(v[k], p.scale));
+  } else {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) q.c[k] = DevToE4M3(__fmul_rn(v[k], p.inv));
+  }
+}
+
 // Rows of up to kCached * TPR * VEC elements stay in registers between the max pass and the
 // quantization pass; longer rows are read again (from L1).
 constexpr int kCached = 2;
@@ -90,8 +107,7 @@ __global__ void __launch_bounds__(kBlock)
     const uint32_t i = (it * TPR + lane) * VEC;
     if (i < V) {
       Codes<VEC> q;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) q.c[k] = p.zero ? 0 : DevToE4M3(Fp8Scaled(v[it][k], p));
+      QuantizeVec<VEC>(v[it], p, q);
       StoreCodes<VEC>(codes + i, vec, min(VEC, static_cast<int>(V - i)), q);
     }
   }
@@ -100,8 +116,7 @@ __global__ void __launch_bounds__(kBlock)
     float w[VEC];
     LoadElems<Elem, VEC>(x + i, vec, n, w);
     Codes<VEC> q;
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) q.c[k] = p.zero ? 0 : DevToE4M3(Fp8Scaled(w[k], p));
+    QuantizeVec<VEC>(w, p, q);
     StoreCodes<VEC>(codes + i, vec, n, q);
   }
 }

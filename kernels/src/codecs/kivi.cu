@@ -2,8 +2,8 @@
 //   values: one group of TPR threads per quantized token row; each thread owns 16 bytes of the
 //           row; a channel group's min/max is a shuffle reduction over G / VEC threads, and the
 //           codes of neighbouring threads are OR-combined by shuffles into whole u32 words;
-//   keys:   one thread per (key stream, token group, 16 bytes of channels), two passes over the
-//           group's G rows (the second hits L1), 16-byte loads and stores throughout;
+//   keys:   one thread per (key stream, token group, 16 bytes of channels, code word), min/max
+//           shuffle-reduced over a group's threads, 16-byte loads and stores throughout;
 //   raw:    sink / tail / remainder rows copied 16 bytes at a time.
 // The arithmetic is geometry.h's (MakeKiviGroup, KiviQuantize, KiviDequantize), the same as the
 // CPU reference's, so encoded bodies are bit-identical.
@@ -147,10 +147,11 @@ __device__ __forceinline__ void StoreWords(uint32_t* p, bool vec, const uint32_t
   }
 }
 
-// Keys: one thread per (key stream, token group, run of CH = 16 bytes of channels). Pass 1 takes
-// min/max over the group's G rows, pass 2 packs codes; each row access is one 16-byte load, and
-// the CH channels' code words and meta words are contiguous (layout [g][w][c]), so they are
-// stored 16 bytes at a time too.
+// Keys: S = G / CPW threads (adjacent lanes) per (key stream, token group, run of CH = 16 bytes
+// of channels); thread `sub` owns the CPW tokens of code word `sub`, so it produces whole words.
+// Pass 1: min/max over its rows, then a shuffle reduction over the S threads; pass 2 (its rows
+// again, from L1): codes. Every row access is one 16-byte load, and the CH channels' code and
+// meta words are contiguous (layout [g][w][c]), so they are stored 16 bytes at a time too.
 template <typename Elem, int BITS>
 __global__ void __launch_bounds__(kKeyBlock)
     KeyEncodeKernel(KiviGeometry g, const char* in, uint64_t in_stride, char* body,
@@ -158,31 +159,42 @@ __global__ void __launch_bounds__(kKeyBlock)
   constexpr int CH = VecOf<Elem>();
   constexpr int CPW = 32 / BITS;
   using T = typename Elem::Storage;
-  const uint32_t V = g.shape.width, G = g.group, W = g.KeyWordsPerGroup();
+  const uint32_t V = g.shape.width, G = g.group, S = g.KeyWordsPerGroup();
   const uint32_t groups = g.key_q / G, runs = V / CH;
-  const uint64_t items = uint64_t{g.shape.num_layers} * g.shape.heads * groups * runs;
+  const uint64_t threads = uint64_t{g.shape.num_layers} * g.shape.heads * groups * runs * S;
   const uint64_t idx = uint64_t{blockIdx.x} * kKeyBlock + threadIdx.x;
-  if (idx >= items) return;
-  const uint32_t run = static_cast<uint32_t>(idx % runs);
-  const uint64_t item = idx / runs;
+  // Threads past the end stay for the shuffles (groups of S lanes are all valid or all not).
+  const bool valid = idx < threads;
+  const uint64_t vidx = valid ? idx : 0;
+  const uint32_t sub = static_cast<uint32_t>(vidx % S);
+  const uint32_t run = static_cast<uint32_t>((vidx / S) % runs);
+  const uint64_t item = vidx / S / runs;
   const uint32_t ks = static_cast<uint32_t>(item / groups), grp = static_cast<uint32_t>(item % groups);
   const uint32_t s = KeyStream(g.shape, ks);
   const uint32_t chunk = blockIdx.y;
   const uint32_t c0 = run * CH;
-  const uint32_t tb = g.t0 + grp * G;
+  const uint32_t t_first = g.t0 + grp * G + sub * CPW;
   const T* x = reinterpret_cast<const T*>(in + chunk * in_stride) +
-               (uint64_t{s} * g.shape.tokens + tb) * V + c0;
+               (uint64_t{s} * g.shape.tokens + t_first) * V + c0;
   float mn[CH], mx[CH];
   LoadElems<Elem, CH>(x, vec_in, CH, mn);
 #pragma unroll
   for (int j = 0; j < CH; ++j) mx[j] = mn[j];
-#pragma unroll 4
-  for (uint32_t t = 1; t < G; ++t) {
+#pragma unroll
+  for (int k = 1; k < CPW; ++k) {
     float v[CH];
-    LoadElems<Elem, CH>(x + uint64_t{t} * V, vec_in, CH, v);
+    LoadElems<Elem, CH>(x + uint64_t{k} * V, vec_in, CH, v);
 #pragma unroll
     for (int j = 0; j < CH; ++j) mn[j] = fminf(mn[j], v[j]), mx[j] = fmaxf(mx[j], v[j]);
   }
+  for (uint32_t off = S / 2; off > 0; off /= 2) {
+#pragma unroll
+    for (int j = 0; j < CH; ++j) {
+      mn[j] = fminf(mn[j], __shfl_xor_sync(0xffffffffu, mn[j], off));
+      mx[j] = fmaxf(mx[j], __shfl_xor_sync(0xffffffffu, mx[j], off));
+    }
+  }
+  if (!valid) return;
   KiviGroupParams p[CH];
   uint32_t m[CH];
 #pragma unroll
@@ -191,24 +203,26 @@ __global__ void __launch_bounds__(kKeyBlock)
     m[j] = PackMeta(p[j].scale_bits, p[j].min_bits);
   }
   char* block = body + chunk * body_stride + g.BlockOffset(s);
-  uint32_t* codes = reinterpret_cast<uint32_t*>(block) + uint64_t{grp} * W * V + c0;
-  uint32_t* meta = reinterpret_cast<uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V + c0;
-  StoreWords<CH>(meta, vec_out, m);
-  for (uint32_t w = 0; w < W; ++w) {
-    uint32_t word[CH];
-#pragma unroll
-    for (int j = 0; j < CH; ++j) word[j] = 0;
-#pragma unroll 4
-    for (int k = 0; k < CPW; ++k) {
-      float v[CH];
-      LoadElems<Elem, CH>(x + uint64_t{w * CPW + k} * V, vec_in, CH, v);
-#pragma unroll
-      for (int j = 0; j < CH; ++j) word[j] |= KiviQuantize(v[j], p[j], BITS) << (k * BITS);
-    }
-    StoreWords<CH>(codes + uint64_t{w} * V, vec_out, word);
+  if (sub == 0) {
+    StoreWords<CH>(reinterpret_cast<uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V + c0,
+                   vec_out, m);
   }
+  uint32_t word[CH];
+#pragma unroll
+  for (int j = 0; j < CH; ++j) word[j] = 0;
+#pragma unroll
+  for (int k = 0; k < CPW; ++k) {
+    float v[CH];
+    LoadElems<Elem, CH>(x + uint64_t{k} * V, vec_in, CH, v);
+#pragma unroll
+    for (int j = 0; j < CH; ++j) word[j] |= KiviQuantize(v[j], p[j], BITS) << (k * BITS);
+  }
+  StoreWords<CH>(reinterpret_cast<uint32_t*>(block) + (uint64_t{grp} * S + sub) * V + c0, vec_out,
+                 word);
 }
 
+// Keys: one thread per (key stream, token group, run of CH channels, code word): it reads the
+// run's meta and its word per channel and writes CPW rows of CH channels (16-byte stores).
 template <typename Elem, int BITS>
 __global__ void __launch_bounds__(kKeyBlock)
     KeyDecodeKernel(KiviGeometry g, const char* body, uint64_t body_stride, TargetView target,
@@ -216,24 +230,24 @@ __global__ void __launch_bounds__(kKeyBlock)
   constexpr int CH = VecOf<Elem>();
   constexpr int CPW = 32 / BITS;
   constexpr uint32_t MASK = (1u << BITS) - 1u;
-  const uint32_t V = g.shape.width, G = g.group, W = g.KeyWordsPerGroup();
+  const uint32_t V = g.shape.width, G = g.group, S = g.KeyWordsPerGroup();
   const uint32_t groups = g.key_q / G, runs = V / CH;
-  const uint64_t items = uint64_t{g.shape.num_layers} * g.shape.heads * groups * runs;
+  const uint64_t threads = uint64_t{g.shape.num_layers} * g.shape.heads * groups * runs * S;
   const uint64_t idx = uint64_t{blockIdx.x} * kKeyBlock + threadIdx.x;
-  if (idx >= items) return;
-  const uint32_t run = static_cast<uint32_t>(idx % runs);
-  const uint64_t item = idx / runs;
+  if (idx >= threads) return;
+  const uint32_t sub = static_cast<uint32_t>(idx % S);
+  const uint32_t run = static_cast<uint32_t>((idx / S) % runs);
+  const uint64_t item = idx / S / runs;
   const uint32_t ks = static_cast<uint32_t>(item / groups), grp = static_cast<uint32_t>(item % groups);
   const uint32_t s = KeyStream(g.shape, ks);
   const uint32_t chunk = blockIdx.y;
   const uint32_t c0 = run * CH;
-  const uint32_t tb = g.t0 + grp * G;
   const char* block = body + chunk * body_stride + g.BlockOffset(s);
-  const uint32_t* codes = reinterpret_cast<const uint32_t*>(block) + uint64_t{grp} * W * V + c0;
-  const uint32_t* meta =
-      reinterpret_cast<const uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V + c0;
-  uint32_t m[CH];
-  LoadWords<CH>(meta, vec_in, m);
+  uint32_t m[CH], word[CH];
+  LoadWords<CH>(reinterpret_cast<const uint32_t*>(block + g.key_codes_bytes) + uint64_t{grp} * V + c0,
+                vec_in, m);
+  LoadWords<CH>(reinterpret_cast<const uint32_t*>(block) + (uint64_t{grp} * S + sub) * V + c0,
+                vec_in, word);
   float scale[CH], mn[CH];
 #pragma unroll
   for (int j = 0; j < CH; ++j) {
@@ -243,17 +257,14 @@ __global__ void __launch_bounds__(kKeyBlock)
   uint32_t l, kv, h;
   g.shape.Decompose(s, &l, &kv, &h);
   using T = typename Elem::Storage;
-  for (uint32_t w = 0; w < W; ++w) {
-    uint32_t word[CH];
-    LoadWords<CH>(codes + uint64_t{w} * V, vec_in, word);
+  const uint32_t t_first = g.t0 + grp * G + sub * CPW;
 #pragma unroll 4
-    for (int k = 0; k < CPW; ++k) {
-      float v[CH];
+  for (int k = 0; k < CPW; ++k) {
+    float v[CH];
 #pragma unroll
-      for (int j = 0; j < CH; ++j) v[j] = KiviDequantize((word[j] >> (k * BITS)) & MASK, scale[j], mn[j]);
-      T* out = reinterpret_cast<T*>(target.Row(l, kv, h, tb + w * CPW + k, chunk)) + c0;
-      StoreElems<Elem, CH>(out, target.align16, CH, v);
-    }
+    for (int j = 0; j < CH; ++j) v[j] = KiviDequantize((word[j] >> (k * BITS)) & MASK, scale[j], mn[j]);
+    T* out = reinterpret_cast<T*>(target.Row(l, kv, h, t_first + k, chunk)) + c0;
+    StoreElems<Elem, CH>(out, target.align16, CH, v);
   }
 }
 
@@ -339,7 +350,7 @@ int LaunchKiviEncode(uint8_t dtype, const KiviGeometry& g, const void* in, uint6
       }
       if (g.shape.mha && g.key_q > 0) {
         const uint64_t items = uint64_t{g.shape.num_layers} * g.shape.heads *
-                               (g.key_q / g.group) * (g.shape.width / VEC);
+                               (g.key_q / g.group) * (g.shape.width / VEC) * g.KeyWordsPerGroup();
         dim3 grid(GridFor(items, kKeyBlock), num_chunks);
         KeyEncodeKernel<Elem, BITS><<<grid, kKeyBlock, 0, st>>>(
             g, src, in_stride, dst, body_stride, Aligned16(in, in_stride),
@@ -378,7 +389,7 @@ int LaunchKiviDecode(uint8_t dtype, const KiviGeometry& g, const void* body,
       }
       if (g.shape.mha && g.key_q > 0) {
         const uint64_t items = uint64_t{g.shape.num_layers} * g.shape.heads *
-                               (g.key_q / g.group) * (g.shape.width / VEC);
+                               (g.key_q / g.group) * (g.shape.width / VEC) * g.KeyWordsPerGroup();
         dim3 grid(GridFor(items, kKeyBlock), num_chunks);
         KeyDecodeKernel<Elem, BITS><<<grid, kKeyBlock, 0, st>>>(g, src, body_stride, target,
                                                                 Aligned16(body, body_stride));
