@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -121,6 +124,8 @@ std::vector<Case> Cases() {
       cases.push_back({Tq(3, var, rot, TurboQuantSplit::k3p5), Mha(1, 2, 128), 64, tag + "/3.5"});
       cases.push_back({Tq(3, var, rot), Mla(2, 512, 64), 9, tag + "/mla"});
       cases.push_back({Tq(4, var, rot), Mha(1, 1, 96, DType::kBFloat16), 10, tag + "/bf16-d96"});
+      cases.push_back({Tq(3, var, rot), Mha(2, 2, 128, DType::kBFloat16), 21, tag + "/bf16-d128"});
+      cases.push_back({Tq(1, var, rot), Mha(1, 2, 128, DType::kFloat32), 21, tag + "/fp32-d128"});
       cases.push_back({Tq(2, var, rot), Mha(1, 2, 64, DType::kFloat32), 10, tag + "/fp32-d64"});
     }
   }
@@ -169,49 +174,62 @@ TEST(TurboQuantGpuTest, DeviceBodiesEqualCpuBodiesAndCrossDecode) {
   }
 }
 
+// Paged targets: the register path (16-byte aligned rows) and the generic path (a split, or rows
+// that are not 16-byte aligned) both write exactly what the host decode writes.
 TEST(TurboQuantGpuTest, PagedDeviceDecodeMatchesHostDecode) {
   const CodecImpl& c = TurboQuantCodec();
   const KvLayout l = Mha(2, 2, 128);
   const uint32_t T = 12, bs = 4;
-  const CodecParams p = Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard,
-                           TurboQuantSplit::k3p5);
-  const ChunkShape shape{l, T, 0, false};
-  const auto in = MakeInput(l, T, 9);
-  std::vector<uint8_t> body(c.BodySize(p, shape));
-  ASSERT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body)).ok());
-  const int32_t table[3] = {5, 2, 0};
-  const int64_t st_tok = 2 * 2 * 128 * 2 + 32, st_block = bs * st_tok;
-  const size_t pool_bytes = 2 * 6 * st_block;
-  auto make_target = [&](uint8_t* base, MemorySpace space) {
-    DecodeTarget t;
-    t.space = space;
-    t.dtype = l.dtype;
-    t.stride_token = st_tok;
-    t.stride_head = 2 * 128 * 2;
-    t.stride_kv = 128 * 2;
-    t.block_table = table;
-    t.block_size = bs;
-    t.stride_block = st_block;
-    t.layer_base = {base, base + 6 * st_block};
-    return t;
-  };
-  std::vector<uint8_t> host_pool(pool_bytes, 0xCD), dev_pool(pool_bytes);
-  ASSERT_TRUE(c.DecodeHost(p, shape, body, make_target(host_pool.data(), MemorySpace::kHost)).ok());
-  DevBuf d_body(body.size()), d_pool(pool_bytes);
-  ASSERT_EQ(cudaMemcpy(d_body.p, body.data(), body.size(), cudaMemcpyHostToDevice), cudaSuccess);
-  ASSERT_EQ(cudaMemset(d_pool.p, 0xCD, pool_bytes), cudaSuccess);
-  ASSERT_TRUE(c.DecodeDevice(p, shape, d_body.p, make_target(d_pool.u8(), MemorySpace::kDevice)).ok());
-  ASSERT_EQ(cudaMemcpy(dev_pool.data(), d_pool.p, pool_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_TRUE(host_pool == dev_pool);
+  const CodecParams params[3] = {
+      Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k3p5),
+      Tq(4, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard),
+      Tq(2, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard)};
+  for (const CodecParams& p : params) {
+    for (int64_t pad : {32, 2}) {
+      SCOPED_TRACE(std::to_string(int(p.bits)) + " pad " + std::to_string(pad));
+      const ChunkShape shape{l, T, 0, false};
+      const auto in = MakeInput(l, T, 9);
+      std::vector<uint8_t> body(c.BodySize(p, shape));
+      ASSERT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body)).ok());
+      const int32_t table[3] = {5, 2, 0};
+      const int64_t st_tok = 2 * 2 * 128 * 2 + pad, st_block = bs * st_tok;
+      const size_t pool_bytes = 2 * 6 * st_block;
+      auto make_target = [&](uint8_t* base, MemorySpace space) {
+        DecodeTarget t;
+        t.space = space;
+        t.dtype = l.dtype;
+        t.stride_token = st_tok;
+        t.stride_head = 2 * 128 * 2;
+        t.stride_kv = 128 * 2;
+        t.block_table = table;
+        t.block_size = bs;
+        t.stride_block = st_block;
+        t.layer_base = {base, base + 6 * st_block};
+        return t;
+      };
+      std::vector<uint8_t> host_pool(pool_bytes, 0xCD), dev_pool(pool_bytes);
+      ASSERT_TRUE(
+          c.DecodeHost(p, shape, body, make_target(host_pool.data(), MemorySpace::kHost)).ok());
+      DevBuf d_body(body.size()), d_pool(pool_bytes);
+      ASSERT_EQ(cudaMemcpy(d_body.p, body.data(), body.size(), cudaMemcpyHostToDevice),
+                cudaSuccess);
+      ASSERT_EQ(cudaMemset(d_pool.p, 0xCD, pool_bytes), cudaSuccess);
+      ASSERT_TRUE(
+          c.DecodeDevice(p, shape, d_body.p, make_target(d_pool.u8(), MemorySpace::kDevice)).ok());
+      ASSERT_EQ(cudaMemcpy(dev_pool.data(), d_pool.p, pool_bytes, cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      EXPECT_TRUE(host_pool == dev_pool);
+    }
+  }
 }
 
 // Information only (no assertion on speed): encode and decode of a Llama-3.1-8B-shaped chunk
-// (32 layers, 8 KV heads, head_dim 128, 256 tokens = 64 MiB fp16), as a ratio to a
+// (32 layers, 8 KV heads, head_dim 128, 512 tokens = 64 MiB fp16), as a ratio to a
 // device-to-device copy measured in the same run (bytes = fp16 side + body side).
 TEST(TurboQuantGpuTest, ReportsThroughput) {
   const CodecImpl& c = TurboQuantCodec();
   const KvLayout l = Mha(32, 8, 128);
-  const uint32_t T = 256;
+  const uint32_t T = 512;
   const ChunkShape shape{l, T, 0, false};
   const auto in = MakeInput(l, T, 5);
   DevBuf d_in(in.size()), d_out(in.size()), d_copy(in.size()), d_body(in.size());
@@ -239,23 +257,49 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
       [&] { cudaMemcpyAsync(d_copy.p, d_in.p, in.size(), cudaMemcpyDeviceToDevice, 0); });
   const double copy_gbs = 2.0 * in.size() / copy_ms / 1e6;
   std::printf("d2d copy: %.3f ms, %.1f GB/s (read + write)\n", copy_ms, copy_gbs);
+  std::vector<std::pair<std::string, CodecParams>> configs;
   for (auto rot : {TurboQuantRotation::kHadamard, TurboQuantRotation::kDense}) {
+    const std::string rn = rot == TurboQuantRotation::kDense ? "dense" : "hadamard";
     for (auto var : {TurboQuantVariant::kMse, TurboQuantVariant::kProd}) {
-      for (uint8_t b : {2, 4}) {
-        const CodecParams p = Tq(b, var, rot);
-        const std::string name =
-            std::string(rot == TurboQuantRotation::kDense ? "dense" : "hadamard") +
-            (var == TurboQuantVariant::kProd ? " prod b=" : " mse b=") + std::to_string(b);
-        const size_t body = c.BodySize(p, shape);
-        const float enc = median_ms([&] { (void)c.EncodeDevice(p, shape, d_in.p, d_body.p); });
-        const DecodeTarget t = Contiguous(d_out.u8(), l, T, MemorySpace::kDevice);
-        const float dec = median_ms([&] { (void)c.DecodeDevice(p, shape, d_body.p, t); });
-        const double bytes = double(in.size()) + double(body);
-        std::printf("turboquant %-28s encode %.3f ms %.1f GB/s (%.2f of copy)  decode %.3f ms "
-                    "%.1f GB/s (%.2f of copy)\n",
-                    name.c_str(), enc, bytes / enc / 1e6, bytes / enc / 1e6 / copy_gbs, dec,
-                    bytes / dec / 1e6, bytes / dec / 1e6 / copy_gbs);
+      for (uint8_t b : {1, 2, 3, 4}) {
+        configs.push_back({rn + (var == TurboQuantVariant::kProd ? " prod b=" : " mse b=") +
+                               std::to_string(b),
+                           Tq(b, var, rot)});
       }
+    }
+    configs.push_back({rn + " mse 2.5",
+                       Tq(2, TurboQuantVariant::kMse, rot, TurboQuantSplit::k2p5)});
+    configs.push_back({rn + " mse 3.5",
+                       Tq(3, TurboQuantVariant::kMse, rot, TurboQuantSplit::k3p5)});
+  }
+  const DecodeTarget t = Contiguous(d_out.u8(), l, T, MemorySpace::kDevice);
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  std::string json = "{\n  \"device\": \"" + std::string(prop.name) +
+                     "\",\n  \"shape\": \"32 layers x 8 KV heads x head_dim 128 x 512 tokens, fp16\",\n"
+                     "  \"fp16_bytes\": " + std::to_string(in.size()) +
+                     ",\n  \"d2d_copy_gbs\": " + std::to_string(copy_gbs) + ",\n  \"codecs\": [\n";
+  for (const auto& [name, p] : configs) {
+    const size_t body = c.BodySize(p, shape);
+    const float enc = median_ms([&] { (void)c.EncodeDevice(p, shape, d_in.p, d_body.p); });
+    const float dec = median_ms([&] { (void)c.DecodeDevice(p, shape, d_body.p, t); });
+    const double bytes = double(in.size()) + double(body);
+    std::printf("turboquant %-18s encode %.3f ms %6.1f GB/s (%.2f of copy)  decode %.3f ms "
+                "%6.1f GB/s (%.2f of copy)\n",
+                name.c_str(), enc, bytes / enc / 1e6, bytes / enc / 1e6 / copy_gbs, dec,
+                bytes / dec / 1e6, bytes / dec / 1e6 / copy_gbs);
+    json += "    {\"codec\": \"turboquant " + name + "\", \"body_bytes\": " + std::to_string(body) +
+            ", \"encode_ms\": " + std::to_string(enc) + ", \"decode_ms\": " + std::to_string(dec) +
+            ", \"encode_ratio_to_copy\": " + std::to_string(bytes / enc / 1e6 / copy_gbs) +
+            ", \"decode_ratio_to_copy\": " + std::to_string(bytes / dec / 1e6 / copy_gbs) + "}" +
+            (&p == &configs.back().second ? "\n" : ",\n");
+  }
+  json += "  ]\n}\n";
+  // Optional copy of the figures for bench/results/ (tests write nothing unless asked).
+  if (const char* path = std::getenv("KVTIER_TQ_SPEED_JSON")) {
+    if (FILE* f = std::fopen(path, "w")) {
+      std::fputs(json.c_str(), f);
+      std::fclose(f);
     }
   }
   cudaEventDestroy(e0);

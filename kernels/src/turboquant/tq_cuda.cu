@@ -35,12 +35,37 @@ struct TqDevPart {
   const float* qjl_t = nullptr;
 };
 
+constexpr uint32_t kParamBases = 64;
+
 struct TqDevParams {
   TqGeometry g;
+  // Decode: layer base pointers (when num_layers <= kParamBases; else a device array).
+  char* bases[kParamBases] = {};
+  // Register fast path: part 0's codebook (read from the constant bank with a dynamic index).
+  float fast_bounds[16] = {};
+  float fast_cents[16] = {};
   TqDevPart parts[2];
   uint32_t max_dim = 0;
   uint32_t warps = 1;
   uint32_t warp_smem = 0;  // bytes of shared memory per warp
+};
+
+// Decode destination as the kernels see it (DecodeTarget, codec.h).
+struct TqTarget {
+  char* const* bases = nullptr;  // device array when the layers do not fit TqDevParams::bases
+  int64_t stride_kv = 0, stride_head = 0, stride_token = 0, stride_block = 0;
+  const int32_t* block_table = nullptr;
+  uint32_t block_size = 0;
+
+  __device__ char* Row(const TqDevParams& P, uint32_t layer, uint32_t kv, uint32_t head,
+                       uint32_t t) const {
+    const int64_t tok = block_table != nullptr
+                            ? int64_t{block_table[t / block_size]} * stride_block +
+                                  int64_t{t % block_size} * stride_token
+                            : int64_t{t} * stride_token;
+    char* base = bases != nullptr ? bases[layer] : P.bases[layer];
+    return base + int64_t{kv} * stride_kv + int64_t{head} * stride_head + tok;
+  }
 };
 
 // ---- Device tables, uploaded once per (device, tables) and kept for the process. -------------
@@ -119,6 +144,11 @@ absl::StatusOr<TqDevParams> MakeDevParams(const TqPlan& plan) {
     d.parts[p].first_channel = ps.first_channel;
     d.max_dim = std::max(d.max_dim, ps.dim);
   }
+  if (plan.tables[0] != nullptr) {
+    const auto& t = *plan.tables[0];
+    for (size_t k = 0; k < t.boundaries.size() && k < 16; ++k) d.fast_bounds[k] = t.boundaries[k];
+    for (size_t k = 0; k < t.centroids.size() && k < 16; ++k) d.fast_cents[k] = t.centroids[k];
+  }
   const uint32_t W = plan.g.shape.width;
   // x[W], z/tmp/r[max_dim] floats, codes[max_dim] bytes, two channel lists of 128 u16 (split).
   uint32_t bytes = 4u * (W + 3u * d.max_dim) + ((d.max_dim + 3u) & ~3u) + 512u;
@@ -135,7 +165,8 @@ absl::StatusOr<TqDevParams> MakeDevParams(const TqPlan& plan) {
 
 __device__ float WarpSumSquares(const float* x, uint32_t n, uint32_t lane) {
   float acc = 0.0f;
-  for (uint32_t j = lane; j < n; j += 32) acc = __fadd_rn(acc, __fmul_rn(x[j], x[j]));
+  const uint32_t per = (n + 31u) / 32u, end = min(n, (lane + 1u) * per);
+  for (uint32_t j = lane * per; j < end; ++j) acc = __fadd_rn(acc, __fmul_rn(x[j], x[j]));
   for (int off = 16; off > 0; off >>= 1) acc = __fadd_rn(acc, __shfl_xor_sync(kFull, acc, off));
   return acc;
 }
@@ -257,7 +288,7 @@ __device__ __forceinline__ uint32_t Channel(const TqDevParams& P, const WarpSmem
 // ---- Kernels -------------------------------------------------------------------------------------
 
 template <typename E>
-__global__ void OutlierMaskKernel(TqDevParams P, const typename E::Storage* in, uint8_t* body) {
+__global__ void OutlierMaskKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in, uint8_t* body) {
   __shared__ float sums[128];
   __shared__ uint8_t flag[128];
   const uint32_t s = blockIdx.x, c = threadIdx.x;  // split: width == 128
@@ -284,7 +315,7 @@ __global__ void OutlierMaskKernel(TqDevParams P, const typename E::Storage* in, 
 }
 
 template <typename E>
-__global__ void EncodeKernel(TqDevParams P, const typename E::Storage* in, uint8_t* body) {
+__global__ void EncodeKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in, uint8_t* body) {
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint64_t v = static_cast<uint64_t>(blockIdx.x) * P.warps + warp;
   if (v >= P.g.Vectors()) return;
@@ -297,7 +328,9 @@ __global__ void EncodeKernel(TqDevParams P, const typename E::Storage* in, uint8
   __syncwarp();
   uint8_t* codes_out = body + P.g.codes_offset + v * P.g.vector_code_bytes;
   uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
-  for (uint32_t p = 0; p < P.g.num_parts; ++p) {
+#pragma unroll
+  for (uint32_t p = 0; p < 2; ++p) {
+    if (p >= P.g.num_parts) break;
     const TqDevPart& part = P.parts[p];
     const uint32_t n = part.dim;
     for (uint32_t j = lane; j < n; j += 32) s.z[j] = s.x[Channel(P, s, p, j)];
@@ -344,7 +377,8 @@ __global__ void EncodeKernel(TqDevParams P, const typename E::Storage* in, uint8
 }
 
 template <typename E>
-__global__ void DecodeKernel(TqDevParams P, const uint8_t* body, TargetView view) {
+__global__ void DecodeKernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
+                             const TqTarget view) {
   const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint64_t v = static_cast<uint64_t>(blockIdx.x) * P.warps + warp;
   if (v >= P.g.Vectors()) return;
@@ -355,10 +389,12 @@ __global__ void DecodeKernel(TqDevParams P, const uint8_t* body, TargetView view
   uint32_t layer, kv, head;
   P.g.shape.Decompose(stream, &layer, &kv, &head);
   typename E::Storage* out_row =
-      reinterpret_cast<typename E::Storage*>(view.Row(layer, kv, head, t));
+      reinterpret_cast<typename E::Storage*>(view.Row(P, layer, kv, head, t));
   const uint8_t* codes_in = body + P.g.codes_offset + v * P.g.vector_code_bytes;
   const uint16_t* scalars = reinterpret_cast<const uint16_t*>(body + P.g.scalars_offset);
-  for (uint32_t p = 0; p < P.g.num_parts; ++p) {
+#pragma unroll
+  for (uint32_t p = 0; p < 2; ++p) {
+    if (p >= P.g.num_parts) break;
     const TqDevPart& part = P.parts[p];
     const uint32_t n = part.dim;
     const uint8_t* in = codes_in + part.code_offset;
@@ -397,6 +433,248 @@ absl::Status AllowSmem(K kernel, size_t smem) {
               "cudaFuncSetAttribute");
 }
 
+// ---- Fast path: MHA/GQA, no split, head_dim 128, Hadamard rotation --------------------------------
+// Lane l holds elements 4l..4l+3 in registers; the Hadamard butterflies of span >= 4 pair lanes
+// through shuffles. Same operations, same operands, same order as the CPU reference.
+
+template <typename E>
+__device__ __forceinline__ void Load4(const typename E::Storage* p, float x[4]) {
+  if constexpr (sizeof(typename E::Storage) == 2) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    x[0] = E::ToFloat(static_cast<uint16_t>(u.x & 0xFFFFu));
+    x[1] = E::ToFloat(static_cast<uint16_t>(u.x >> 16));
+    x[2] = E::ToFloat(static_cast<uint16_t>(u.y & 0xFFFFu));
+    x[3] = E::ToFloat(static_cast<uint16_t>(u.y >> 16));
+  } else {
+    const float4 f = *reinterpret_cast<const float4*>(p);
+    x[0] = f.x;
+    x[1] = f.y;
+    x[2] = f.z;
+    x[3] = f.w;
+  }
+}
+
+template <typename E>
+__device__ __forceinline__ void Store4(typename E::Storage* p, const float x[4]) {
+  if constexpr (sizeof(typename E::Storage) == 2) {
+    uint2 u;
+    u.x = static_cast<uint32_t>(E::FromFloat(x[0])) | (static_cast<uint32_t>(E::FromFloat(x[1])) << 16);
+    u.y = static_cast<uint32_t>(E::FromFloat(x[2])) | (static_cast<uint32_t>(E::FromFloat(x[3])) << 16);
+    *reinterpret_cast<uint2*>(p) = u;
+  } else {
+    *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
+  }
+}
+
+__device__ __forceinline__ float RegSumSquares(const float x[4]) {
+  float acc = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) acc = __fadd_rn(acc, __fmul_rn(x[i], x[i]));
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) acc = __fadd_rn(acc, __shfl_xor_sync(kFull, acc, off));
+  return acc;
+}
+
+__device__ __forceinline__ void RegFwht128(float x[4], uint32_t lane) {
+  float a0 = x[0], a1 = x[1], a2 = x[2], a3 = x[3];
+  x[0] = __fadd_rn(a0, a1);
+  x[1] = __fsub_rn(a0, a1);
+  x[2] = __fadd_rn(a2, a3);
+  x[3] = __fsub_rn(a2, a3);
+  a0 = x[0];
+  a1 = x[1];
+  a2 = x[2];
+  a3 = x[3];
+  x[0] = __fadd_rn(a0, a2);
+  x[2] = __fsub_rn(a0, a2);
+  x[1] = __fadd_rn(a1, a3);
+  x[3] = __fsub_rn(a1, a3);
+#pragma unroll
+  for (uint32_t m = 1; m < 32; m <<= 1) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float o = __shfl_xor_sync(kFull, x[i], m);
+      x[i] = (lane & m) ? __fsub_rn(o, x[i]) : __fadd_rn(x[i], o);
+    }
+  }
+}
+
+// Lane l's 4 codes of `bits` bits (v, 4*bits bits) go to bits [4*bits*l, 4*bits*(l+1)) of the
+// little-endian stream `out` (128 codes).
+__device__ __forceinline__ void StoreLaneBits(uint8_t* out, uint32_t v, uint32_t bits,
+                                              uint32_t lane) {
+  switch (bits) {
+    case 1: {  // 4 bits: two lanes per byte
+      const uint32_t hi = __shfl_down_sync(kFull, v, 1);
+      if ((lane & 1u) == 0) out[lane / 2] = static_cast<uint8_t>(v | (hi << 4));
+      break;
+    }
+    case 2:
+      out[lane] = static_cast<uint8_t>(v);
+      break;
+    case 3: {  // 12 bits: two lanes per 3 bytes
+      const uint32_t hi = __shfl_down_sync(kFull, v, 1);
+      if ((lane & 1u) == 0) {
+        const uint32_t w = v | (hi << 12);
+        uint8_t* o = out + 3u * (lane / 2);
+        o[0] = static_cast<uint8_t>(w);
+        o[1] = static_cast<uint8_t>(w >> 8);
+        o[2] = static_cast<uint8_t>(w >> 16);
+      }
+      break;
+    }
+    default:  // 4: 16 bits per lane
+      reinterpret_cast<uint16_t*>(out)[lane] = static_cast<uint16_t>(v);
+  }
+}
+
+__device__ __forceinline__ uint32_t LoadLaneBits(const uint8_t* in, uint32_t bits, uint32_t lane) {
+  switch (bits) {
+    case 1:
+      return (in[lane / 2] >> ((lane & 1u) * 4u)) & 0xFu;
+    case 2:
+      return in[lane];
+    case 3: {
+      const uint8_t* p = in + (12u * lane) / 8u;
+      const uint32_t w = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8);
+      return (w >> ((lane & 1u) * 4u)) & 0xFFFu;
+    }
+    default:
+      return reinterpret_cast<const uint16_t*>(in)[lane];
+  }
+}
+
+template <typename E, bool kProd>
+__global__ void EncodeH128Kernel(const __grid_constant__ TqDevParams P,
+                                 const typename E::Storage* in, uint8_t* body) {
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint64_t v = static_cast<uint64_t>(blockIdx.x) * P.warps + warp;
+  if (v >= P.g.Vectors()) return;
+  const TqDevPart& part = P.parts[0];
+  float x[4];
+  Load4<E>(in + v * 128u + 4u * lane, x);
+  const float norm = __fsqrt_rn(RegSumSquares(x));
+  const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+  const float4 sg = *reinterpret_cast<const float4*>(part.signs + 4u * lane);
+  x[0] = __fmul_rn(__fmul_rn(x[0], inv), sg.x);
+  x[1] = __fmul_rn(__fmul_rn(x[1], inv), sg.y);
+  x[2] = __fmul_rn(__fmul_rn(x[2], inv), sg.z);
+  x[3] = __fmul_rn(__fmul_rn(x[3], inv), sg.w);
+  RegFwht128(x, lane);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) x[i] = __fmul_rn(x[i], part.win_scale[0]);
+  uint8_t* out = body + P.g.codes_offset + v * P.g.vector_code_bytes;
+  float r[4] = {x[0], x[1], x[2], x[3]};
+  const uint32_t mb = part.mse_bits;
+  if (mb > 0) {
+    // Binary search over the sorted midpoints: the count of k with z >= t_k, as on the CPU.
+    uint32_t packed = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      uint32_t c = 0;
+      for (uint32_t step = (1u << mb) / 2u; step > 0; step >>= 1) {
+        if (x[i] >= P.fast_bounds[c + step - 1u]) c += step;
+      }
+      if constexpr (kProd) r[i] = __fsub_rn(x[i], P.fast_cents[c]);
+      packed |= c << (i * mb);
+    }
+    StoreLaneBits(out, packed, mb, lane);
+  }
+  uint16_t* sc = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset) + v * (kProd ? 2u : 1u);
+  if constexpr (kProd) {
+    const float gamma = __fsqrt_rn(RegSumSquares(r));
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const float4* st = reinterpret_cast<const float4*>(part.qjl_t) + lane;  // S[4l..4l+3][j]
+    for (uint32_t jl = 0; jl < 32; ++jl) {
+      float rr[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) rr[k] = __shfl_sync(kFull, r[k], jl);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float4 q = st[(jl * 4u + k) * 32u];
+        acc[0] = __fadd_rn(acc[0], __fmul_rn(q.x, rr[k]));
+        acc[1] = __fadd_rn(acc[1], __fmul_rn(q.y, rr[k]));
+        acc[2] = __fadd_rn(acc[2], __fmul_rn(q.z, rr[k]));
+        acc[3] = __fadd_rn(acc[3], __fmul_rn(q.w, rr[k]));
+      }
+    }
+    uint32_t bits = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) bits |= (acc[i] >= 0.0f ? 1u : 0u) << i;
+    StoreLaneBits(out + part.mse_bytes, bits, 1, lane);
+    if (lane == 0) sc[1] = FloatToHalfSaturate(gamma);
+  }
+  if (lane == 0) sc[0] = FloatToHalfSaturate(norm);
+}
+
+template <typename E, bool kProd>
+__global__ void DecodeH128Kernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
+                                 const TqTarget view) {
+  const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint64_t v = static_cast<uint64_t>(blockIdx.x) * P.warps + warp;
+  if (v >= P.g.Vectors()) return;
+  const TqDevPart& part = P.parts[0];
+  const uint32_t T = P.g.shape.tokens;
+  const uint32_t v32 = static_cast<uint32_t>(v);  // vectors < 2^32 (format limits)
+  const uint32_t stream = v32 / T, t = v32 % T;
+  const uint8_t* in = body + P.g.codes_offset + v * P.g.vector_code_bytes;
+  const uint16_t* sc = reinterpret_cast<const uint16_t*>(body + P.g.scalars_offset) +
+                       v * (kProd ? 2u : 1u);
+  const float norm = HalfToFloat(sc[0]);
+  float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  const uint32_t mb = part.mse_bits;
+  if (mb > 0) {
+    const uint32_t codes = LoadLaneBits(in, mb, lane);
+    const uint32_t mask = (1u << mb) - 1u;
+#pragma unroll
+    for (uint32_t i = 0; i < 4; ++i) x[i] = P.fast_cents[(codes >> (i * mb)) & mask];
+  }
+  if constexpr (kProd) {
+    const float coef = __fmul_rn(part.qjl_scale, HalfToFloat(sc[1]));
+    const uint32_t* sw = reinterpret_cast<const uint32_t*>(in + part.mse_bytes);
+    const float4* sq = reinterpret_cast<const float4*>(part.qjl) + lane;  // S[i][4l..4l+3]
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (uint32_t w = 0; w < 4; ++w) {
+      const uint32_t word = sw[w];
+#pragma unroll 8
+      for (uint32_t b = 0; b < 32; ++b) {
+        const float4 q = sq[(w * 32u + b) * 32u];
+        if ((word >> b) & 1u) {
+          acc[0] = __fadd_rn(acc[0], q.x);
+          acc[1] = __fadd_rn(acc[1], q.y);
+          acc[2] = __fadd_rn(acc[2], q.z);
+          acc[3] = __fadd_rn(acc[3], q.w);
+        } else {
+          acc[0] = __fsub_rn(acc[0], q.x);
+          acc[1] = __fsub_rn(acc[1], q.y);
+          acc[2] = __fsub_rn(acc[2], q.z);
+          acc[3] = __fsub_rn(acc[3], q.w);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) x[i] = __fadd_rn(x[i], __fmul_rn(coef, acc[i]));
+  }
+  RegFwht128(x, lane);
+  const float4 sg = *reinterpret_cast<const float4*>(part.signs + 4u * lane);
+  const float scale = part.win_scale[0];
+  x[0] = __fmul_rn(__fmul_rn(__fmul_rn(x[0], scale), sg.x), norm);
+  x[1] = __fmul_rn(__fmul_rn(__fmul_rn(x[1], scale), sg.y), norm);
+  x[2] = __fmul_rn(__fmul_rn(__fmul_rn(x[2], scale), sg.z), norm);
+  x[3] = __fmul_rn(__fmul_rn(__fmul_rn(x[3], scale), sg.w), norm);
+  uint32_t layer, kv, head;
+  P.g.shape.Decompose(stream, &layer, &kv, &head);
+  Store4<E>(reinterpret_cast<typename E::Storage*>(view.Row(P, layer, kv, head, t)) + 4u * lane, x);
+}
+
+// The register fast path: MHA/GQA without split, head_dim 128, one Hadamard window of 128.
+bool FastPath(const TqPlan& plan) {
+  return plan.g.shape.mha && !plan.g.split && plan.g.num_parts == 1 &&
+         plan.g.shape.width == 128 &&
+         plan.tables[0]->params.rotation == TurboQuantRotation::kHadamard &&
+         plan.tables[0]->windows.size() == 1 && plan.tables[0]->windows[0].len == 128;
+}
+
 }  // namespace
 
 absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body) {
@@ -404,13 +682,28 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
   uint8_t* body = static_cast<uint8_t*>(device_body);
   const uint64_t vectors = P.g.Vectors();
   if (vectors == 0) return absl::OkStatus();
-  KVTIER_RETURN_IF_ERROR(Cuda(cudaMemsetAsync(body + P.g.scalars_offset, 0,
-                                              P.g.codes_offset - P.g.scalars_offset, 0),
-                              "memset"));
+  // Zero the padding after the scalars (every other body byte is written by the kernels).
+  const uint64_t scalars_end = P.g.scalars_offset + vectors * P.g.scalars_per_vector * 2u;
+  if (P.g.codes_offset > scalars_end) {
+    KVTIER_RETURN_IF_ERROR(Cuda(
+        cudaMemsetAsync(body + scalars_end, 0, P.g.codes_offset - scalars_end, 0), "memset"));
+  }
+  const bool fast = FastPath(plan) && reinterpret_cast<uintptr_t>(device_input) % 16 == 0 &&
+                    reinterpret_cast<uintptr_t>(device_body) % 16 == 0;
   absl::Status st = absl::OkStatus();
   DispatchElem(plan.dtype_code, [&](auto e) {
     using E = decltype(e);
     const auto* in = static_cast<const typename E::Storage*>(device_input);
+    if (fast) {
+      P.warps = 8;
+      const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
+      if (P.g.prod) {
+        EncodeH128Kernel<E, true><<<static_cast<unsigned>(blocks), 256>>>(P, in, body);
+      } else {
+        EncodeH128Kernel<E, false><<<static_cast<unsigned>(blocks), 256>>>(P, in, body);
+      }
+      return;
+    }
     if (P.g.split) OutlierMaskKernel<E><<<P.g.shape.num_streams, 128>>>(P, in, body);
     const size_t smem = size_t{P.warp_smem} * P.warps;
     st.Update(AllowSmem(EncodeKernel<E>, smem));
@@ -428,44 +721,69 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
   KVTIER_ASSIGN_OR_RETURN(TqDevParams P, MakeDevParams(plan));
   const uint64_t vectors = P.g.Vectors();
   if (vectors == 0) return absl::OkStatus();
-  // The target's layer table and block table are host arrays: move them for the kernel.
+  // Layer bases travel in the kernel parameters when they fit; a block table (and more layers
+  // than fit) is moved to the device for the call.
   const size_t nl = target.layer_base.size();
+  const bool bases_in_params = nl <= kParamBases;
   const size_t nblocks =
       target.block_table ? (P.g.shape.tokens + target.block_size - 1) / target.block_size : 0;
-  void* dmem = nullptr;
-  KVTIER_RETURN_IF_ERROR(
-      Cuda(cudaMallocAsync(&dmem, nl * sizeof(char*) + nblocks * 4 + 16, 0), "cudaMallocAsync"));
-  char** d_bases = static_cast<char**>(dmem);
-  int32_t* d_table = reinterpret_cast<int32_t*>(d_bases + nl);
-  absl::Status st = Cuda(cudaMemcpyAsync(d_bases, target.layer_base.data(), nl * sizeof(char*),
-                                         cudaMemcpyHostToDevice, 0),
-                         "target upload");
-  if (st.ok() && nblocks) {
-    st.Update(Cuda(cudaMemcpyAsync(d_table, target.block_table, nblocks * 4,
-                                   cudaMemcpyHostToDevice, 0),
-                   "block table upload"));
+  bool aligned = true;
+  for (size_t l = 0; l < nl; ++l) {
+    if (bases_in_params) P.bases[l] = static_cast<char*>(target.layer_base[l]);
+    aligned &= reinterpret_cast<uintptr_t>(target.layer_base[l]) % 16 == 0;
   }
-  TargetView view;
-  view.layer_base = d_bases;
+  aligned &= target.stride_kv % 16 == 0 && target.stride_head % 16 == 0 &&
+             target.stride_token % 16 == 0 && target.stride_block % 16 == 0 &&
+             reinterpret_cast<uintptr_t>(device_body) % 16 == 0;
+  void* dmem = nullptr;
+  const size_t dbytes = (bases_in_params ? 0 : nl * sizeof(char*)) + nblocks * 4;
+  absl::Status st = absl::OkStatus();
+  TqTarget view;
   view.stride_kv = target.stride_kv;
   view.stride_head = target.stride_head;
   view.stride_token = target.stride_token;
-  view.block_table = nblocks ? d_table : nullptr;
   view.block_size = target.block_size;
   view.stride_block = target.stride_block;
+  if (dbytes > 0) {
+    KVTIER_RETURN_IF_ERROR(Cuda(cudaMallocAsync(&dmem, dbytes, 0), "cudaMallocAsync"));
+    char* at = static_cast<char*>(dmem);
+    if (!bases_in_params) {
+      st.Update(Cuda(cudaMemcpyAsync(at, target.layer_base.data(), nl * sizeof(char*),
+                                     cudaMemcpyHostToDevice, 0),
+                     "target upload"));
+      view.bases = reinterpret_cast<char* const*>(at);
+      at += nl * sizeof(char*);
+    }
+    if (nblocks) {
+      st.Update(Cuda(cudaMemcpyAsync(at, target.block_table, nblocks * 4, cudaMemcpyHostToDevice, 0),
+                     "block table upload"));
+      view.block_table = reinterpret_cast<const int32_t*>(at);
+    }
+  }
+  const bool fast = FastPath(plan) && aligned;
   if (st.ok()) {
     DispatchElem(plan.dtype_code, [&](auto e) {
       using E = decltype(e);
-      const size_t smem = size_t{P.warp_smem} * P.warps;
-      st.Update(AllowSmem(DecodeKernel<E>, smem));
-      if (!st.ok()) return;
-      const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
-      DecodeKernel<E><<<static_cast<unsigned>(blocks), 32 * P.warps, smem>>>(
-          P, static_cast<const uint8_t*>(device_body), view);
+      const auto* body = static_cast<const uint8_t*>(device_body);
+      if (fast) {
+        P.warps = 8;
+        const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
+        if (P.g.prod) {
+          DecodeH128Kernel<E, true><<<static_cast<unsigned>(blocks), 256>>>(P, body, view);
+        } else {
+          DecodeH128Kernel<E, false><<<static_cast<unsigned>(blocks), 256>>>(P, body, view);
+        }
+      } else {
+        const size_t smem = size_t{P.warp_smem} * P.warps;
+        st.Update(AllowSmem(DecodeKernel<E>, smem));
+        if (!st.ok()) return;
+        const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
+        DecodeKernel<E><<<static_cast<unsigned>(blocks), 32 * P.warps, smem>>>(P, body, view);
+      }
       st.Update(Cuda(cudaGetLastError(), "decode launch"));
     });
   }
-  cudaFreeAsync(dmem, 0);
+  if (dmem != nullptr) cudaFreeAsync(dmem, 0);
   KVTIER_RETURN_IF_ERROR(st);
   return Cuda(cudaStreamSynchronize(0), "decode");
 }

@@ -278,9 +278,10 @@ absl::StatusOr<std::shared_ptr<const TqTables>> GetTqTables(const TurboQuantVect
 
 float TqSumSquares(const float* x, uint32_t n) {
   float lane[32];
+  const uint32_t per = (n + 31) / 32;
   for (uint32_t l = 0; l < 32; ++l) {
     float acc = 0.0f;
-    for (uint32_t j = l; j < n; j += 32) acc = acc + x[j] * x[j];
+    for (uint32_t j = l * per; j < std::min(n, (l + 1) * per); ++j) acc = acc + x[j] * x[j];
     lane[l] = acc;
   }
   for (uint32_t off = 16; off > 0; off >>= 1) {

@@ -68,8 +68,9 @@ absl::StatusOr<std::shared_ptr<const TqTables>> GetTqTables(const TurboQuantVect
 // ---- The canonical arithmetic (CPU reference; the CUDA kernels perform the same operations
 // in the same order). Compiled with -ffp-contract=off.
 
-// Sum of x[j]^2 as 32 lanes (lane l sums j = l, l+32, ... in ascending order) combined by an
-// xor butterfly (offsets 16, 8, 4, 2, 1); the GPU's warp reduction computes the same tree.
+// Sum of x[j]^2 as 32 lanes (lane l sums its block j in [l*p, (l+1)*p), p = ceil(n/32), in
+// ascending order) combined by an xor butterfly (offsets 16, 8, 4, 2, 1); the GPU's warp
+// reduction computes the same tree (with head_dim 128 each lane holds 4 consecutive values).
 float TqSumSquares(const float* x, uint32_t n);
 
 // u -> Rot u (forward) and back, in place; scratch holds dim floats.
