@@ -36,8 +36,11 @@ std::unique_ptr<TierManager> HostManager(uint64_t capacity, const std::string& p
 
 constexpr uint64_t kIndexed = 200'000;
 
+const char* PolicyArg(const benchmark::State& state) { return state.range(0) ? "s3fifo" : "lru"; }
+
+// Arg 0: policy lru, 1: s3fifo (the default).
 void BM_LookupSingleKey(benchmark::State& state) {
-  auto tm = HostManager(kIndexed * 64 * 2);
+  auto tm = HostManager(kIndexed * 512, PolicyArg(state));
   std::vector<uint8_t> payload(64, 1);
   std::vector<ChunkKey> keys;
   for (uint64_t i = 0; i < kIndexed; ++i) {
@@ -53,10 +56,10 @@ void BM_LookupSingleKey(benchmark::State& state) {
   benchmark::DoNotOptimize(hits);
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_LookupSingleKey);
+BENCHMARK(BM_LookupSingleKey)->Arg(0)->Arg(1);
 
 void BM_LookupPrefix32(benchmark::State& state) {
-  auto tm = HostManager(kIndexed * 64 * 2);
+  auto tm = HostManager(kIndexed * 512, PolicyArg(state));
   std::vector<uint8_t> payload(64, 1);
   std::vector<ChunkKey> keys;
   for (uint64_t i = 0; i < kIndexed; ++i) {
@@ -72,19 +75,22 @@ void BM_LookupPrefix32(benchmark::State& state) {
   benchmark::DoNotOptimize(hits);
   state.SetItemsProcessed(state.iterations() * 32);
 }
-BENCHMARK(BM_LookupPrefix32);
+BENCHMARK(BM_LookupPrefix32)->Arg(0)->Arg(1);
 
 // Heap bytes per indexed chunk: index entry, hash slot and the host copy's bookkeeping (the
 // payload itself lives in the arena allocated up front, outside this count).
 void BM_IndexMemoryPerChunk(benchmark::State& state) {
   for (auto _ : state) {
-    auto tm = HostManager(kIndexed * 64 * 2, state.range(0) ? "s3fifo" : "lru");
+    auto tm = HostManager(kIndexed * 512, state.range(0) ? "s3fifo" : "lru");
     std::vector<uint8_t> payload(64, 1);
-    const size_t before = mallinfo2().uordblks;
+    const struct mallinfo2 m0 = mallinfo2();
+    const size_t before = m0.uordblks + m0.hblkhd;
     for (uint64_t i = 0; i < kIndexed; ++i) {
       KVTIER_CHECK_OK(tm->Put(0, Key(i), payload, ChunkMeta{}));
     }
-    const size_t after = mallinfo2().uordblks;
+    const struct mallinfo2 m1 = mallinfo2();
+    const size_t after = m1.uordblks + m1.hblkhd;
+    if (tm->Stats().indexed_chunks != kIndexed) state.SkipWithError("chunks were evicted");
     state.counters["bytes_per_chunk"] = static_cast<double>(after - before) / kIndexed;
   }
 }

@@ -23,18 +23,19 @@
 namespace kvtier::storage::internal {
 
 struct IndexEntry {
+  // Hot fields first (a lookup touches the key, the access statistics and the copies).
   StorageKey key;
+  uint32_t accesses = 0;       // Lookup/Get hits (saturating).
+  int64_t last_access_nanos = 0;
+  uint32_t pins = 0;           // Explicit pins + leases.
+  uint8_t moving = 0;          // Bit per tier: that tier's copy is being copied elsewhere.
+  bool crc_known = false;      // Memory-only chunks get their CRC32C when first written to disk.
+  uint32_t crc32c = 0;         // Valid when crc_known.
+  std::array<std::shared_ptr<TierCopy>, kNumTiers> copies;
   ChunkMeta meta;
   uint64_t size = 0;           // Payload bytes.
   uint64_t version = 0;        // Changes whenever the chunk is replaced by a Put.
   uint64_t incarnation = 0;    // Changes only when the entry is created (leases refer to it).
-  int64_t last_access_nanos = 0;
-  uint32_t crc32c = 0;         // Valid when crc_known.
-  bool crc_known = false;      // Memory-only chunks get their CRC32C when first written to disk.
-  uint32_t accesses = 0;       // Lookup/Get hits (saturating).
-  uint32_t pins = 0;           // Explicit pins + leases.
-  uint8_t moving = 0;          // Bit per tier: that tier's copy is being copied elsewhere.
-  std::array<std::shared_ptr<TierCopy>, kNumTiers> copies;
   std::array<PolicyHook, kNumTiers> hooks;
 
   bool has_copy() const { return copies[0] || copies[1] || copies[2]; }
