@@ -305,5 +305,59 @@ TEST(TurboQuantCodecTest, RejectsIncompatibleShapesAndBadBodies) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Through the public dispatcher (kvtier/kernels/codec.h): header, checksums, text form.
+TEST(TurboQuantCodecTest, PublicEncodeDecodeRoundTrip) {
+  const KvLayout l = KvLayout::Mha(2, 2, 8, 128);
+  const uint32_t T = 16;
+  std::vector<float> ref;
+  const auto in = MakeInput(l, T, &ref, 3);
+  for (const char* text : {"turboquant:b=3,variant=prod,rotation=dense,seed=5",
+                           "turboquant:b=2,split=2.5", "turboquant:b=4"}) {
+    SCOPED_TRACE(text);
+    auto params = CodecParams::Parse(text);
+    ASSERT_TRUE(params.ok()) << params.status();
+    ChunkInput input;
+    input.data = in.data();
+    input.layout = l;
+    input.num_tokens = T;
+    std::vector<uint8_t> payload;
+    ASSERT_TRUE(Encode(*params, input, &payload).ok());
+    auto info = InspectPayload(payload);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_TRUE(info->codec == *params);
+    const ChunkShape shape{l, T, 0, false};
+    EXPECT_EQ(info->body_bytes, TurboQuantCodec().BodySize(*params, shape));
+    std::vector<uint8_t> out(in.size()), direct(in.size());
+    ASSERT_TRUE(Decode(payload, DecodeTarget::Contiguous(out.data(), l, T)).ok());
+    ASSERT_TRUE(TurboQuantCodec()
+                    .DecodeHost(*params, shape,
+                                absl::MakeConstSpan(payload).subspan(info->header_bytes),
+                                Contiguous(direct.data(), l, T))
+                    .ok());
+    EXPECT_EQ(out, direct);
+    auto max = MaxPayloadSize(*params, l, T);
+    ASSERT_TRUE(max.ok());
+    EXPECT_GE(*max, payload.size());
+    // Corruption is caught by the body checksum; truncation by the size check.
+    auto bad = payload;
+    bad[bad.size() - 5] ^= 0x10;
+    EXPECT_FALSE(Decode(bad, DecodeTarget::Contiguous(out.data(), l, T)).ok());
+    EXPECT_FALSE(Decode(absl::MakeConstSpan(payload).first(payload.size() - 1),
+                        DecodeTarget::Contiguous(out.data(), l, T))
+                     .ok());
+  }
+  // A split on head_dim 64 is refused at encode time.
+  const KvLayout small = KvLayout::Mha(1, 1, 1, 64);
+  std::vector<float> r2;
+  const auto in2 = MakeInput(small, 4, &r2);
+  ChunkInput input;
+  input.data = in2.data();
+  input.layout = small;
+  input.num_tokens = 4;
+  std::vector<uint8_t> payload;
+  EXPECT_EQ(Encode(*CodecParams::Parse("turboquant:b=2,split=2.5"), input, &payload).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace kvtier::kernels::internal
