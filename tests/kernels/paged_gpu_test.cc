@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "paged_test_util.h"
+#include "kvtier/kernels/codec.h"
 #include "kvtier/kernels/paged.h"
 
 namespace kvtier::kernels {
@@ -50,6 +51,8 @@ std::vector<Case> Cases() {
       {"fp32_misaligned_by_4", {KvLayout::Mha(2, 2, 2, 32, DType::kFloat32), 64, 16}, 0, 500, 128, 4},
       {"fp16_misaligned_by_2", {KvLayout::Mha(2, 2, 4, 128), 64, 16}, 17, 600, 256, 2},
       {"mla", {KvLayout::Mla(6, 512, 64), 80, 16}, 16, 1000, 512, 0},
+      // More layers and blocks than one launch carries (64 layers, 6144 blocks): split launches.
+      {"split_launches", {KvLayout::Mha(70, 1, 1, 8), 13000, 1}, 3, 6500, 1000, 0},
   };
 }
 
@@ -142,6 +145,50 @@ TEST(PagedGpuTest, ScatterMatchesCpu) {
       ASSERT_CUDA(cudaMemcpy(gpu.data(), dev.view.layer_base[l], gpu.size(),
                              cudaMemcpyDeviceToHost));
       EXPECT_TRUE(gpu == host[l]) << "GPU scatter differs from the CPU reference in layer " << l;
+    }
+  }
+}
+
+// A payload decodes straight into device pages (PagedDecodeTarget + Decode on the GPU) with the
+// same bytes as the CPU decoding into host pages; slots outside the chunk stay as they were.
+TEST(PagedGpuTest, DecodeIntoDevicePagesMatchesCpu) {
+  const PagedShape s{KvLayout::Mha(4, 8, 32, 128), 40, 16};
+  const uint32_t tokens = 256, first = 32;
+  std::mt19937 rng(9);
+  std::vector<uint8_t> chunk(s.layout.ChunkBytes(tokens));
+  for (size_t i = 0; i + 1 < chunk.size(); i += 2) {
+    // Finite fp16 normals in about [2^-5, 4): random sign and mantissa, bounded exponent.
+    const uint16_t h = static_cast<uint16_t>((rng() & 0x83FF) | ((10 + rng() % 7) << 10));
+    std::memcpy(&chunk[i], &h, 2);
+  }
+  const auto ids = RandomBlockTable(s.num_blocks, (first + tokens) / s.block_size, 4);
+  for (const char* codec : {"raw", "fp8"}) {
+    SCOPED_TRACE(codec);
+    auto params = CodecParams::Parse(codec);
+    ASSERT_TRUE(params.ok()) << params.status();
+    ChunkInput in;
+    in.data = chunk.data();
+    in.layout = s.layout;
+    in.num_tokens = tokens;
+    in.first_position = first;
+    std::vector<uint8_t> payload;
+    ASSERT_TRUE(Encode(*params, in, &payload).ok());
+
+    std::vector<std::vector<uint8_t>> host;
+    for (uint32_t l = 0; l < s.layout.num_layers; ++l) host.push_back(RandomBytes(s.LayerBytes(), 70 + l));
+    DeviceCache dev = MakeDeviceCache(s, host, 0);
+    const PagedKvCache host_view = HostView(s, &host);
+    auto host_target = PagedDecodeTarget(host_view, {ids, first, tokens});
+    ASSERT_TRUE(host_target.ok()) << host_target.status();
+    ASSERT_TRUE(Decode(payload, *host_target).ok());
+    auto dev_target = PagedDecodeTarget(dev.view, {ids, first, tokens});
+    ASSERT_TRUE(dev_target.ok()) << dev_target.status();
+    const absl::Status st = Decode(payload, *dev_target);
+    ASSERT_TRUE(st.ok()) << st;
+    for (size_t l = 0; l < host.size(); ++l) {
+      std::vector<uint8_t> gpu(host[l].size());
+      ASSERT_CUDA(cudaMemcpy(gpu.data(), dev.view.layer_base[l], gpu.size(), cudaMemcpyDeviceToHost));
+      EXPECT_TRUE(gpu == host[l]) << "device-page decode differs from the CPU in layer " << l;
     }
   }
 }

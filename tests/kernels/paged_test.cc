@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "paged_test_util.h"
+#include "kvtier/kernels/codec.h"
 #include "kvtier/kernels/device.h"
 
 namespace kvtier::kernels {
@@ -193,6 +194,35 @@ TEST(PagedTest, DecodeTargetAddressesThePagedSlots) {
         }
       }
     }
+  }
+}
+
+// Decode straight into pages: a raw payload decoded through PagedDecodeTarget gathers back to the
+// exact chunk, and every slot outside the chunk is untouched.
+TEST(PagedTest, PayloadDecodesStraightIntoPages) {
+  for (const PagedShape& s : {PagedShape{KvLayout::Mha(2, 2, 4, 32), 24, 16},
+                              PagedShape{KvLayout::Mla(2, 32, 16), 24, 16}}) {
+    HostCache cache(s, 3);
+    const auto before = cache.layers;
+    const auto ids = RandomBlockTable(s.num_blocks, 6, 5);
+    const uint32_t first = 32, n = 64;
+    const auto chunk = RandomBytes(s.layout.ChunkBytes(n), 8);
+    ChunkInput in;
+    in.data = chunk.data();
+    in.layout = s.layout;
+    in.num_tokens = n;
+    std::vector<uint8_t> payload;
+    ASSERT_TRUE(Encode(CodecParams{}, in, &payload).ok());  // raw
+    auto target = PagedDecodeTarget(cache.View(), {ids, first, n});
+    ASSERT_TRUE(target.ok()) << target.status();
+    const absl::Status st = Decode(payload, *target);
+    ASSERT_TRUE(st.ok()) << st;
+    std::vector<uint8_t> back(chunk.size());
+    ASSERT_TRUE(GatherChunks(cache.View(), {ids, first, n}, n, back.data()).ok());
+    EXPECT_EQ(back, chunk);
+    auto expected = before;
+    ReferenceScatter(s, chunk, &expected, ids, first, n, n);
+    EXPECT_EQ(cache.layers, expected);
   }
 }
 
