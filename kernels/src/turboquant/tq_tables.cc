@@ -317,11 +317,13 @@ void TqRotate(const TqTables& t, float* x, float* scratch) {
     }
     return;
   }
-  for (uint32_t i = 0; i < d; ++i) {
-    const float* row = &t.rot[static_cast<size_t>(i) * d];
-    float acc = 0.0f;
-    for (uint32_t j = 0; j < d; ++j) acc = acc + row[j] * x[j];
-    scratch[i] = acc;
+  // z_i = sum over j ascending of rot[i][j] x_j. The loops run j-outer so that they vectorize;
+  // every z_i still sees the same additions in the same order.
+  std::fill(scratch, scratch + d, 0.0f);
+  for (uint32_t j = 0; j < d; ++j) {
+    const float* col = &t.rot_t[static_cast<size_t>(j) * d];  // rot[i][j] over i
+    const float xj = x[j];
+    for (uint32_t i = 0; i < d; ++i) scratch[i] = scratch[i] + col[i] * xj;
   }
   std::copy(scratch, scratch + d, x);
 }
@@ -337,11 +339,12 @@ void TqRotateInverse(const TqTables& t, float* x, float* scratch) {
     }
     return;
   }
-  for (uint32_t j = 0; j < d; ++j) {
-    const float* col = &t.rot_t[static_cast<size_t>(j) * d];  // rot[i][j] over i
-    float acc = 0.0f;
-    for (uint32_t i = 0; i < d; ++i) acc = acc + col[i] * x[i];
-    scratch[j] = acc;
+  // x_j = sum over i ascending of rot[i][j] y_i (i-outer to vectorize, same order per x_j).
+  std::fill(scratch, scratch + d, 0.0f);
+  for (uint32_t i = 0; i < d; ++i) {
+    const float* row = &t.rot[static_cast<size_t>(i) * d];
+    const float yi = x[i];
+    for (uint32_t j = 0; j < d; ++j) scratch[j] = scratch[j] + row[j] * yi;
   }
   std::copy(scratch, scratch + d, x);
 }
@@ -396,11 +399,16 @@ void TqEncodeVector(const TqTables& t, const float* x, uint8_t* out, float* norm
   *gamma = std::sqrt(TqSumSquares(r, d));
   uint8_t* signs = out + t.MseBytes();
   std::fill(signs, signs + t.SignBytes(), 0);
+  // sketch_i = sum over j ascending of S[i][j] r_j (j-outer to vectorize, same order per i).
+  float* sk = tmp;
+  std::fill(sk, sk + d, 0.0f);
+  for (uint32_t j = 0; j < d; ++j) {
+    const float* col = &t.qjl_t[static_cast<size_t>(j) * d];  // S[i][j] over i
+    const float rj = r[j];
+    for (uint32_t i = 0; i < d; ++i) sk[i] = sk[i] + col[i] * rj;
+  }
   for (uint32_t i = 0; i < d; ++i) {
-    float acc = 0.0f;
-    const float* row = &t.qjl[static_cast<size_t>(i) * d];
-    for (uint32_t j = 0; j < d; ++j) acc = acc + row[j] * r[j];
-    if (acc >= 0.0f) signs[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
+    if (sk[i] >= 0.0f) signs[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
   }
 }
 
@@ -417,14 +425,19 @@ void TqDecodeVector(const TqTables& t, const uint8_t* in, float norm, float gamm
   if (t.prod && include_qjl) {
     const uint8_t* signs = in + t.MseBytes();
     const float coef = t.qjl_scale * gamma;
-    for (uint32_t j = 0; j < d; ++j) {
-      float acc = 0.0f;
-      for (uint32_t i = 0; i < d; ++i) {
-        const float s = t.qjl[static_cast<size_t>(i) * d + j];
-        acc = ((signs[i / 8] >> (i % 8)) & 1) ? acc + s : acc - s;
+    // t_j = sum over i ascending of (+-S[i][j]); i-outer to vectorize (acc - s == acc + (-s)
+    // exactly in IEEE arithmetic), same order per t_j.
+    float* acc = scratch;
+    std::fill(acc, acc + d, 0.0f);
+    for (uint32_t i = 0; i < d; ++i) {
+      const float* row = &t.qjl[static_cast<size_t>(i) * d];
+      if ((signs[i / 8] >> (i % 8)) & 1) {
+        for (uint32_t j = 0; j < d; ++j) acc[j] = acc[j] + row[j];
+      } else {
+        for (uint32_t j = 0; j < d; ++j) acc[j] = acc[j] - row[j];
       }
-      out[j] = out[j] + coef * acc;
     }
+    for (uint32_t j = 0; j < d; ++j) out[j] = out[j] + coef * acc[j];
   }
   TqRotateInverse(t, out, scratch);
   for (uint32_t j = 0; j < d; ++j) out[j] = out[j] * norm;
