@@ -5,11 +5,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "compaction.h"
 #include "convert.h"
 #include "kvtier/common/crc32c.h"
 #include "kvtier/common/logging.h"
 #include "kvtier/common/status.h"
 #include "kvtier/kernels/codec.h"
+#include "kvtier/kernels/compacted.h"
 
 namespace kvtier::service {
 namespace {
@@ -391,6 +393,30 @@ absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest
   std::string decoded;
   absl::Span<const uint8_t> out = payload;
   uint32_t out_crc = payload_crc;
+  if (kernels::IsCompactedPayload(payload)) {
+    // A compacted context (Compact): fetched whole, as its payload.
+    if (tensor) {
+      return absl::InvalidArgumentError(
+          "this key holds a compacted context: fetch it with format PAYLOAD and decode it with "
+          "kernels::DecodeCompacted (its tokens differ per layer and head)");
+    }
+    auto cinfo = kernels::InspectCompacted(payload);
+    if (!cinfo.ok()) {
+      if (cinfo.status().code() == absl::StatusCode::kDataLoss) {
+        metrics_->CountChecksumFailure(ChecksumSource::kFetch);
+      }
+      return absl::DataLossError(
+          absl::StrCat("stored compacted context is unreadable: ", cinfo.status().message()));
+    }
+    h->set_num_tokens(cinfo->source_tokens);
+    h->set_first_position(cinfo->first_position);
+    h->set_ends_sequence(cinfo->ends_sequence);
+    h->set_codec("compacted/" + cinfo->inner_codec.ToString());
+    LayoutToProto(cinfo->layout, h->mutable_layout());
+    h->set_total_bytes(out.size());
+    h->set_crc32c(out_crc);
+    return StreamOut(ctx, first, out, writer, TransferPath::kFetchPayload);
+  }
   auto info = kernels::InspectPayload(payload);
   if (!info.ok()) {
     if (info.status().code() == absl::StatusCode::kDataLoss) {
@@ -426,6 +452,14 @@ absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest
   h->set_total_bytes(out.size());
   h->set_crc32c(out_crc);
 
+  return StreamOut(ctx, first, out, writer,
+                   tensor ? TransferPath::kFetchTensor : TransferPath::kFetchPayload);
+}
+
+absl::Status KvTierService::StreamOut(grpc::ServerContext* ctx, v1::GetResponse& first,
+                                      absl::Span<const uint8_t> out,
+                                      grpc::ServerWriter<v1::GetResponse>* writer,
+                                      TransferPath path) {
   const size_t step = options_.stream_message_bytes;
   size_t off = 0;
   v1::GetResponse msg;
@@ -439,8 +473,7 @@ absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest
     first_sent = true;
     off += n;
   } while (off < out.size());
-  metrics_->AddTransfer(tensor ? TransferPath::kFetchTensor : TransferPath::kFetchPayload,
-                        out.size());
+  metrics_->AddTransfer(path, out.size());
   return absl::OkStatus();
 }
 
@@ -513,11 +546,35 @@ grpc::Status KvTierService::Unpin(grpc::ServerContext* ctx, const v1::UnpinReque
 
 // ---- Compact, Stats -----------------------------------------------------------------------------
 
-grpc::Status KvTierService::Compact(grpc::ServerContext* ctx, const v1::CompactRequest*,
-                                    v1::CompactResponse*) {
-  return Run(ctx, "Compact", true, [&](storage::TierManager*) -> absl::Status {
-    return absl::UnimplementedError(
-        "Compact: storing compacted contexts is not implemented in this kvtierd version");
+grpc::Status KvTierService::Compact(grpc::ServerContext* ctx, const v1::CompactRequest* req,
+                                    v1::CompactResponse* resp) {
+  return Run(ctx, "Compact", true, [&](storage::TierManager* tm) -> absl::Status {
+    KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(req->namespace_()));
+    KVTIER_ASSIGN_OR_RETURN(ChunkKey key, KeyFromProto(req->context_key(), "context_key"));
+    if (req->method().empty()) return absl::InvalidArgumentError("method is required");
+    CompactionInput in;
+    in.method = req->method();
+    in.kv = &req->kv();
+    in.num_tokens = req->num_tokens();
+    in.queries = &req->observation_queries();
+    in.window = req->window();
+    in.scores = &req->attention_scores();
+    const Clock::time_point t0 = Clock::now();
+    absl::StatusOr<CompactionOutput> out = service::Compact(*ns, in);
+    if (!out.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("Compact: ", out.status().message()));
+    }
+    metrics_->ObserveCodec(kernels::CodecId::kCompacted, CodecOp::kEncode, req->kv().size(),
+                           out->payload.size(), SecondsSince(t0));
+    if (ctx->IsCancelled()) return CancelledStatus(ctx, "before storing");
+    storage::ChunkMeta meta;
+    meta.codec_id = static_cast<uint8_t>(kernels::CodecId::kCompacted);
+    meta.num_tokens = req->num_tokens();
+    meta.decoded_bytes = req->kv().size();
+    KVTIER_RETURN_IF_ERROR(tm->Put(ns->id, key, out->payload, meta));
+    resp->set_kept_tokens(static_cast<uint32_t>(out->mean_kept + 0.5));
+    resp->set_stored_bytes(out->payload.size());
+    return absl::OkStatus();
   });
 }
 

@@ -69,6 +69,10 @@ class KvTierService final : public v1::KvTier::Service {
                      storage::TierManager* tm, v1::PutResponse* resp);
   absl::Status DoGet(grpc::ServerContext* ctx, const v1::GetRequest& req,
                      grpc::ServerWriter<v1::GetResponse>* writer, storage::TierManager* tm);
+  // Streams `out` in stream_message_bytes pieces, `first` carrying the header.
+  absl::Status StreamOut(grpc::ServerContext* ctx, v1::GetResponse& first,
+                         absl::Span<const uint8_t> out,
+                         grpc::ServerWriter<v1::GetResponse>* writer, TransferPath path);
   // Keys of a Delete/Pin/Unpin/Lookup request, validated.
   absl::Status ParseKeys(const google::protobuf::RepeatedPtrField<std::string>& keys,
                          std::vector<ChunkKey>* out) const;

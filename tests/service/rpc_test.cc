@@ -6,7 +6,10 @@
 
 #include "daemon_process.h"
 #include "gtest/gtest.h"
+#include <cstring>
+
 #include "kvtier/kernels/codec.h"
+#include "kvtier/kernels/compacted.h"
 #include "rpc_util.h"
 
 namespace kvtier {
@@ -260,7 +263,7 @@ TEST_F(RpcTest, PutOfAnEncodedPayload) {
             grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(RpcTest, PinUnpinStatsCompact) {
+TEST_F(RpcTest, PinUnpinStats) {
   auto stub = daemon_->Stub();
   const std::string key = rpc::SeedKey(400);
   ASSERT_TRUE(rpc::Put(stub.get(), "raw", key, Chunk(400), DATA_FORMAT_TENSOR, kTpc).status.ok());
@@ -292,17 +295,65 @@ TEST_F(RpcTest, PinUnpinStatsCompact) {
     ASSERT_TRUE(stub->Unpin(&ctx, req, &resp).ok());
     EXPECT_EQ(resp.unpinned(), 1u);
   }
-  {
+}
+
+TEST_F(RpcTest, CompactStoresASelectedContext) {
+  auto stub = daemon_->Stub();
+  constexpr uint32_t kTokens = 64;
+  const v1::Layout layout = rpc::MhaLayout(2, 2, 2, 64);
+  const std::string kv = rpc::SyntheticFp16(rpc::TensorBytes(layout, kTokens), 900);
+  auto compact = [&](const std::string& key, const std::string& method, const std::string& queries,
+                     v1::CompactResponse* resp) {
     grpc::ClientContext ctx;
     v1::CompactRequest req;
     req.set_namespace_("raw");
-    v1::CompactResponse resp;
-    grpc::Status s = stub->Compact(&ctx, req, &resp);
-    // Either implemented (then this empty request is invalid) or honestly unimplemented.
-    EXPECT_TRUE(s.error_code() == grpc::StatusCode::UNIMPLEMENTED ||
-                s.error_code() == grpc::StatusCode::INVALID_ARGUMENT)
-        << s.error_code();
-  }
+    req.set_context_key(key);
+    req.set_method(method);
+    req.set_kv(kv);
+    req.set_num_tokens(kTokens);
+    req.set_observation_queries(queries);
+    return stub->Compact(&ctx, req, resp);
+  };
+  v1::CompactResponse resp;
+  // StreamingLLM: 4 sinks + 12 recent tokens in every layer and head.
+  grpc::Status s = compact(rpc::SeedKey(901), "streamingllm:sink=4,recent=12", "", &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.kept_tokens(), 16u);
+  auto g = rpc::Get(stub.get(), "raw", rpc::SeedKey(901), DATA_FORMAT_PAYLOAD);
+  ASSERT_TRUE(g.status.ok()) << g.status.error_message();
+  EXPECT_EQ(g.header.num_tokens(), kTokens);
+  auto ctx = kernels::DecodeCompacted(
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(g.data.data()), g.data.size()));
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  auto kept = ctx->selection.Kept(1, 1);
+  ASSERT_EQ(kept.size(), 16u);
+  EXPECT_EQ(kept[0], 0u);
+  EXPECT_EQ(kept[4], kTokens - 12);
+  // Raw inner codec: the kept K vector of (layer 1, head 1, token kept[5]) is the source's.
+  const size_t vec = 64 * 2;
+  const size_t src_off = ((1 * 2 + 0) * 2 + 1) * kTokens * vec + kept[5] * vec;  // K of layer 1
+  EXPECT_EQ(std::memcmp(ctx->Vector(1, 0, 1, 5), kv.data() + src_off, vec), 0);
+  // A compacted context is fetched as its payload, not as a tensor.
+  EXPECT_EQ(rpc::Get(stub.get(), "raw", rpc::SeedKey(901), DATA_FORMAT_TENSOR).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // SnapKV with an 8-query observation window keeps 16 tokens (window included).
+  const std::string queries = rpc::SyntheticFp16(2 * 2 * 8 * 64 * 2, 902);
+  s = compact(rpc::SeedKey(902), "snapkv:budget=16,window=8", queries, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.kept_tokens(), 16u);
+  EXPECT_GT(resp.stored_bytes(), 0u);
+
+  // Bad methods and shapes.
+  EXPECT_EQ(compact(rpc::SeedKey(903), "snapkv:budget=16,window=8", queries.substr(2), &resp)
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(compact(rpc::SeedKey(903), "magic:budget=1", "", &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(compact(rpc::SeedKey(903), "streamingllm:sink=4,colour=blue", "", &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(compact(rpc::SeedKey(903), "streamingllm:sink=40,recent=40", "", &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // more than the prompt
 }
 
 // RELIABILITY.md 11: oversized or malformed input is rejected cheaply, memory flat.
