@@ -593,8 +593,8 @@ int Main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code;
+    // --help prints and exits 0; any other parse error is a usage error (exit 2).
+    return app.exit(e) == 0 ? 0 : 2;
   }
   return rc;
 }

@@ -65,8 +65,9 @@ TEST_F(CliTest, HelpOnEverySubcommand) {
     EXPECT_EQ(r.code, 0) << r.err;
     EXPECT_NE(r.out.find("Usage:"), std::string::npos) << r.out;
   }
-  const Result none = Run("");
-  EXPECT_NE(none.code, 0);
+  EXPECT_EQ(Run("").code, 2);          // no subcommand
+  EXPECT_EQ(Run("put").code, 2);       // missing required arguments
+  EXPECT_EQ(Run("frobnicate").code, 2);
 }
 
 TEST_F(CliTest, ErrorsSayWhatToDo) {
