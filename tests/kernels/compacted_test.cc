@@ -164,6 +164,46 @@ TEST(CompactedTest, QuantizedInnerCodecsRoundTrip) {
   }
 }
 
+TEST(CompactedTest, SnapKvSelectionEndToEnd) {
+  // Select with PyramidKV from keys and window queries, compact the prompt's K/V with fp8, decode.
+  const uint32_t L = 3, H = 2, Hq = 8, D = 64, T = 300, W = 16;
+  Prompt p = MakePrompt(DType::kFloat16, L, H, Hq, D, T);
+  std::vector<float> keys(size_t(L) * H * T * D);
+  for (uint32_t l = 0; l < L; ++l) {  // K of the canonical layout, as [L][H][T][D]
+    std::copy_n(p.values.begin() + size_t(l) * 2 * H * T * D, size_t(H) * T * D,
+                keys.begin() + size_t(l) * H * T * D);
+  }
+  std::mt19937 rng(8);
+  std::normal_distribution<float> n01(0.0f, 1.0f);
+  std::vector<float> queries(size_t(L) * Hq * W * D);
+  for (float& x : queries) x = n01(rng);
+  auto kb = testing::Encode(keys, DType::kFloat16), qb = testing::Encode(queries, DType::kFloat16);
+  SelectionInput in;
+  in.keys = kb.data();
+  in.queries = qb.data();
+  in.num_layers = L;
+  in.num_kv_heads = H;
+  in.num_query_heads = Hq;
+  in.head_dim = D;
+  in.num_tokens = T;
+  in.num_queries = W;
+  SnapKvOptions o = SnapKvOptions::PyramidKv();
+  o.window = W;
+  o.budget = 80;
+  auto sel = SelectSnapKv(o, in);
+  ASSERT_TRUE(sel.ok()) << sel.status();
+  auto fp8 = CodecParams::Parse("fp8");
+  ASSERT_TRUE(fp8.ok());
+  std::vector<uint8_t> payload;
+  ASSERT_TRUE(EncodeCompacted(*fp8, Source(p), *sel, &payload).ok());
+  auto c = DecodeCompacted(payload);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->selection.kept_per_layer, sel->kept_per_layer);
+  EXPECT_EQ(c->selection.positions, sel->positions);
+  EXPECT_LT(RelativeError(p, *sel, *c), 0.08);
+  EXPECT_EQ(c->kv.size(), c->LayerOffset(L));
+}
+
 TEST(CompactedTest, RejectsMismatchedInputs) {
   Prompt p = MakePrompt(DType::kFloat16, 2, 2, 4, 32, 60);
   Selection sel = MakeSelection(p);

@@ -252,15 +252,13 @@ absl::StatusOr<CompactedContext> DecodeCompacted(absl::Span<const uint8_t> paylo
   out.selection.num_kv_heads = H;
   out.selection.num_tokens = info.source_tokens;
   out.selection.kept_per_layer = info.kept_per_layer;
-  size_t total_kept = 0, total_bytes = 0;
-  for (uint32_t k : info.kept_per_layer) {
-    total_kept += size_t(k) * H;
-    total_bytes += 2 * size_t(k) * H * vec;
-  }
-  // Bound allocations by what the body can hold: every kept position takes 4 body bytes.
+  size_t total_kept = 0;
+  for (uint32_t k : info.kept_per_layer) total_kept += size_t(k) * H;
+  // Bound allocations by what the body holds: every kept position takes 4 body bytes, and the
+  // K/V buffer grows layer by layer only after that layer's inner payload validated (its size
+  // then matches its declared token count).
   if (total_kept * 4 > h.body.size()) return Invalid("kept counts exceed the body");
   out.selection.positions.resize(total_kept);
-  out.kv.resize(total_bytes);
   const KvLayout one = LayerLayout(info.layout);
   size_t at = 0, pos_at = 0;
   for (uint32_t l = 0; l < L; ++l) {
@@ -291,8 +289,10 @@ absl::StatusOr<CompactedContext> DecodeCompacted(absl::Span<const uint8_t> paylo
                                  pi.num_tokens, pi.codec.ToString(), one.DebugString(), k,
                                  info.inner_codec.ToString()));
     }
-    KVTIER_RETURN_IF_ERROR(Decode(
-        inner, DecodeTarget::Contiguous(out.kv.data() + out.LayerOffset(l), one, k)));
+    const size_t layer_at = out.kv.size();
+    out.kv.resize(layer_at + 2 * size_t(k) * H * vec);
+    KVTIER_RETURN_IF_ERROR(
+        Decode(inner, DecodeTarget::Contiguous(out.kv.data() + layer_at, one, k)));
   }
   if (at != h.body.size()) {
     return Invalid(fmt::format("{} trailing body bytes", h.body.size() - at));
