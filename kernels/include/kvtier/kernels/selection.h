@@ -15,7 +15,10 @@
 // rank differently on the two sides; exactly equal scores (e.g. a max-pooling plateau) never do.
 //
 // Memory space: inputs on the host run the scalar CPU reference; inputs in device memory run the
-// CUDA kernels (InvalidArgument in a build without CUDA). Results are always host vectors.
+// CUDA kernels (InvalidArgument in a build without CUDA). Results are always host vectors. The
+// device path supports head_dim 64 and 128 (Unimplemented otherwise; fp16/bf16 on tensor cores,
+// fp32 on a scalar path), runs on the current device's default stream, takes its scratch from
+// the stream-ordered allocator (cudaMallocAsync) and synchronizes before returning.
 //
 // Thread-safety: all functions are thread-safe; they keep no state between calls.
 #ifndef KVTIER_KERNELS_SELECTION_H_
