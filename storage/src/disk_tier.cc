@@ -243,6 +243,7 @@ absl::StatusOr<std::shared_ptr<TierCopy>> DiskTier::Write(const StorageKey& key,
     wo.sync = options_.sync_writes;
     wo.disableWAL = false;
     std::shared_lock<std::shared_mutex> lock(db_mu_);
+    std::lock_guard<std::mutex> write_lock(write_mu_);
     rocksdb::Status s = db_ == nullptr ? rocksdb::Status::IOError("database closed")
                                        : db_->Write(wo, &batch);
     if (!s.ok()) had_write_error_.store(true);
@@ -292,6 +293,7 @@ absl::Status DiskTier::Erase(const StorageKey& key, const TierCopy& copy) {
   batch.Delete(meta_cf_, k);
   {
     std::shared_lock<std::shared_mutex> lock(db_mu_);
+    std::lock_guard<std::mutex> write_lock(write_mu_);
     rocksdb::Status s = db_ == nullptr ? rocksdb::Status::IOError("database closed")
                                        : db_->Write(rocksdb::WriteOptions(), &batch);
     if (!s.ok()) {
@@ -335,6 +337,7 @@ absl::Status DiskTier::Recover(
     rocksdb::WriteBatch batch;
     batch.Delete(payload_cf_, k);
     batch.Delete(meta_cf_, k);
+    std::lock_guard<std::mutex> write_lock(write_mu_);
     db_->Write(rocksdb::WriteOptions(), &batch).PermitUncheckedError();
   }
   recovered_corrupt_ += damaged.size();

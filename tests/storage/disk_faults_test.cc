@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <stdlib.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -196,27 +198,45 @@ TEST(DiskFaultsTest, WriteErrorsAreUnavailable) {
 }
 
 // Rule 2: a process killed right after its puts were acknowledged loses none of them (WAL on, no
-// sync: the data is in the OS page cache).
+// sync: the data is in the OS page cache). The writer is this test binary re-executed (a fresh
+// process: fork() alone would inherit RocksDB's global thread pools), running the disabled
+// CrashWriterChild below, which exits without closing anything, like kill -9 after the acks.
+constexpr uint64_t kCrashChunks = 20;
+constexpr char kCrashDirVar[] = "KVTIER_TEST_CRASH_DIR";
+
+TEST(DiskFaultsTest, DISABLED_CrashWriterChild) {
+  const char* dir = getenv(kCrashDirVar);
+  if (dir == nullptr) GTEST_SKIP() << "only run as the child of CrashAfterAcknowledgeLosesNothing";
+  TierManagerOptions o;
+  o.host.capacity_bytes = 0;
+  o.disk.path = std::string(dir) + "/db";
+  o.disk.write_buffer_bytes = 1 << 20;
+  o.background_threads = 0;
+  auto tm = TierManager::Create(o);
+  if (!tm.ok()) _exit(2);
+  for (uint64_t i = 0; i < kCrashChunks; ++i) {
+    if (!(*tm)->Put(kNs, TestKey(i), TestPayload(i, kSize), Meta(i)).ok()) _exit(3);
+  }
+  _exit(0);  // No destructor, no flush, no close.
+}
+
 TEST(DiskFaultsTest, CrashAfterAcknowledgeLosesNothing) {
   TempDir dir;
-  constexpr uint64_t kN = 20;
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    auto tm = TierManager::Create(DiskOnly(dir));
-    if (!tm.ok()) _exit(2);
-    for (uint64_t i = 0; i < kN; ++i) {
-      if (!(*tm)->Put(kNs, TestKey(i), TestPayload(i, kSize), Meta(i)).ok()) _exit(3);
-    }
-    _exit(0);  // No destructor, no flush, no close: like kill -9 after the acks.
+    setenv(kCrashDirVar, dir.path().c_str(), 1);
+    execl("/proc/self/exe", "storage_disk_faults_test", "--gtest_also_run_disabled_tests",
+          "--gtest_filter=DiskFaultsTest.DISABLED_CrashWriterChild", static_cast<char*>(nullptr));
+    _exit(4);
   }
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
   ASSERT_EQ(WEXITSTATUS(status), 0);
   auto tm = TierManager::Create(DiskOnly(dir)).value();
-  EXPECT_EQ(tm->Stats().indexed_chunks, kN);
-  EXPECT_EQ(CheckNeverWrong(tm.get(), kN), static_cast<int>(kN));
+  EXPECT_EQ(tm->Stats().indexed_chunks, kCrashChunks);
+  EXPECT_EQ(CheckNeverWrong(tm.get(), kCrashChunks), static_cast<int>(kCrashChunks));
 }
 
 }  // namespace

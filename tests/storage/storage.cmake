@@ -4,6 +4,10 @@ set(_kvtier_storage_src ${PROJECT_SOURCE_DIR}/storage/src)
 function(kvtier_storage_test name)
   kvtier_add_test(NAME ${name} ${ARGN})
   target_include_directories(${name} PRIVATE ${_kvtier_storage_src} ${CMAKE_CURRENT_SOURCE_DIR}/storage)
+  if(KVTIER_SANITIZE MATCHES "thread")
+    set_tests_properties(${name} PROPERTIES ENVIRONMENT
+      "TSAN_OPTIONS=suppressions=${CMAKE_CURRENT_SOURCE_DIR}/storage/tsan_suppressions.txt")
+  endif()
 endfunction()
 
 kvtier_storage_test(storage_range_allocator_test SOURCES storage/range_allocator_test.cc
