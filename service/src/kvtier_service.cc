@@ -251,9 +251,9 @@ absl::Status KvTierService::DoPut(grpc::ServerContext* ctx,
 
   // Receive everything; nothing is visible until the whole value arrived and matched its CRC.
   std::string data;
-  data.reserve(total);
   uint32_t crc = 0;
   auto append = [&](const std::string& piece) -> absl::Status {
+    if (data.capacity() < total) data.reserve(total);
     if (data.size() + piece.size() > total) {
       return absl::InvalidArgumentError(
           absl::StrCat("Put stream carries more than header.total_bytes (", total, ")"));
@@ -262,7 +262,13 @@ absl::Status KvTierService::DoPut(grpc::ServerContext* ctx,
     data.append(piece);
     return absl::OkStatus();
   };
-  KVTIER_RETURN_IF_ERROR(append(msg.data()));
+  if (msg.data().size() == total) {
+    // The whole value came in the first message: take its buffer instead of copying it.
+    crc = Crc32c(msg.data().data(), msg.data().size());
+    data.swap(*msg.mutable_data());
+  } else {
+    KVTIER_RETURN_IF_ERROR(append(msg.data()));
+  }
   while (reader->Read(&msg)) {
     if (msg.has_header()) {
       return absl::InvalidArgumentError("only the first Put message may carry a header");
