@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "daemon_process.h"
@@ -301,6 +304,50 @@ TEST_F(SdkTest, TokenIsRequiredAndChecked) {
   o.token = "s3cret-token";
   auto ok = Connect(o)->ListNamespaces();
   EXPECT_TRUE(ok.ok()) << ok.status();
+}
+
+// TCP with TLS (a self-signed certificate made by the openssl tool) plus a token.
+TEST_F(SdkTest, TlsOverTcpWithToken) {
+  const std::string cert = dir_.path() + "/cert.pem", key = dir_.path() + "/key.pem";
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
+      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " + key + " -out " + cert +
+      " >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "the openssl tool is not available";
+  daemon_->flags.push_back("--server.tls_cert_file=" + cert);
+  daemon_->flags.push_back("--server.tls_key_file=" + key);
+  daemon_->env.push_back("KVTIER_TOKEN=tls-token");
+  StartDaemon();
+  std::ifstream in(cert);
+  std::stringstream pem;
+  pem << in.rdbuf();
+  ClientOptions o;
+  o.target = "127.0.0.1:" + std::to_string(daemon_->tcp_port());
+  o.tls = true;
+  o.tls_root_certs_pem = pem.str();
+  o.tls_server_name = "localhost";
+  o.token = "tls-token";
+  auto c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  auto ns = c->CreateNamespace(Spec("tls"));
+  ASSERT_TRUE(ns.ok()) << ns.status();
+  std::vector<uint32_t> tokens(16, 3);
+  const auto key0 = Client::ComputeKeys(*ns, tokens).at(0);
+  const auto kv = cli::SyntheticKv(ns->layout, 16, 4);
+  PutOptions put;
+  put.num_tokens = 16;
+  ASSERT_TRUE(c->Put("tls", key0, kv, put).ok());
+  auto got = c->Get("tls", key0);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->data, kv);
+  // A plaintext client cannot talk to the TLS listener.
+  ClientOptions plain = o;
+  plain.tls = false;
+  plain.connect_timeout = std::chrono::milliseconds(500);
+  auto p = Client::Connect(plain);
+  if (p.ok()) {
+    EXPECT_FALSE((*p)->ListNamespaces({std::chrono::milliseconds(1000), nullptr}).ok());
+  }
 }
 
 }  // namespace
