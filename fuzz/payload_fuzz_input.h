@@ -52,12 +52,12 @@ inline absl::Status RunPayloadInput(const uint8_t* data, size_t size) {
   const uint32_t bs = 3, blocks = (T + bs - 1) / bs;
   std::vector<int32_t> table(blocks);
   for (uint32_t i = 0; i < blocks; ++i) table[i] = static_cast<int32_t>(blocks - 1 - i);
-  DecodeTarget paged = DecodeTarget::Contiguous(nullptr, l, T);
   const int64_t row = static_cast<int64_t>(l.VectorDim() * DTypeSize(l.dtype));
   const bool mha = l.kind == LayoutKind::kMha;
   const int64_t streams_per_layer = mha ? 2 * int64_t{l.num_kv_heads} : 1;
   const int64_t block_bytes = int64_t{bs} * row;
   std::vector<uint8_t> pbuf(size_t(l.num_layers) * streams_per_layer * blocks * block_bytes);
+  DecodeTarget paged = DecodeTarget::Contiguous(pbuf.data(), l, T);
   for (uint32_t i = 0; i < l.num_layers; ++i) {
     paged.layer_base[i] = pbuf.data() + size_t(i) * streams_per_layer * blocks * block_bytes;
   }

@@ -122,7 +122,7 @@ DecodeTarget DecodeTarget::Contiguous(void* base, const KvLayout& layout, uint32
                               std::max<int64_t>(1, layout.num_layers);
   t.layer_base.resize(layout.num_layers);
   for (uint32_t l = 0; l < layout.num_layers; ++l) {
-    t.layer_base[l] = static_cast<char*>(base) + l * layer_bytes;
+    t.layer_base[l] = base == nullptr ? nullptr : static_cast<char*>(base) + l * layer_bytes;
   }
   t.stride_token = V * es;
   if (layout.kind == LayoutKind::kMha) {
@@ -184,6 +184,23 @@ absl::Status Encode(const CodecParams& params, const ChunkInput& input,
 absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload) {
   KVTIER_ASSIGN_OR_RETURN(internal::HeaderFields h, internal::ParseHeader(payload));
   const ChunkShape shape{h.layout, h.num_tokens, h.first_position, h.ends_sequence};
+  if (absl::Status s = CheckShape(h.layout, h.num_tokens); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("payload: ", s.message()));
+  }
+  // Cheap checks on the bytes themselves come before the codec is asked anything (a codec may
+  // need real work to size a body), so a truncated or corrupt payload costs O(its length).
+  if (h.body_bytes > payload.size() || payload.size() != internal::kHeaderSize + h.body_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "payload: ", payload.size(), " bytes, header says ", internal::kHeaderSize, " + ",
+        h.body_bytes,
+        payload.size() < internal::kHeaderSize + h.body_bytes ? " (truncated)" : " (trailing bytes)"));
+  }
+  const uint32_t crc = Crc32c(payload.data() + internal::kHeaderSize, h.body_bytes);
+  if (crc != h.body_crc) {
+    return absl::DataLossError(absl::StrCat("payload: body checksum mismatch (stored ",
+                                            absl::Hex(h.body_crc), ", computed ", absl::Hex(crc),
+                                            ")"));
+  }
   auto impl = Prepare(h.codec, shape);
   if (!impl.ok()) {
     if (absl::IsUnimplemented(impl.status())) return impl.status();
@@ -194,17 +211,6 @@ absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload) {
     return absl::InvalidArgumentError(absl::StrCat("payload: header says ", h.body_bytes,
                                                    " body bytes, its parameters need ",
                                                    want_body));
-  }
-  if (payload.size() != internal::kHeaderSize + want_body) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "payload: ", payload.size(), " bytes, expected ", internal::kHeaderSize + want_body,
-        payload.size() < internal::kHeaderSize + want_body ? " (truncated)" : " (trailing bytes)"));
-  }
-  const uint32_t crc = Crc32c(payload.data() + internal::kHeaderSize, want_body);
-  if (crc != h.body_crc) {
-    return absl::DataLossError(absl::StrCat("payload: body checksum mismatch (stored ",
-                                            absl::Hex(h.body_crc), ", computed ", absl::Hex(crc),
-                                            ")"));
   }
   PayloadInfo info;
   info.format_version = internal::kFormatVersion;

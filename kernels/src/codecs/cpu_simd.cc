@@ -2,6 +2,7 @@
 // library keeps the baseline instruction set; callers check CpuHasAvx2F16c() first.
 #include "codecs/cpu_simd.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstring>
@@ -47,7 +48,12 @@ KVTIER_AVX2 inline void Store8(uint8_t dtype, __m256 f, void* out) {
 }  // namespace
 
 bool CpuHasAvx2F16c() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  // __builtin_cpu_supports("avx2") includes the OS's AVX state check; F16C is CPUID.1:ECX[29]
+  // (read directly: clang 14 has no "f16c" feature name for the builtin).
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+  }();
   return has;
 }
 
