@@ -59,6 +59,10 @@ class CodecImpl {
 const CodecImpl& RawCodec();         // src/codecs
 const CodecImpl& Fp8Codec();         // src/codecs
 const CodecImpl& KiviCodec();        // src/codecs
+// Referenced by the dispatcher only when src/turboquant/sources.cmake lists a .cc/.cu/.cpp source
+// (KVTIER_HAVE_TURBOQUANT, set in src/codecs/sources.cmake); otherwise kTurboQuant payloads are
+// Unimplemented("turboquant not built"). A weak symbol would not do: kvtier_kernels is a static
+// library, and a weak reference does not pull an object out of an archive.
 const CodecImpl& TurboQuantCodec();  // src/turboquant
 
 }  // namespace kvtier::kernels::internal
