@@ -27,3 +27,12 @@ kvtier_storage_test(storage_disk_faults_test SOURCES storage/disk_faults_test.cc
                     LIBS kvtier::storage LABELS unit)
 kvtier_storage_test(storage_stress_test SOURCES storage/stress_test.cc
                     LIBS kvtier::storage LABELS unit TIMEOUT 120)
+
+# Smoke test of the trace replay (first 500 requests): fails if policy "lru" differs from the
+# exact-LRU model on the real trace; skipped when ../shared/data is not beside the checkout.
+if(TARGET replay)
+  add_test(NAME storage_replay_smoke
+           COMMAND replay ${PROJECT_SOURCE_DIR}/../shared/data/mooncake_synthetic_trace.jsonl --quick)
+  set_tests_properties(storage_replay_smoke PROPERTIES LABELS integration TIMEOUT 120
+                       SKIP_RETURN_CODE 77)
+endif()
