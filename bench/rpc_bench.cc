@@ -13,6 +13,7 @@
 // redis-server (--redis) in a temporary directory and stops both at the end.
 //   rpc_bench [--seconds 1.0] [--json out.json]
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -235,6 +236,10 @@ int main(int argc, char** argv) {
   app.add_option("--clients", client_counts, "Concurrent client counts")->capture_default_str();
   app.add_flag("--skip-redis", skip_redis, "Measure kvtierd only");
   CLI11_PARSE(app, argc, argv);
+  // Like kvtierd: keep MiB-sized buffers on the heap (no mmap/munmap and page faults per call).
+  // Applies to both clients (gRPC and RESP) in this process.
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
 
   kvtier::testing::TempDir dir;
   DaemonProcess daemon(kvtierd, dir.path());
