@@ -472,14 +472,11 @@ absl::StatusOr<PutResult> Client::PutFromPaged(const std::string& ns, const Chun
                                                const kernels::PagedKvCache& cache,
                                                const kernels::PagedRun& run,
                                                const PutOptions& put, const CallOptions& call) {
-  if (cache.space != kernels::MemorySpace::kHost) {
-    return absl::UnimplementedError(
-        "PutFromPaged reads host-memory caches; for GPU caches gather with "
-        "kernels::GatherChunks into a device buffer and copy it to the host first");
-  }
   KVTIER_RETURN_IF_ERROR(cache.Validate());
   std::vector<uint8_t> chunk(cache.layout.ChunkBytes(run.num_tokens));
-  KVTIER_RETURN_IF_ERROR(kernels::GatherChunks(cache, run, run.num_tokens, chunk.data()));
+  // Device caches are gathered on the GPU and copied to the host once.
+  KVTIER_RETURN_IF_ERROR(
+      kernels::GatherChunksToHost(cache, run, run.num_tokens, chunk.data()));
   PutOptions p = put;
   p.format = DataFormat::kTensor;
   p.num_tokens = run.num_tokens;

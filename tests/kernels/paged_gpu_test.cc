@@ -193,6 +193,19 @@ TEST(PagedGpuTest, DecodeIntoDevicePagesMatchesCpu) {
   }
 }
 
+TEST(PagedGpuTest, GatherToHostMatchesCpu) {
+  const PagedShape s{KvLayout::Mha(3, 4, 8, 64), 90, 16};
+  std::vector<std::vector<uint8_t>> host;
+  for (uint32_t l = 0; l < s.layout.num_layers; ++l) host.push_back(RandomBytes(s.LayerBytes(), 90 + l));
+  const auto ids = RandomBlockTable(s.num_blocks, 40, 91);
+  std::vector<uint8_t> cpu(s.layout.ChunkBytes(600)), gpu(cpu.size(), 0xEE);
+  ASSERT_TRUE(GatherChunks(HostView(s, &host), {ids, 7, 600}, 256, cpu.data()).ok());
+  DeviceCache dev = MakeDeviceCache(s, host, 0);
+  const absl::Status st = GatherChunksToHost(dev.view, {ids, 7, 600}, 256, gpu.data());
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(gpu == cpu);
+}
+
 TEST(PagedGpuTest, RejectsOutOfRangeBlocksBeforeLaunching) {
   const PagedShape s{KvLayout::Mha(1, 1, 1, 16), 4, 4};
   std::vector<std::vector<uint8_t>> host = {RandomBytes(s.LayerBytes(), 1)};

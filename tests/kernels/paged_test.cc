@@ -157,6 +157,22 @@ TEST(PagedTest, RejectsBadInput) {
   }
 }
 
+TEST(PagedTest, GatherToHostFromAHostCacheIsGather) {
+  const PagedShape s{KvLayout::Mha(2, 2, 2, 16), 8, 4};
+  HostCache cache(s, 6);
+  const std::vector<int32_t> ids = {5, 2, 7};
+  std::vector<uint8_t> a(s.layout.ChunkBytes(10)), b(a.size(), 0xEE);
+  ASSERT_TRUE(GatherChunks(cache.View(), {ids, 1, 10}, 4, a.data()).ok());
+  ASSERT_TRUE(GatherChunksToHost(cache.View(), {ids, 1, 10}, 4, b.data()).ok());
+  EXPECT_EQ(a, b);
+  if (!CudaBuilt()) {
+    auto device = cache.View();
+    device.space = MemorySpace::kDevice;
+    EXPECT_EQ(GatherChunksToHost(device, {ids, 1, 10}, 4, b.data()).code(),
+              absl::StatusCode::kUnimplemented);
+  }
+}
+
 TEST(PagedTest, StridesDescribeTheVllmLayout) {
   const PagedShape s{KvLayout::Mha(1, 8, 32, 128), 100, 16};
   HostCache cache(s, 0);

@@ -135,6 +135,18 @@ absl::Status GatherChunks(const PagedKvCache& cache, const PagedRun& run,
   return internal::Run(plan, internal::PagedDirection::kGather);
 }
 
+absl::Status GatherChunksToHost(const PagedKvCache& cache, const PagedRun& run,
+                                uint32_t tokens_per_chunk, void* host_chunks) {
+  KVTIER_ASSIGN_OR_RETURN(auto plan,
+                          internal::MakePagedCopyPlan(cache, run, tokens_per_chunk, host_chunks));
+  if (cache.space == MemorySpace::kHost) {
+    internal::PagedCopyHost(plan, internal::PagedDirection::kGather);
+    return absl::OkStatus();
+  }
+  return internal::PagedGatherDeviceToHost(plan, host_chunks,
+                                           cache.layout.ChunkBytes(run.num_tokens));
+}
+
 absl::Status ScatterChunks(const void* chunks, uint32_t tokens_per_chunk,
                            const PagedKvCache& cache, const PagedRun& run) {
   KVTIER_ASSIGN_OR_RETURN(auto plan,

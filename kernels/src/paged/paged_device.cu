@@ -181,4 +181,20 @@ absl::Status PagedCopyDevice(const PagedCopyPlan& plan, PagedDirection direction
   return absl::OkStatus();
 }
 
+absl::Status PagedGatherDeviceToHost(const PagedCopyPlan& plan, void* host_chunks,
+                                     size_t bytes) {
+  void* staging = nullptr;
+  KVTIER_PAGED_CUDA(cudaMalloc(&staging, bytes));
+  PagedCopyPlan device_plan = plan;
+  device_plan.chunks = static_cast<char*>(staging);
+  const absl::Status status = PagedCopyDevice(device_plan, PagedDirection::kGather);
+  const cudaError_t copy_err =
+      status.ok() ? cudaMemcpy(host_chunks, staging, bytes, cudaMemcpyDeviceToHost) : cudaSuccess;
+  const cudaError_t free_err = cudaFree(staging);
+  KVTIER_RETURN_IF_ERROR(status);
+  KVTIER_PAGED_CUDA(copy_err);
+  KVTIER_PAGED_CUDA(free_err);
+  return absl::OkStatus();
+}
+
 }  // namespace kvtier::kernels::internal

@@ -8,4 +8,10 @@ absl::Status PagedCopyDevice(const PagedCopyPlan&, PagedDirection) {
       "paged copy on device memory: this kvtier build has no CUDA (rebuild with -DKVTIER_CUDA=ON)");
 }
 
+absl::Status PagedGatherDeviceToHost(const PagedCopyPlan&, void*, size_t) {
+  return absl::UnimplementedError(
+      "paged gather from device memory: this kvtier build has no CUDA (rebuild with "
+      "-DKVTIER_CUDA=ON)");
+}
+
 }  // namespace kvtier::kernels::internal

@@ -52,6 +52,11 @@ void PagedCopyHost(const PagedCopyPlan& plan, PagedDirection direction);
 // build without CUDA.
 absl::Status PagedCopyDevice(const PagedCopyPlan& plan, PagedDirection direction);
 
+// Gathers a device-cache plan into host memory through a temporary device buffer (plan.chunks is
+// ignored). Unimplemented without CUDA.
+absl::Status PagedGatherDeviceToHost(const PagedCopyPlan& plan, void* host_chunks,
+                                     size_t bytes);
+
 }  // namespace kvtier::kernels::internal
 
 #endif  // KVTIER_KERNELS_SRC_PAGED_PAGED_PLAN_H_

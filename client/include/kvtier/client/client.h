@@ -107,7 +107,8 @@ class Client {
   absl::Status GetIntoPaged(const std::string& ns, const ChunkKey& key,
                             const kernels::PagedKvCache& cache, const kernels::PagedRun& run,
                             const CallOptions& call = {});
-  // Gathers run's tokens out of a host-memory paged cache into one canonical chunk and Puts it.
+  // Gathers run's tokens out of a paged cache into one canonical chunk (on the GPU for a device
+  // cache, then one device-to-host copy: kernels::GatherChunksToHost) and Puts it.
   absl::StatusOr<PutResult> PutFromPaged(const std::string& ns, const ChunkKey& key,
                                          const kernels::PagedKvCache& cache,
                                          const kernels::PagedRun& run, const PutOptions& put,

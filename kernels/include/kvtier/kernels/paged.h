@@ -71,6 +71,12 @@ struct PagedRun {
 absl::Status GatherChunks(const PagedKvCache& cache, const PagedRun& run,
                           uint32_t tokens_per_chunk, void* chunks);
 
+// GatherChunks into host memory whatever cache.space is: for a device cache the run is gathered
+// on the GPU into a temporary device buffer and copied to `host_chunks` in one transfer (what a
+// worker does before sending its KV over the network). For a host cache it is GatherChunks.
+absl::Status GatherChunksToHost(const PagedKvCache& cache, const PagedRun& run,
+                                uint32_t tokens_per_chunk, void* host_chunks);
+
 // The reverse: writes consecutive canonical chunks (as GatherChunks lays them out) into the run's
 // slots. Slots outside the run are not touched, so a run may start or end inside a block.
 absl::Status ScatterChunks(const void* chunks, uint32_t tokens_per_chunk,
