@@ -251,5 +251,57 @@ TEST(LifecycleTest, PublicAddressWithTlsAndTokenStarts) {
   EXPECT_EQ(d.ReadLog().find("secret-token-value"), std::string::npos);
 }
 
+// RELIABILITY.md 20 (part): calls beyond server.max_inflight_calls are refused with
+// RESOURCE_EXHAUSTED instead of queueing without bound; capacity returns when calls finish.
+TEST(LifecycleTest, InflightCallLimitIsEnforced) {
+  TempDir dir;
+  DaemonProcess d(KVTIER_KVTIERD, dir.path());
+  d.flags = {"--server.max_inflight_calls=2"};
+  ASSERT_TRUE(d.Start()) << d.ReadLog();
+  auto stub = d.Stub();
+  ASSERT_TRUE(CreateNs(stub.get(), "kv").ok());
+  // Two Put streams that stay open (header sent, data pending) occupy both slots.
+  const std::string data = Chunk(1);
+  std::vector<std::unique_ptr<grpc::ClientContext>> ctxs;
+  std::vector<std::unique_ptr<grpc::ClientWriter<v1::PutRequest>>> writers;
+  std::vector<v1::PutResponse> resps(2);
+  for (int i = 0; i < 2; ++i) {
+    ctxs.push_back(std::make_unique<grpc::ClientContext>());
+    writers.push_back(stub->Put(ctxs.back().get(), &resps[i]));
+    v1::PutRequest m;
+    auto* h = m.mutable_header();
+    h->set_namespace_("kv");
+    h->set_key(rpc::SeedKey(10 + i));
+    h->set_format(DATA_FORMAT_TENSOR);
+    h->set_num_tokens(kTpc);
+    h->set_total_bytes(data.size());
+    h->set_crc32c(rpc::Crc32c(data));
+    ASSERT_TRUE(writers.back()->Write(m));
+  }
+  for (int i = 0; i < 200; ++i) {
+    auto m = d.ScrapeMetrics();
+    if (m.ok() && testing::MetricValue(*m, "kvtier_rpcs_in_flight") >= 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::StatsResponse sr;
+    EXPECT_EQ(stub->Stats(&ctx, {}, &sr).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  for (int i = 0; i < 2; ++i) {
+    v1::PutRequest m;
+    m.set_data(data);
+    ASSERT_TRUE(writers[i]->Write(m));
+    writers[i]->WritesDone();
+    EXPECT_TRUE(writers[i]->Finish().ok());
+  }
+  grpc::ClientContext ctx;
+  v1::StatsResponse sr;
+  EXPECT_TRUE(stub->Stats(&ctx, {}, &sr).ok());
+  auto m = d.ScrapeMetrics();
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(testing::MetricValue(*m, "kvtier_rejected_calls_total{reason=\"inflight_limit\"}"), 1);
+}
+
 }  // namespace
 }  // namespace kvtier
