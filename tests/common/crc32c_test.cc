@@ -42,5 +42,21 @@ TEST(Crc32cTest, MatchesBitwiseReferenceAndExtends) {
   }
 }
 
+TEST(Crc32cTest, LongAndMisalignedInputs) {
+  // Inputs long enough for the three-stripe path, at odd offsets, split at odd points.
+  std::mt19937 rng(7);
+  std::vector<uint8_t> buf((1 << 20) + 64);
+  for (auto& b : buf) b = static_cast<uint8_t>(rng());
+  for (size_t off : {0u, 1u, 13u}) {
+    for (size_t n : {24575u, 24576u, 24577u, 49153u, 1048576u}) {
+      const uint32_t want = BitwiseCrc32c(buf.data() + off, n);
+      EXPECT_EQ(Crc32c(buf.data() + off, n), want) << off << " " << n;
+      const size_t cut = n / 2 + 5;
+      EXPECT_EQ(Crc32cExtend(Crc32c(buf.data() + off, cut), buf.data() + off + cut, n - cut), want)
+          << off << " " << n;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvtier
