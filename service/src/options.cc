@@ -83,9 +83,12 @@ absl::Status ServerOptions::Validate() const {
   if (max_message_bytes < (64u << 10) || max_message_bytes > (1u << 30)) {
     return absl::InvalidArgumentError("server.max_message_bytes must be in [64 KiB, 1 GiB]");
   }
-  if (stream_message_bytes < 4096 || stream_message_bytes + 4096 > max_message_bytes) {
+  // A Get message carries up to stream_message_bytes + 1/16 (a short tail rides along) + header.
+  if (stream_message_bytes < 4096 ||
+      uint64_t{stream_message_bytes} * 17 / 16 + 4096 > max_message_bytes) {
     return absl::InvalidArgumentError(
-        "server.stream_message_bytes must be >= 4096 and at least 4 KiB below max_message_bytes");
+        "server.stream_message_bytes must be >= 4096, and 17/16 of it plus 4 KiB must fit "
+        "max_message_bytes");
   }
   if (max_value_bytes == 0) return absl::InvalidArgumentError("server.max_value_bytes is 0");
   if (max_keys_per_request == 0) {

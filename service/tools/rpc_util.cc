@@ -77,6 +77,7 @@ PutOutcome Put(v1::KvTier::Stub* stub, const std::string& ns, const std::string&
   bool ok = true;
   do {
     size_t n = std::min(step, data.size() - off);
+    if (data.size() - off - n < step / 16) n = data.size() - off;  // no tiny trailing message
     msg.set_data(data.data() + off, n);
     if (!writer->Write(msg)) {
       ok = false;
@@ -106,8 +107,12 @@ GetOutcome Get(v1::KvTier::Stub* stub, const std::string& ns, const std::string&
   while (reader->Read(&msg)) {
     if (first) {
       out.header = msg.header();
-      out.data.reserve(out.header.total_bytes());
       first = false;
+      if (msg.data().size() == out.header.total_bytes()) {
+        out.data.swap(*msg.mutable_data());  // the whole value in one message: no copy
+        continue;
+      }
+      out.data.reserve(out.header.total_bytes());
     }
     out.data.append(msg.data());
   }

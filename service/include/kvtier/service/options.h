@@ -46,7 +46,8 @@ struct ServerOptions {
   // Bytes all Puts in progress may buffer together, in bytes (1 GiB); a Put that would pass it
   // fails RESOURCE_EXHAUSTED before reading its data. Bounds memory under a flood of Puts.
   uint64_t max_buffered_put_bytes = 1ull << 30;
-  // Bytes of data per Get response message (1 MiB).
+  // Bytes of data per Get response message (1 MiB); a tail shorter than 1/16 of it joins the
+  // previous message.
   uint32_t stream_message_bytes = 1u << 20;
   // Largest number of keys in one Lookup / Delete / Pin / Unpin (65536).
   uint32_t max_keys_per_request = 65536;
