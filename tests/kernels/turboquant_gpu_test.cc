@@ -129,6 +129,18 @@ std::vector<Case> Cases() {
       cases.push_back({Tq(2, var, rot), Mha(1, 2, 64, DType::kFloat32), 10, tag + "/fp32-d64"});
     }
   }
+  // The quad path (2-byte dtypes, Hadamard, head_dim 128) for every width, bf16 too, and chunks
+  // of more vectors than one grid of the grid-stride kernels covers (4 x 8 x 2 x 600).
+  for (uint8_t b = 1; b <= 4; ++b) {
+    cases.push_back({Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard),
+                     Mha(1, 3, 128, DType::kBFloat16), 19, "hadamard/mse/bf16-d128/b" + std::to_string(b)});
+    cases.push_back({Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard),
+                     Mha(4, 8, 128), 600, "hadamard/mse/large/b" + std::to_string(b)});
+  }
+  for (uint8_t b : {1, 4}) {
+    cases.push_back({Tq(b, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard),
+                     Mha(4, 8, 128), 600, "hadamard/prod/large/b" + std::to_string(b)});
+  }
   return cases;
 }
 
@@ -223,6 +235,44 @@ TEST(TurboQuantGpuTest, PagedDeviceDecodeMatchesHostDecode) {
   }
 }
 
+// Scalars at the edges of fp16 (the largest finite norms, the smallest subnormals: outputs that
+// round to fp16 subnormals) decode on the device exactly as on the host, on the quad path (fp16,
+// bf16) and the register path (fp32). (Non-finite norms are left out: 0 * inf gives NaNs whose
+// sign differs between x86 and the GPU.)
+TEST(TurboQuantGpuTest, ExtremeNormsDecodeLikeHost) {
+  const CodecImpl& c = TurboQuantCodec();
+  for (DType dt : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
+    for (uint8_t b : {1, 3}) {
+      SCOPED_TRACE(std::to_string(int(dt)) + " b" + std::to_string(b));
+      const KvLayout l = Mha(1, 2, 128, dt);
+      const uint32_t T = 16;
+      const ChunkShape shape{l, T, 0, false};
+      const CodecParams p = Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard);
+      const auto in = MakeInput(l, T, 31);
+      std::vector<uint8_t> body(c.BodySize(p, shape));
+      ASSERT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body)).ok());
+      uint16_t* sc = reinterpret_cast<uint16_t*>(body.data());  // no masks: scalars first
+      sc[1] = 0x7BFF;  // 65504
+      sc[5] = 0x0001;  // 2^-24
+      sc[9] = 0xFBFF;  // -65504
+      sc[12] = 0x0010;  // 2^-20
+      std::vector<uint8_t> cpu_out(in.size(), 0x11), gpu_out(in.size());
+      ASSERT_TRUE(
+          c.DecodeHost(p, shape, body, Contiguous(cpu_out.data(), l, T, MemorySpace::kHost)).ok());
+      DevBuf d_body(body.size()), d_out(in.size());
+      ASSERT_EQ(cudaMemcpy(d_body.p, body.data(), body.size(), cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemset(d_out.p, 0x22, in.size()), cudaSuccess);
+      ASSERT_TRUE(c.DecodeDevice(p, shape, d_body.p,
+                                 Contiguous(d_out.u8(), l, T, MemorySpace::kDevice))
+                      .ok());
+      ASSERT_EQ(cudaMemcpy(gpu_out.data(), d_out.p, in.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+      size_t diff = 0;
+      for (size_t i = 0; i < in.size(); ++i) diff += gpu_out[i] != cpu_out[i];
+      EXPECT_EQ(diff, 0u);
+    }
+  }
+}
+
 // Information only (no assertion on speed): encode and decode of a Llama-3.1-8B-shaped chunk
 // (32 layers, 8 KV heads, head_dim 128, 512 tokens = 64 MiB fp16), as a ratio to a
 // device-to-device copy measured in the same run (bytes = fp16 side + body side).
@@ -283,15 +333,28 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
     const size_t body = c.BodySize(p, shape);
     const float enc = median_ms([&] { (void)c.EncodeDevice(p, shape, d_in.p, d_body.p); });
     const float dec = median_ms([&] { (void)c.DecodeDevice(p, shape, d_body.p, t); });
+    // Kernel-side time: 10 back-to-back calls without the per-call synchronize, divided by 10.
+    auto plan = MakeTqPlan(p, shape);
+    ASSERT_TRUE(plan.ok());
+    const float enc_k = median_ms([&] {
+                          for (int i = 0; i < 10; ++i) (void)TqEncodeOnDevice(*plan, d_in.p, d_body.p, false);
+                        }) / 10.0f;
+    const float dec_k = median_ms([&] {
+                          for (int i = 0; i < 10; ++i) (void)TqDecodeOnDevice(*plan, d_body.p, t, false);
+                        }) / 10.0f;
+    cudaDeviceSynchronize();
     const double bytes = double(in.size()) + double(body);
-    std::printf("turboquant %-18s encode %.3f ms %6.1f GB/s (%.2f of copy)  decode %.3f ms "
-                "%6.1f GB/s (%.2f of copy)\n",
-                name.c_str(), enc, bytes / enc / 1e6, bytes / enc / 1e6 / copy_gbs, dec,
-                bytes / dec / 1e6, bytes / dec / 1e6 / copy_gbs);
+    std::printf("turboquant %-18s encode %.3f ms %6.1f GB/s (%.2f of copy; kernels %.3f ms, %.2f)  "
+                "decode %.3f ms %6.1f GB/s (%.2f of copy; kernels %.3f ms, %.2f)\n",
+                name.c_str(), enc, bytes / enc / 1e6, bytes / enc / 1e6 / copy_gbs, enc_k,
+                bytes / enc_k / 1e6 / copy_gbs, dec, bytes / dec / 1e6, bytes / dec / 1e6 / copy_gbs,
+                dec_k, bytes / dec_k / 1e6 / copy_gbs);
     json += "    {\"codec\": \"turboquant " + name + "\", \"body_bytes\": " + std::to_string(body) +
             ", \"encode_ms\": " + std::to_string(enc) + ", \"decode_ms\": " + std::to_string(dec) +
             ", \"encode_ratio_to_copy\": " + std::to_string(bytes / enc / 1e6 / copy_gbs) +
-            ", \"decode_ratio_to_copy\": " + std::to_string(bytes / dec / 1e6 / copy_gbs) + "}" +
+            ", \"decode_ratio_to_copy\": " + std::to_string(bytes / dec / 1e6 / copy_gbs) +
+            ", \"encode_kernels_ms\": " + std::to_string(enc_k) +
+            ", \"decode_kernels_ms\": " + std::to_string(dec_k) + "}" +
             (&p == &configs.back().second ? "\n" : ",\n");
   }
   json += "  ]\n}\n";

@@ -25,9 +25,12 @@ absl::StatusOr<TqPlan> MakeTqPlan(const CodecParams& params, const ChunkShape& s
 // stream's T rows (sequential in t), ranked descending, ties to the lower channel.
 void TqOutlierMask(const float* sumsq, uint32_t width, uint32_t outliers, uint8_t mask[16]);
 
-absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body);
+// Device entry points; they synchronize the default stream unless `sync` is false (the speed
+// report times back-to-back launches that way).
+absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body,
+                              bool sync = true);
 absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
-                              const DecodeTarget& target);
+                              const DecodeTarget& target, bool sync = true);
 
 }  // namespace kvtier::kernels::internal
 

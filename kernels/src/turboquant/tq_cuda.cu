@@ -2,11 +2,16 @@
 // shared memory, and every arithmetic step repeats the CPU reference (tq_tables.cc) operation
 // for operation with round-to-nearest intrinsics (__fadd_rn/__fmul_rn, never fused), so codes,
 // norms and decoded values are bit-identical to the CPU's.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <map>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -33,6 +38,8 @@ struct TqDevPart {
   const float* rot_t = nullptr;
   const float* qjl = nullptr;
   const float* qjl_t = nullptr;
+  // Quantizer lookup (kQuantLut entries of {threshold, codes}), null when unusable; see QuantLut.
+  const float2* lut = nullptr;
 };
 
 constexpr uint32_t kParamBases = 64;
@@ -83,6 +90,52 @@ absl::Status Cuda(cudaError_t e, const char* what) {
   return absl::InternalError(absl::StrCat("turboquant ", what, ": ", cudaGetErrorString(e)));
 }
 
+// ---- Quantizer lookup table ---------------------------------------------------------------------
+// code(z) = #{k : z >= t_k} for sorted midpoints t. With f = (z * 256) + (1.5 * 2^23 + 512) in
+// binary32 (both steps rounded to nearest, so f is a non-decreasing function of z) the low 10 bits
+// of f's encoding are 512 + round(256 z): for |z| <= 1 + 1e-3 (every rotated unit vector) a bucket
+// index in [255, 769]. As the index is monotone, a z in bucket i has code = #{k : idx(t_k) < i} +
+// [z >= t_k] for the (at most one) t_k with idx(t_k) = i, which is exact whatever the bucket's
+// extent. Entry i = {that t_k, or -inf; lo | hi << 8}. NaN z (encoding 0x7FFFFFFF or 0xFFFFFFFF:
+// bucket 1023) compares false against every threshold and gets code 0, as on the CPU. A codebook
+// with two midpoints in one bucket (none at head_dim 128) gets no table (binary search instead).
+constexpr uint32_t kQuantLut = 1024;
+constexpr float kLutScale = 256.0f, kLutMagic = 12583424.0f;  // 1.5 * 2^23 + 512
+
+uint32_t LutIndex(float z) {
+  volatile float a = z * kLutScale;  // two separately rounded steps, as on the device
+  const float f = a + kLutMagic;
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u & (kQuantLut - 1u);
+}
+
+// Empty when some bucket would hold two midpoints.
+std::vector<float> QuantLut(const std::vector<float>& bounds) {
+  std::vector<uint32_t> idx;
+  for (float t : bounds) {
+    if (!(std::fabs(t) <= 1.0f)) return {};
+    idx.push_back(LutIndex(t));
+    if (idx.size() > 1 && idx[idx.size() - 2] >= idx.back()) return {};
+  }
+  std::vector<float> lut(2 * kQuantLut);
+  size_t k = 0;
+  for (uint32_t i = 0; i < kQuantLut; ++i) {
+    while (k < idx.size() && idx[k] < i) ++k;  // k = #{t : idx(t) < i}
+    float thr = -INFINITY;
+    uint32_t lo = static_cast<uint32_t>(k), hi = static_cast<uint32_t>(k);
+    if (k < idx.size() && idx[k] == i) {
+      thr = bounds[k];
+      hi = lo + 1;
+    }
+    if (i == kQuantLut - 1) lo = 0;  // NaN
+    const uint32_t codes = lo | (hi << 8);
+    lut[2 * i] = thr;
+    std::memcpy(&lut[2 * i + 1], &codes, 4);
+  }
+  return lut;
+}
+
 absl::StatusOr<TqDevPart> DeviceTables(const std::shared_ptr<const TqTables>& t) {
   int dev = 0;
   KVTIER_RETURN_IF_ERROR(Cuda(cudaGetDevice(&dev), "cudaGetDevice"));
@@ -115,6 +168,8 @@ absl::StatusOr<TqDevPart> DeviceTables(const std::shared_ptr<const TqTables>& t)
   }
   size_t o_signs = append(signs), o_rot = append(t->rot), o_rot_t = append(t->rot_t);
   size_t o_qjl = append(t->qjl), o_qjl_t = append(t->qjl_t);
+  const std::vector<float> lut = t->dim == 128 ? QuantLut(t->boundaries) : std::vector<float>();
+  const size_t o_lut = append(lut);
   DevTablesEntry e;
   e.host = t;
   KVTIER_RETURN_IF_ERROR(Cuda(cudaMalloc(&e.buf, std::max<size_t>(all.size(), 4) * 4), "cudaMalloc"));
@@ -127,6 +182,7 @@ absl::StatusOr<TqDevPart> DeviceTables(const std::shared_ptr<const TqTables>& t)
   p.rot_t = e.buf + o_rot_t;
   p.qjl = e.buf + o_qjl;
   p.qjl_t = e.buf + o_qjl_t;
+  p.lut = lut.empty() ? nullptr : reinterpret_cast<const float2*>(e.buf + o_lut);
   e.part = p;
   cache->emplace(std::make_pair(dev, t.get()), e);
   return p;
@@ -667,6 +723,651 @@ __global__ void DecodeH128Kernel(const __grid_constant__ TqDevParams P, const ui
   Store4<E>(reinterpret_cast<typename E::Storage*>(view.Row(P, layer, kv, head, t)) + 4u * lane, x);
 }
 
+// ---- Quad path: 2-byte dtypes, mse, no split, head_dim 128, one Hadamard window of 128 ----------
+// Four lanes per vector, eight vectors per warp, 32 values per lane; a grid-stride loop keeps
+// the per-lane constants (sign masks, neighbour signs) in registers. Lane q of a quad holds the
+// 16-byte chunks 4k + q (k = 0..3), i.e. element i = 32k + 8q + e (e = 0..7) at register 8k + e:
+// the Hadamard butterflies of bits 0-2 and 5-6 run inside the lane and those of bits 3-4 pair
+// lanes (xor 1, xor 2). The arithmetic is the CPU reference's, operation for operation:
+//  - sum of squares: the CPU's 32 "lanes" of 4 consecutive values are the register pairs
+//    (k, e / 4); its xor butterfly (16, 8, 4, 2, 1) = (k bit 1, k bit 0, q bit 1, q bit 0, e / 4);
+//  - the random sign of element i multiplies exactly (+-1), so it is applied to the fp16 / bf16
+//    bits (encode: before the conversion; decode: after it), which equals the CPU's multiply;
+//  - a cross-lane butterfly computes own + other (lower lane) or other - own (upper lane) as
+//    fma(own, +-1, other): the product is exact, so the one rounding is that of the add.
+//  - quantization: the binary search over the sorted midpoints counts the k with z >= t_k.
+
+constexpr uint32_t kQuadWarps = 8;  // warps per block
+
+template <typename E>
+__device__ __forceinline__ float Lo16(uint32_t w) {
+  if constexpr (std::is_same_v<E, Bf16Elem>) return __uint_as_float(w << 16);
+  else return __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xFFFFu)));
+}
+template <typename E>
+__device__ __forceinline__ float Hi16(uint32_t w) {
+  if constexpr (std::is_same_v<E, Bf16Elem>) return __uint_as_float(w & 0xFFFF0000u);
+  else return __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
+}
+// Two finite floats -> packed 2-byte values, round to nearest even (as E::FromFloat).
+template <typename E>
+__device__ __forceinline__ uint32_t Pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<E, Bf16Elem>) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  } else {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+}
+
+// In-lane butterflies of the bits 0-2 (register bits 0-2) or 5-6 (register bits 3-4).
+__device__ __forceinline__ void QuadFwhtInLane(float x[32], uint32_t h) {
+#pragma unroll
+  for (uint32_t j = 0; j < 32; ++j) {
+    if (j & h) continue;
+    const float a = x[j], b = x[j | h];
+    x[j] = __fadd_rn(a, b);
+    x[j | h] = __fsub_rn(a, b);
+  }
+}
+
+__device__ __forceinline__ void QuadFwht(float x[32], float neg1, float neg2) {
+  QuadFwhtInLane(x, 1);
+  QuadFwhtInLane(x, 2);
+  QuadFwhtInLane(x, 4);
+#pragma unroll
+  for (uint32_t j = 0; j < 32; ++j) x[j] = __fmaf_rn(x[j], neg1, __shfl_xor_sync(kFull, x[j], 1));
+#pragma unroll
+  for (uint32_t j = 0; j < 32; ++j) x[j] = __fmaf_rn(x[j], neg2, __shfl_xor_sync(kFull, x[j], 2));
+  QuadFwhtInLane(x, 8);
+  QuadFwhtInLane(x, 16);
+}
+
+// Per-lane sign masks: bit 15 / 31 of word 4k + w flips the element of register 8k + 2w / + 1.
+__device__ __forceinline__ void QuadSignMasks(const float* signs, uint32_t q, uint32_t m[16]) {
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+#pragma unroll
+    for (uint32_t w = 0; w < 4; ++w) {
+      const uint32_t i = 32u * k + 8u * q + 2u * w;
+      m[4 * k + w] = (signs[i] < 0.0f ? 0x8000u : 0u) | (signs[i + 1] < 0.0f ? 0x80000000u : 0u);
+    }
+  }
+}
+
+// out_j = x_j * scale * sign_j * norm rounded to E, as on the CPU; 16-byte stores of chunk 4k + q.
+template <typename E>
+__device__ __forceinline__ void QuadStoreOut(uint4* dst, float x[32], float scale, float norm,
+                                             const uint32_t m[16], bool live) {
+  if (isfinite(norm)) {
+#pragma unroll
+    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(__fmul_rn(x[j], scale), norm);
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      uint4 o;
+      o.x = Pack2<E>(x[8 * k + 0], x[8 * k + 1]) ^ m[4 * k + 0];
+      o.y = Pack2<E>(x[8 * k + 2], x[8 * k + 3]) ^ m[4 * k + 1];
+      o.z = Pack2<E>(x[8 * k + 4], x[8 * k + 5]) ^ m[4 * k + 2];
+      o.w = Pack2<E>(x[8 * k + 6], x[8 * k + 7]) ^ m[4 * k + 3];
+      if (live) __stcs(dst + 4 * k, o);
+    }
+  } else {
+    // Malformed or overflowing scalar: the CPU's exact sequence, software conversions.
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      uint32_t o[4];
+#pragma unroll
+      for (uint32_t w = 0; w < 4; ++w) {
+        float y[2];
+#pragma unroll
+        for (uint32_t h = 0; h < 2; ++h) {
+          const float sg = (m[4 * k + w] >> (15u + 16u * h)) & 1u ? -1.0f : 1.0f;
+          y[h] = __fmul_rn(__fmul_rn(__fmul_rn(x[8 * k + 2 * w + h], scale), sg), norm);
+        }
+        o[w] = static_cast<uint32_t>(E::FromFloat(y[0])) |
+               (static_cast<uint32_t>(E::FromFloat(y[1])) << 16);
+      }
+      if (live) dst[4 * k] = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+  }
+}
+
+// kBits >= 3: `lut` is the quantizer table in shared memory (see QuantLut).
+template <uint32_t kBits>
+__device__ __forceinline__ uint32_t QuadCode(float z, const float2* lut, const TqDevParams& P) {
+  if constexpr (kBits >= 3) {
+    const float f = __fadd_rn(__fmul_rn(z, kLutScale), kLutMagic);
+    const float2 ent = lut[__float_as_uint(f) & (kQuantLut - 1u)];
+    const uint32_t codes = __float_as_uint(ent.y);
+    return z >= ent.x ? (codes >> 8) : (codes & 0xFFu);
+  } else if constexpr (kBits == 1) {
+    return z >= P.fast_bounds[0] ? 1u : 0u;
+  } else {
+    const bool h = z >= P.fast_bounds[1];
+    const float t = h ? P.fast_bounds[2] : P.fast_bounds[0];
+    return (h ? 2u : 0u) + (z >= t ? 1u : 0u);
+  }
+}
+
+template <typename E, uint32_t kBits>
+__global__ void __launch_bounds__(32 * kQuadWarps)
+    EncodeQuadKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
+                     uint8_t* body) {
+  __shared__ float2 sb[kBits >= 3 ? kQuantLut : 1];
+  const TqDevPart& part = P.parts[0];
+  if constexpr (kBits >= 3) {
+    for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) sb[i] = part.lut[i];
+  }
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2;
+  uint32_t m[16];
+  QuadSignMasks(part.signs, q, m);
+  const float neg1 = (q & 1u) ? -1.0f : 1.0f, neg2 = (q & 2u) ? -1.0f : 1.0f;
+  const float scale = part.win_scale[0];
+  const uint64_t nv = P.g.Vectors();
+  const uint64_t stride = uint64_t{gridDim.x} * kQuadWarps * 8u;
+  uint8_t* codes = body + P.g.codes_offset;
+  uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
+  for (uint64_t v = (uint64_t{blockIdx.x} * kQuadWarps + threadIdx.x / 32) * 8u + g; v - g < nv;
+       v += stride) {
+    const bool live = v < nv;
+    uint4 raw[4];
+    const uint4* src = reinterpret_cast<const uint4*>(in + v * 128u) + q;
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) raw[k] = live ? __ldcs(src + 4 * k) : make_uint4(0, 0, 0, 0);
+    float x[32];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint32_t w[4] = {raw[k].x ^ m[4 * k], raw[k].y ^ m[4 * k + 1], raw[k].z ^ m[4 * k + 2],
+                             raw[k].w ^ m[4 * k + 3]};
+#pragma unroll
+      for (uint32_t i = 0; i < 4; ++i) {
+        x[8 * k + 2 * i] = Lo16<E>(w[i]);
+        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
+      }
+    }
+    // Sum of squares in the CPU's tree (see above).
+    float p[4][2];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+#pragma unroll
+      for (uint32_t h = 0; h < 2; ++h) {
+        const float* y = x + 8 * k + 4 * h;
+        float a = __fmul_rn(y[0], y[0]);
+        a = __fadd_rn(a, __fmul_rn(y[1], y[1]));
+        a = __fadd_rn(a, __fmul_rn(y[2], y[2]));
+        p[k][h] = __fadd_rn(a, __fmul_rn(y[3], y[3]));
+      }
+    }
+    float s[2];
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h) {
+      const float s0 = __fadd_rn(p[0][h], p[2][h]), s1 = __fadd_rn(p[1][h], p[3][h]);
+      float a = __fadd_rn(s0, s1);
+      a = __fadd_rn(a, __shfl_xor_sync(kFull, a, 2));
+      s[h] = __fadd_rn(a, __shfl_xor_sync(kFull, a, 1));
+    }
+    const float norm = __fsqrt_rn(__fadd_rn(s[0], s[1]));
+    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    QuadFwht(x, neg1, neg2);
+    uint32_t packed[4];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      uint32_t w = 0;
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) {
+        w |= QuadCode<kBits>(__fmul_rn(x[8 * k + e], scale), sb, P) << (kBits * e);
+      }
+      packed[k] = w;
+    }
+    uint8_t* rec = codes + v * (16u * kBits);
+    if constexpr (kBits == 3) {
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k) {
+        const uint32_t next = __shfl_down_sync(kFull, packed[k], 1);
+        if (live && q < 3) {
+          reinterpret_cast<uint32_t*>(rec + 12u * k)[q] =
+              (packed[k] >> (8u * q)) | (next << (24u - 8u * q));
+        }
+      }
+    } else if (live) {
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k) {
+        if constexpr (kBits == 1) rec[4 * k + q] = static_cast<uint8_t>(packed[k]);
+        if constexpr (kBits == 2) reinterpret_cast<uint16_t*>(rec)[4 * k + q] = static_cast<uint16_t>(packed[k]);
+        if constexpr (kBits == 4) reinterpret_cast<uint32_t*>(rec)[4 * k + q] = packed[k];
+      }
+    }
+    if (live && q == 0) scalars[v] = FloatToHalfSaturate(norm);
+  }
+}
+
+template <typename E, uint32_t kBits>
+__global__ void __launch_bounds__(32 * kQuadWarps)
+    DecodeQuadKernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
+                     const TqTarget view) {
+  __shared__ float sc[16];
+  if (threadIdx.x < 16) sc[threadIdx.x] = P.fast_cents[threadIdx.x];
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2;
+  const TqDevPart& part = P.parts[0];
+  uint32_t m[16];
+  QuadSignMasks(part.signs, q, m);
+  const float neg1 = (q & 1u) ? -1.0f : 1.0f, neg2 = (q & 2u) ? -1.0f : 1.0f;
+  const float scale = part.win_scale[0];
+  const float c0 = P.fast_cents[0], c1 = P.fast_cents[1];
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t T = P.g.shape.tokens;
+  const uint64_t stride = uint64_t{gridDim.x} * kQuadWarps * 8u;
+  const uint8_t* codes = body + P.g.codes_offset;
+  const uint16_t* scalars = reinterpret_cast<const uint16_t*>(body + P.g.scalars_offset);
+  for (uint64_t v = (uint64_t{blockIdx.x} * kQuadWarps + threadIdx.x / 32) * 8u + g; v - g < nv;
+       v += stride) {
+    const bool live = v < nv;
+    const uint64_t vv = live ? v : nv - 1;  // dead lanes still shuffle; they read a valid record
+    const uint8_t* rec = codes + vv * (16u * kBits);
+    uint32_t packed[4];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      if constexpr (kBits == 1) packed[k] = __ldcs(rec + 4 * k + q);
+      if constexpr (kBits == 2) packed[k] = __ldcs(reinterpret_cast<const uint16_t*>(rec) + 4 * k + q);
+      if constexpr (kBits == 4) packed[k] = __ldcs(reinterpret_cast<const uint32_t*>(rec) + 4 * k + q);
+      if constexpr (kBits == 3) {
+        // Bits [24q, 24q + 24) of the 12-byte group k.
+        const uint32_t* grp = reinterpret_cast<const uint32_t*>(rec + 12u * k);
+        const uint32_t wi = (3u * q) / 4u, sh = (24u * q) % 32u;
+        const uint32_t lo = __ldcs(grp + wi), hi = __ldcs(grp + min(wi + 1u, 2u));
+        packed[k] = __funnelshift_r(lo, hi, sh) & 0xFFFFFFu;
+      }
+    }
+    const float norm = __half2float(__ushort_as_half(scalars[vv]));
+    float x[32];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) {
+        const uint32_t c = (packed[k] >> (kBits * e)) & ((1u << kBits) - 1u);
+        if constexpr (kBits == 1) x[8 * k + e] = c ? c1 : c0;
+        else x[8 * k + e] = sc[c];
+      }
+    }
+    QuadFwht(x, neg1, neg2);
+    uint32_t layer, kv, head;
+    P.g.shape.Decompose(static_cast<uint32_t>(vv / T), &layer, &kv, &head);
+    uint4* dst = reinterpret_cast<uint4*>(view.Row(P, layer, kv, head, static_cast<uint32_t>(vv % T))) + q;
+    QuadStoreOut<E>(dst, x, scale, norm, m, live);
+  }
+}
+
+// Blocks for a grid-stride quad kernel: enough to fill every SM, no more than the work. Queried
+// (and the shared-memory opt-in made) once per kernel: the process is assumed to use one kind of
+// GPU.
+template <auto kKernel>
+unsigned QuadBlocks(uint64_t vectors, uint32_t smem = 0) {
+  static const unsigned cap = [smem] {
+    if (smem > 48u * 1024u) {
+      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    }
+    int dev = 0, sms = 132, per_sm = 1;
+    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, 32 * kQuadWarps, smem);
+    return static_cast<unsigned>(std::max(1, sms * std::max(1, per_sm)));
+  }();
+  const uint64_t need = (vectors + 8u * kQuadWarps - 1) / (8u * kQuadWarps);
+  return static_cast<unsigned>(std::min<uint64_t>(need, cap));
+}
+
+template <typename E>
+void LaunchEncodeQuad(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
+  const uint64_t n = P.g.Vectors();
+  switch (P.parts[0].mse_bits) {
+    case 1: EncodeQuadKernel<E, 1><<<QuadBlocks<EncodeQuadKernel<E, 1>>(n), 32 * kQuadWarps>>>(P, in, body); break;
+    case 2: EncodeQuadKernel<E, 2><<<QuadBlocks<EncodeQuadKernel<E, 2>>(n), 32 * kQuadWarps>>>(P, in, body); break;
+    case 3: EncodeQuadKernel<E, 3><<<QuadBlocks<EncodeQuadKernel<E, 3>>(n), 32 * kQuadWarps>>>(P, in, body); break;
+    default: EncodeQuadKernel<E, 4><<<QuadBlocks<EncodeQuadKernel<E, 4>>(n), 32 * kQuadWarps>>>(P, in, body); break;
+  }
+}
+
+template <typename E>
+void LaunchDecodeQuad(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
+  const uint64_t n = P.g.Vectors();
+  switch (P.parts[0].mse_bits) {
+    case 1: DecodeQuadKernel<E, 1><<<QuadBlocks<DecodeQuadKernel<E, 1>>(n), 32 * kQuadWarps>>>(P, body, view); break;
+    case 2: DecodeQuadKernel<E, 2><<<QuadBlocks<DecodeQuadKernel<E, 2>>(n), 32 * kQuadWarps>>>(P, body, view); break;
+    case 3: DecodeQuadKernel<E, 3><<<QuadBlocks<DecodeQuadKernel<E, 3>>(n), 32 * kQuadWarps>>>(P, body, view); break;
+    default: DecodeQuadKernel<E, 4><<<QuadBlocks<DecodeQuadKernel<E, 4>>(n), 32 * kQuadWarps>>>(P, body, view); break;
+  }
+}
+
+// ---- Quad path, prod variant: the QJL matvec of the warp's 8 vectors, blocked ------------------
+// After the mse stage (quad layout as above) the warp's 8 residuals go to shared memory; lane l
+// then computes sketch coordinates 4l..4l+3 of all 8 vectors, so every S entry read from shared
+// memory serves 8 vectors. Sums run over j (encode) / i (decode) ascending as on the CPU; decode's
+// acc +- S[i][j] is fma(S[i][j], +-1, acc) (exact product, one rounding: the CPU's add/subtract).
+// Dynamic shared memory: S (or S^T) 64 KiB + 4 KiB per warp.
+
+constexpr uint32_t kProdSmem = 4u * (128u * 128u + kQuadWarps * 8u * 128u);
+
+__device__ __forceinline__ float QuadSumSquares(const float x[32]) {
+  float p[4][2];
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h) {
+      const float* y = x + 8 * k + 4 * h;
+      float a = __fmul_rn(y[0], y[0]);
+      a = __fadd_rn(a, __fmul_rn(y[1], y[1]));
+      a = __fadd_rn(a, __fmul_rn(y[2], y[2]));
+      p[k][h] = __fadd_rn(a, __fmul_rn(y[3], y[3]));
+    }
+  }
+  float s[2];
+#pragma unroll
+  for (uint32_t h = 0; h < 2; ++h) {
+    const float s0 = __fadd_rn(p[0][h], p[2][h]), s1 = __fadd_rn(p[1][h], p[3][h]);
+    float a = __fadd_rn(s0, s1);
+    a = __fadd_rn(a, __shfl_xor_sync(kFull, a, 2));
+    s[h] = __fadd_rn(a, __shfl_xor_sync(kFull, a, 1));
+  }
+  return __fadd_rn(s[0], s[1]);
+}
+
+// Copies a 128 x 128 fp32 matrix into shared memory (all threads of the block).
+__device__ __forceinline__ void QuadLoadMatrix(const float* src, float* dst) {
+  const float4* s = reinterpret_cast<const float4*>(src);
+  float4* d = reinterpret_cast<float4*>(dst);
+  for (uint32_t i = threadIdx.x; i < 128u * 128u / 4u; i += blockDim.x) d[i] = s[i];
+}
+
+template <uint32_t kMb>
+__device__ __forceinline__ void QuadStoreCodes(uint8_t* rec, const uint32_t packed[4], bool live,
+                                               uint32_t q) {
+  if constexpr (kMb == 3) {
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint32_t next = __shfl_down_sync(kFull, packed[k], 1);
+      if (live && q < 3) {
+        reinterpret_cast<uint32_t*>(rec + 12u * k)[q] =
+            (packed[k] >> (8u * q)) | (next << (24u - 8u * q));
+      }
+    }
+  } else if (live) {
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      if constexpr (kMb == 1) rec[4 * k + q] = static_cast<uint8_t>(packed[k]);
+      if constexpr (kMb == 2) reinterpret_cast<uint16_t*>(rec)[4 * k + q] = static_cast<uint16_t>(packed[k]);
+      if constexpr (kMb == 4) reinterpret_cast<uint32_t*>(rec)[4 * k + q] = packed[k];
+    }
+  }
+}
+
+template <uint32_t kMb>
+__device__ __forceinline__ void QuadLoadCodes(const uint8_t* rec, uint32_t q, uint32_t packed[4]) {
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    if constexpr (kMb == 1) packed[k] = __ldcs(rec + 4 * k + q);
+    if constexpr (kMb == 2) packed[k] = __ldcs(reinterpret_cast<const uint16_t*>(rec) + 4 * k + q);
+    if constexpr (kMb == 4) packed[k] = __ldcs(reinterpret_cast<const uint32_t*>(rec) + 4 * k + q);
+    if constexpr (kMb == 3) {
+      const uint32_t* grp = reinterpret_cast<const uint32_t*>(rec + 12u * k);
+      const uint32_t wi = (3u * q) / 4u, sh = (24u * q) % 32u;
+      const uint32_t lo = __ldcs(grp + wi), hi = __ldcs(grp + min(wi + 1u, 2u));
+      packed[k] = __funnelshift_r(lo, hi, sh) & 0xFFFFFFu;
+    }
+  }
+}
+
+template <typename E, uint32_t kMb>
+__global__ void __launch_bounds__(32 * kQuadWarps, 2)
+    EncodeQuadProdKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
+                         uint8_t* body) {
+  extern __shared__ float4 dyn_smem[];
+  __shared__ float2 sb[kMb >= 3 ? kQuantLut : 1];
+  __shared__ float scn[16];
+  float* st = reinterpret_cast<float*>(dyn_smem);  // st[j * 128 + i] = S[i][j]
+  const TqDevPart& part = P.parts[0];
+  if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
+  if constexpr (kMb >= 3) {
+    for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) sb[i] = part.lut[i];
+  }
+  QuadLoadMatrix(part.qjl_t, st);
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2, warp = threadIdx.x / 32;
+  float* rs = st + 128u * 128u + warp * 1024u;  // the warp's residuals, vector g at g * 128
+  uint32_t m[16];
+  QuadSignMasks(part.signs, q, m);
+  const float neg1 = (q & 1u) ? -1.0f : 1.0f, neg2 = (q & 2u) ? -1.0f : 1.0f;
+  const float scale = part.win_scale[0];
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = part.mse_bytes;
+  const uint64_t stride = uint64_t{gridDim.x} * kQuadWarps * 8u;
+  uint8_t* codes = body + P.g.codes_offset;
+  uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
+  for (uint64_t base = (uint64_t{blockIdx.x} * kQuadWarps + warp) * 8u; base < nv; base += stride) {
+    const uint64_t v = base + g;
+    const bool live = v < nv;
+    uint4 raw[4];
+    const uint4* src = reinterpret_cast<const uint4*>(in + v * 128u) + q;
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) raw[k] = live ? __ldcs(src + 4 * k) : make_uint4(0, 0, 0, 0);
+    float x[32];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint32_t w[4] = {raw[k].x ^ m[4 * k], raw[k].y ^ m[4 * k + 1], raw[k].z ^ m[4 * k + 2],
+                             raw[k].w ^ m[4 * k + 3]};
+#pragma unroll
+      for (uint32_t i = 0; i < 4; ++i) {
+        x[8 * k + 2 * i] = Lo16<E>(w[i]);
+        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
+      }
+    }
+    const float norm = __fsqrt_rn(QuadSumSquares(x));
+    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    QuadFwht(x, neg1, neg2);
+    uint8_t* rec = codes + v * rec_bytes;
+    if constexpr (kMb > 0) {
+      uint32_t packed[4];
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k) {
+        uint32_t w = 0;
+#pragma unroll
+        for (uint32_t e = 0; e < 8; ++e) {
+          const float z = __fmul_rn(x[8 * k + e], scale);
+          const uint32_t c = QuadCode<kMb>(z, sb, P);
+          x[8 * k + e] = __fsub_rn(z, scn[c]);
+          w |= c << (kMb * e);
+        }
+        packed[k] = w;
+      }
+      QuadStoreCodes<kMb>(rec, packed, live, q);
+    } else {
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], scale);
+    }
+    const float gamma = __fsqrt_rn(QuadSumSquares(x));
+    float4* rq = reinterpret_cast<float4*>(rs + g * 128u);
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      rq[8 * k + 2 * q] = make_float4(x[8 * k], x[8 * k + 1], x[8 * k + 2], x[8 * k + 3]);
+      rq[8 * k + 2 * q + 1] = make_float4(x[8 * k + 4], x[8 * k + 5], x[8 * k + 6], x[8 * k + 7]);
+    }
+    __syncwarp();
+    // sketch_i for i = 4 lane + ii of the 8 vectors: sum over j ascending of S[i][j] r_j.
+    float acc[8][4];
+#pragma unroll
+    for (uint32_t a = 0; a < 8; ++a) {
+#pragma unroll
+      for (uint32_t ii = 0; ii < 4; ++ii) acc[a][ii] = 0.0f;
+    }
+    const float4* st4 = reinterpret_cast<const float4*>(st) + lane;
+    const float4* rs4 = reinterpret_cast<const float4*>(rs);
+#pragma unroll 1
+    for (uint32_t j = 0; j < 128; j += 4) {
+      float4 s[4];
+#pragma unroll
+      for (uint32_t jj = 0; jj < 4; ++jj) s[jj] = st4[(j + jj) * 32u];
+#pragma unroll
+      for (uint32_t a = 0; a < 8; ++a) {
+        const float4 r4 = rs4[a * 32u + j / 4u];
+        const float r[4] = {r4.x, r4.y, r4.z, r4.w};
+#pragma unroll
+        for (uint32_t jj = 0; jj < 4; ++jj) {
+          acc[a][0] = __fadd_rn(acc[a][0], __fmul_rn(s[jj].x, r[jj]));
+          acc[a][1] = __fadd_rn(acc[a][1], __fmul_rn(s[jj].y, r[jj]));
+          acc[a][2] = __fadd_rn(acc[a][2], __fmul_rn(s[jj].z, r[jj]));
+          acc[a][3] = __fadd_rn(acc[a][3], __fmul_rn(s[jj].w, r[jj]));
+        }
+      }
+    }
+    __syncwarp();  // rs is rewritten by the next iteration
+    uint32_t nib = 0;
+#pragma unroll
+    for (uint32_t a = 0; a < 8; ++a) {
+#pragma unroll
+      for (uint32_t ii = 0; ii < 4; ++ii) nib |= (acc[a][ii] >= 0.0f ? 1u : 0u) << (4 * a + ii);
+    }
+    const uint32_t hi = __shfl_down_sync(kFull, nib, 1);
+    if ((lane & 1u) == 0) {
+#pragma unroll
+      for (uint32_t a = 0; a < 8; ++a) {
+        if (base + a < nv) {
+          codes[(base + a) * rec_bytes + mse_bytes + lane / 2] =
+              static_cast<uint8_t>(((nib >> (4 * a)) & 0xFu) | (((hi >> (4 * a)) & 0xFu) << 4));
+        }
+      }
+    }
+    if (live && q == 0) {
+      scalars[2 * v] = FloatToHalfSaturate(norm);
+      scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
+    }
+  }
+}
+
+template <typename E, uint32_t kMb>
+__global__ void __launch_bounds__(32 * kQuadWarps, 2)
+    DecodeQuadProdKernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
+                         const TqTarget view) {
+  extern __shared__ float4 dyn_smem[];
+  __shared__ float scn[16];
+  float* sq = reinterpret_cast<float*>(dyn_smem);  // sq[i * 128 + j] = S[i][j]
+  const TqDevPart& part = P.parts[0];
+  if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
+  QuadLoadMatrix(part.qjl, sq);
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2, warp = threadIdx.x / 32;
+  float* ts = sq + 128u * 128u + warp * 1024u;
+  uint32_t m[16];
+  QuadSignMasks(part.signs, q, m);
+  const float neg1 = (q & 1u) ? -1.0f : 1.0f, neg2 = (q & 2u) ? -1.0f : 1.0f;
+  const float scale = part.win_scale[0], qjl_scale = part.qjl_scale;
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t T = P.g.shape.tokens;
+  const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = part.mse_bytes;
+  const uint64_t stride = uint64_t{gridDim.x} * kQuadWarps * 8u;
+  const uint8_t* codes = body + P.g.codes_offset;
+  const uint16_t* scalars = reinterpret_cast<const uint16_t*>(body + P.g.scalars_offset);
+  for (uint64_t base = (uint64_t{blockIdx.x} * kQuadWarps + warp) * 8u; base < nv; base += stride) {
+    const uint64_t v = base + g;
+    const bool live = v < nv;
+    const uint64_t vv = live ? v : nv - 1;
+    // t_j for j = 4 lane + jj of the 8 vectors: sum over i ascending of +-S[i][j].
+    float acc[8][4];
+#pragma unroll
+    for (uint32_t a = 0; a < 8; ++a) {
+#pragma unroll
+      for (uint32_t jj = 0; jj < 4; ++jj) acc[a][jj] = 0.0f;
+    }
+    const float4* sq4 = reinterpret_cast<const float4*>(sq) + lane;
+#pragma unroll 1
+    for (uint32_t w = 0; w < 4; ++w) {
+      uint32_t sw[8];
+#pragma unroll
+      for (uint32_t a = 0; a < 8; ++a) {
+        const uint64_t va = min(base + a, nv - 1);
+        sw[a] = *reinterpret_cast<const uint32_t*>(codes + va * rec_bytes + mse_bytes + 4u * w);
+      }
+#pragma unroll 4
+      for (uint32_t b = 0; b < 32; ++b) {
+        const float4 s = sq4[(32u * w + b) * 32u];
+#pragma unroll
+        for (uint32_t a = 0; a < 8; ++a) {
+          const float sg = __uint_as_float(0xBF800000u ^ (((sw[a] >> b) & 1u) << 31));
+          acc[a][0] = __fmaf_rn(s.x, sg, acc[a][0]);
+          acc[a][1] = __fmaf_rn(s.y, sg, acc[a][1]);
+          acc[a][2] = __fmaf_rn(s.z, sg, acc[a][2]);
+          acc[a][3] = __fmaf_rn(s.w, sg, acc[a][3]);
+        }
+      }
+    }
+    float4* ts4 = reinterpret_cast<float4*>(ts);
+#pragma unroll
+    for (uint32_t a = 0; a < 8; ++a) ts4[a * 32u + lane] = make_float4(acc[a][0], acc[a][1], acc[a][2], acc[a][3]);
+    __syncwarp();
+    const uint8_t* rec = codes + vv * rec_bytes;
+    const float norm = __half2float(__ushort_as_half(scalars[2 * vv]));
+    const float coef = __fmul_rn(qjl_scale, __half2float(__ushort_as_half(scalars[2 * vv + 1])));
+    float x[32];
+    if constexpr (kMb > 0) {
+      uint32_t packed[4];
+      QuadLoadCodes<kMb>(rec, q, packed);
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k) {
+#pragma unroll
+        for (uint32_t e = 0; e < 8; ++e) x[8 * k + e] = scn[(packed[k] >> (kMb * e)) & ((1u << kMb) - 1u)];
+      }
+    } else {
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) x[j] = 0.0f;
+    }
+    const float4* tq = reinterpret_cast<const float4*>(ts + g * 128u);
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const float4 t0 = tq[8 * k + 2 * q], t1 = tq[8 * k + 2 * q + 1];
+      const float t[8] = {t0.x, t0.y, t0.z, t0.w, t1.x, t1.y, t1.z, t1.w};
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) x[8 * k + e] = __fadd_rn(x[8 * k + e], __fmul_rn(coef, t[e]));
+    }
+    __syncwarp();  // ts is rewritten by the next iteration
+    QuadFwht(x, neg1, neg2);
+    uint32_t layer, kv, head;
+    const uint32_t v32 = static_cast<uint32_t>(vv);
+    P.g.shape.Decompose(v32 / T, &layer, &kv, &head);
+    uint4* dst = reinterpret_cast<uint4*>(view.Row(P, layer, kv, head, v32 % T)) + q;
+    QuadStoreOut<E>(dst, x, scale, norm, m, live);
+  }
+}
+
+template <typename E>
+void LaunchEncodeQuadProd(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
+  const uint64_t n = P.g.Vectors();
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, kProdSmem), 32 * kQuadWarps, kProdSmem>>>(P, in, body)
+  switch (P.parts[0].mse_bits) {
+    case 0: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 0>)); break;
+    case 1: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 1>)); break;
+    case 2: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 2>)); break;
+    default: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 3>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
+template <typename E>
+void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
+  const uint64_t n = P.g.Vectors();
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, kProdSmem), 32 * kQuadWarps, kProdSmem>>>(P, body, view)
+  switch (P.parts[0].mse_bits) {
+    case 0: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 0>)); break;
+    case 1: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 1>)); break;
+    case 2: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 2>)); break;
+    default: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 3>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
 // The register fast path: MHA/GQA without split, head_dim 128, one Hadamard window of 128.
 bool FastPath(const TqPlan& plan) {
   return plan.g.shape.mha && !plan.g.split && plan.g.num_parts == 1 &&
@@ -677,7 +1378,8 @@ bool FastPath(const TqPlan& plan) {
 
 }  // namespace
 
-absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body) {
+absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body,
+                              bool sync) {
   KVTIER_ASSIGN_OR_RETURN(TqDevParams P, MakeDevParams(plan));
   uint8_t* body = static_cast<uint8_t*>(device_body);
   const uint64_t vectors = P.g.Vectors();
@@ -694,6 +1396,17 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
   DispatchElem(plan.dtype_code, [&](auto e) {
     using E = decltype(e);
     const auto* in = static_cast<const typename E::Storage*>(device_input);
+    if constexpr (sizeof(typename E::Storage) == 2) {
+      // The quad kernels quantize 3 and 4 mse bits through the lookup table.
+      if (fast && (P.parts[0].mse_bits < 3 || P.parts[0].lut != nullptr)) {
+        if (P.g.prod) {
+          LaunchEncodeQuadProd<E>(P, in, body);
+        } else {
+          LaunchEncodeQuad<E>(P, in, body);
+        }
+        return;
+      }
+    }
     if (fast) {
       P.warps = 8;
       const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
@@ -713,11 +1426,11 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
   });
   KVTIER_RETURN_IF_ERROR(st);
   KVTIER_RETURN_IF_ERROR(Cuda(cudaGetLastError(), "encode launch"));
-  return Cuda(cudaStreamSynchronize(0), "encode");
+  return sync ? Cuda(cudaStreamSynchronize(0), "encode") : absl::OkStatus();
 }
 
 absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
-                              const DecodeTarget& target) {
+                              const DecodeTarget& target, bool sync) {
   KVTIER_ASSIGN_OR_RETURN(TqDevParams P, MakeDevParams(plan));
   const uint64_t vectors = P.g.Vectors();
   if (vectors == 0) return absl::OkStatus();
@@ -765,7 +1478,17 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
     DispatchElem(plan.dtype_code, [&](auto e) {
       using E = decltype(e);
       const auto* body = static_cast<const uint8_t*>(device_body);
-      if (fast) {
+      bool quad = false;
+      if constexpr (sizeof(typename E::Storage) == 2) quad = fast;
+      if (quad) {
+        if constexpr (sizeof(typename E::Storage) == 2) {
+          if (P.g.prod) {
+            LaunchDecodeQuadProd<E>(P, body, view);
+          } else {
+            LaunchDecodeQuad<E>(P, body, view);
+          }
+        }
+      } else if (fast) {
         P.warps = 8;
         const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
         if (P.g.prod) {
@@ -785,7 +1508,7 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
   }
   if (dmem != nullptr) cudaFreeAsync(dmem, 0);
   KVTIER_RETURN_IF_ERROR(st);
-  return Cuda(cudaStreamSynchronize(0), "decode");
+  return sync ? Cuda(cudaStreamSynchronize(0), "decode") : absl::OkStatus();
 }
 
 }  // namespace kvtier::kernels::internal

@@ -3,10 +3,10 @@
 
 namespace kvtier::kernels::internal {
 
-absl::Status TqEncodeOnDevice(const TqPlan&, const void*, void*) {
+absl::Status TqEncodeOnDevice(const TqPlan&, const void*, void*, bool) {
   return absl::UnimplementedError("turboquant: built without CUDA");
 }
-absl::Status TqDecodeOnDevice(const TqPlan&, const void*, const DecodeTarget&) {
+absl::Status TqDecodeOnDevice(const TqPlan&, const void*, const DecodeTarget&, bool) {
   return absl::UnimplementedError("turboquant: built without CUDA");
 }
 
