@@ -108,7 +108,14 @@ absl::StatusOr<std::unique_ptr<Client>> Dial(const Connection& c) {
     }
     o.token = tok;
   }
-  return Client::Connect(o);
+  auto client = Client::Connect(o);
+  if (!client.ok() && client.status().code() == absl::StatusCode::kUnavailable) {
+    return absl::UnavailableError(fmt::format(
+        "{}; point the CLI at the daemon with --target (or KVTIER_TARGET), e.g. "
+        "--target unix:./data/kvtierd.sock for a kvtierd started with default settings",
+        std::string(client.status().message())));
+  }
+  return client;
 }
 
 std::string LayoutText(const kernels::KvLayout& l) {

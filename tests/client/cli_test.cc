@@ -74,6 +74,7 @@ TEST_F(CliTest, ErrorsSayWhatToDo) {
   Result r = Run("--target unix:" + dir_.path() + "/none.sock --timeout-ms 300 status");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("is it running"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--target"), std::string::npos) << r.err;
   StartDaemon();
   r = Kv("ns show missing");
   EXPECT_EQ(r.code, 1);

@@ -20,7 +20,8 @@ target_compile_definitions(client_cli_test PRIVATE KVTIER_KVTIERD="$<TARGET_FILE
 add_dependencies(client_cli_test kvtierd kvtier)
 
 # Integration: the Python module under pytest, against a real kvtierd the test starts.
-if(TARGET kvtier_python)
+# (Not under sanitizers: an instrumented extension cannot be loaded into a plain interpreter.)
+if(TARGET kvtier_python AND NOT KVTIER_SANITIZE)
   add_test(NAME client_python_test
            COMMAND ${PYTHON_EXECUTABLE} -m pytest -q -p no:cacheprovider
                    ${CMAKE_CURRENT_SOURCE_DIR}/client/test_python.py)
