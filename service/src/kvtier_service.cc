@@ -23,7 +23,7 @@ double SecondsSince(Clock::time_point start) {
 }
 
 // The status to return once the call is cancelled: DEADLINE_EXCEEDED when its deadline passed.
-absl::Status CancelledStatus(grpc::ServerContext* ctx, const char* where) {
+absl::Status CancelledStatus(grpc::ServerContextBase* ctx, const char* where) {
   if (ctx->deadline() <= std::chrono::system_clock::now()) {
     return absl::DeadlineExceededError(absl::StrCat("deadline exceeded ", where));
   }
@@ -63,10 +63,8 @@ KvTierService::KvTierService(const ServerOptions& options, uint32_t default_toke
       metrics_(metrics),
       auth_(options.token) {}
 
-grpc::Status KvTierService::Run(grpc::ServerContext* ctx, const char* method, bool needs_storage,
-                                const std::function<absl::Status(storage::TierManager*)>& body) {
-  const Clock::time_point start = Clock::now();
-  absl::Status status;
+absl::Status KvTierService::Admit(grpc::ServerContextBase* ctx, bool needs_storage,
+                                  storage::TierManager** tm) {
   // Authentication comes first, before any payload is read.
   const auto& md = ctx->client_metadata();
   auto it = md.find("authorization");
@@ -76,37 +74,55 @@ grpc::Status KvTierService::Run(grpc::ServerContext* ctx, const char* method, bo
     value = std::string_view(it->second.data(), it->second.size());
     auth_value = &value;
   }
-  status = auth_.Check(auth_value);
+  absl::Status status = auth_.Check(auth_value);
   if (!status.ok()) {
     metrics_->CountAuthFailure();
-  } else {
-    storage::TierManager* tm = tm_.load(std::memory_order_acquire);
-    if (draining_.load(std::memory_order_acquire)) {
-      metrics_->CountRejected("not_serving");
-      status = absl::UnavailableError("kvtierd is shutting down");
-    } else if (needs_storage && tm == nullptr) {
-      metrics_->CountRejected("not_serving");
-      status = absl::UnavailableError("kvtierd is starting: the disk tier is not open yet");
-    } else {
-      int64_t now = inflight_.fetch_add(1, std::memory_order_acq_rel) + 1;
-      if (now > static_cast<int64_t>(options_.max_inflight_calls)) {
-        metrics_->CountRejected("inflight_limit");
-        status = absl::ResourceExhaustedError(absl::StrCat(
-            "too many calls in flight (max_inflight_calls = ", options_.max_inflight_calls, ")"));
-      } else {
-        metrics_->AddInflight(1);
-        status = body(tm);
-        metrics_->AddInflight(-1);
-      }
-      inflight_.fetch_sub(1, std::memory_order_acq_rel);
-    }
+    return status;
   }
-  metrics_->ObserveRpc(method, CodeName(status.code()), SecondsSince(start));
+  *tm = tm_.load(std::memory_order_acquire);
+  if (draining_.load(std::memory_order_acquire)) {
+    metrics_->CountRejected("not_serving");
+    return absl::UnavailableError("kvtierd is shutting down");
+  }
+  if (needs_storage && *tm == nullptr) {
+    metrics_->CountRejected("not_serving");
+    return absl::UnavailableError("kvtierd is starting: the disk tier is not open yet");
+  }
+  int64_t now = inflight_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  if (now > static_cast<int64_t>(options_.max_inflight_calls)) {
+    inflight_.fetch_sub(1, std::memory_order_acq_rel);
+    metrics_->CountRejected("inflight_limit");
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many calls in flight (max_inflight_calls = ", options_.max_inflight_calls, ")"));
+  }
+  metrics_->AddInflight(1);
+  return absl::OkStatus();
+}
+
+void KvTierService::Release() {
+  metrics_->AddInflight(-1);
+  inflight_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void KvTierService::Record(const char* method, const absl::Status& status, double seconds) {
+  metrics_->ObserveRpc(method, CodeName(status.code()), seconds);
   if (!status.ok() && status.code() != absl::StatusCode::kNotFound &&
       status.code() != absl::StatusCode::kCancelled &&
       status.code() != absl::StatusCode::kDeadlineExceeded) {
     KVTIER_LOG(DEBUG, "{} failed: {}", method, status.ToString());
   }
+}
+
+grpc::Status KvTierService::Run(grpc::ServerContext* ctx, const char* method, bool needs_storage,
+                                const std::function<absl::Status(storage::TierManager*)>& body) {
+  const Clock::time_point start = Clock::now();
+  storage::TierManager* tm = nullptr;
+  absl::Status status = Admit(ctx, needs_storage, &tm);
+  if (status.ok()) {
+    status = body(tm);
+    Release();
+  }
+  Record(method, status, SecondsSince(start));
   return ToGrpc(status);
 }
 
@@ -355,29 +371,21 @@ absl::Status KvTierService::DoPut(grpc::ServerContext* ctx,
 
 // ---- Get ----------------------------------------------------------------------------------------
 
-grpc::Status KvTierService::Get(grpc::ServerContext* ctx, const v1::GetRequest* req,
-                                grpc::ServerWriter<v1::GetResponse>* writer) {
-  return Run(ctx, "Get", true, [&](storage::TierManager* tm) {
-    absl::Status s = DoGet(ctx, *req, writer, tm);
-    if (req->release_lease_id() != 0) tm->ReleaseLease(req->release_lease_id()).IgnoreError();
-    return s;
-  });
-}
-
-absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest& req,
-                                  grpc::ServerWriter<v1::GetResponse>* writer,
-                                  storage::TierManager* tm) {
+absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::GetRequest& req,
+                                       storage::TierManager* tm, GetPlan* plan) {
   KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(req.namespace_()));
   KVTIER_ASSIGN_OR_RETURN(ChunkKey key, KeyFromProto(req.key(), "key"));
   const bool tensor = req.format() == v1::DATA_FORMAT_TENSOR;
   if (!tensor && req.format() != v1::DATA_FORMAT_PAYLOAD) {
     return absl::InvalidArgumentError("format is not TENSOR or PAYLOAD");
   }
-  absl::StatusOr<storage::ChunkHandle> handle = tm->Get(ns->id, key);
-  if (!handle.ok()) {
-    if (handle.status().code() == absl::StatusCode::kNotFound) metrics_->CountMiss();
-    return handle.status();
+  absl::StatusOr<storage::ChunkHandle> got = tm->Get(ns->id, key);
+  if (!got.ok()) {
+    if (got.status().code() == absl::StatusCode::kNotFound) metrics_->CountMiss();
+    return got.status();
   }
+  plan->handle = std::move(*got);
+  storage::ChunkHandle* handle = &plan->handle;
   metrics_->CountHits(handle->tier(), 1);
   absl::Span<const uint8_t> payload = handle->bytes();
   // End-to-end check: the bytes we are about to serve are the bytes that were acknowledged.
@@ -390,13 +398,12 @@ absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest
   }
   if (ctx->IsCancelled()) return CancelledStatus(ctx, "before sending");
 
-  v1::GetResponse first;
-  v1::GetHeader* h = first.mutable_header();
+  v1::GetHeader* h = &plan->header;
   h->set_format(req.format());
   h->set_tier(TierToProto(handle->tier()));
   h->set_payload_bytes(payload.size());
 
-  std::string decoded;
+  std::string& decoded = plan->decoded;
   absl::Span<const uint8_t> out = payload;
   uint32_t out_crc = payload_crc;
   if (kernels::IsCompactedPayload(payload)) {
@@ -421,7 +428,9 @@ absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest
     LayoutToProto(cinfo->layout, h->mutable_layout());
     h->set_total_bytes(out.size());
     h->set_crc32c(out_crc);
-    return StreamOut(ctx, first, out, writer, TransferPath::kFetchPayload);
+    plan->out = out;
+    plan->path = TransferPath::kFetchPayload;
+    return absl::OkStatus();
   }
   auto info = kernels::InspectPayload(payload);
   if (!info.ok()) {
@@ -458,31 +467,128 @@ absl::Status KvTierService::DoGet(grpc::ServerContext* ctx, const v1::GetRequest
   h->set_total_bytes(out.size());
   h->set_crc32c(out_crc);
 
-  return StreamOut(ctx, first, out, writer,
-                   tensor ? TransferPath::kFetchTensor : TransferPath::kFetchPayload);
+  plan->out = out;
+  plan->path = tensor ? TransferPath::kFetchTensor : TransferPath::kFetchPayload;
+  return absl::OkStatus();
 }
 
-absl::Status KvTierService::StreamOut(grpc::ServerContext* ctx, v1::GetResponse& first,
-                                      absl::Span<const uint8_t> out,
-                                      grpc::ServerWriter<v1::GetResponse>* writer,
-                                      TransferPath path) {
-  const size_t step = options_.stream_message_bytes;
-  size_t off = 0;
-  v1::GetResponse msg;
-  bool first_sent = false;
-  do {
-    if (ctx->IsCancelled()) return CancelledStatus(ctx, "while streaming");
-    size_t n = std::min(step, out.size() - off);
-    // A short tail rides along with the message before it (one message instead of two).
-    if (out.size() - off - n < step / 16) n = out.size() - off;
-    v1::GetResponse& m = first_sent ? msg : first;
-    m.set_data(reinterpret_cast<const char*>(out.data() + off), n);
-    if (!writer->Write(m)) return CancelledStatus(ctx, "while streaming (client gone)");
-    first_sent = true;
-    off += n;
-  } while (off < out.size());
-  metrics_->AddTransfer(path, out.size());
-  return absl::OkStatus();
+namespace {
+
+void AppendVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+}  // namespace
+
+// Streams a prepared Get as hand-framed GetResponse messages whose data bytes are not copied:
+// each message is a small serialized prefix (header on the first, then the tag and length of
+// `data`) plus a slice pointing into the storage handle's (or the decoded tensor's) bytes, which
+// the reactor keeps alive until gRPC is done with them (OnDone).
+class KvTierService::GetReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  GetReactor(KvTierService* service, grpc::CallbackServerContext* ctx,
+             const grpc::ByteBuffer* request)
+      : service_(service), ctx_(ctx), start_(Clock::now()) {
+    storage::TierManager* tm = nullptr;
+    absl::Status s = service_->Admit(ctx_, /*needs_storage=*/true, &tm);
+    if (!s.ok()) {
+      FinishWith(s);
+      return;
+    }
+    admitted_ = true;
+    tm_ = tm;
+    std::vector<grpc::Slice> slices;
+    v1::GetRequest req;
+    std::string bytes;
+    if (request->Dump(&slices).ok()) {
+      for (const grpc::Slice& sl : slices) {
+        bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+      }
+    }
+    if (!req.ParseFromString(bytes)) {
+      FinishWith(absl::InvalidArgumentError("malformed GetRequest"));
+      return;
+    }
+    release_lease_ = req.release_lease_id();
+    s = service_->PrepareGet(ctx_, req, tm, &plan_);
+    if (!s.ok()) {
+      FinishWith(s);
+      return;
+    }
+    NextWrite();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      FinishWith(CancelledStatus(ctx_, "while streaming (client gone)"));
+      return;
+    }
+    if (off_ >= plan_.out.size()) {
+      service_->metrics_->AddTransfer(plan_.path, plan_.out.size());
+      FinishWith(absl::OkStatus());
+      return;
+    }
+    NextWrite();
+  }
+
+  void OnDone() override {
+    if (release_lease_ != 0 && tm_ != nullptr) tm_->ReleaseLease(release_lease_).IgnoreError();
+    if (admitted_) service_->Release();
+    service_->Record("Get", status_, SecondsSince(start_));
+    delete this;
+  }
+
+ private:
+  void NextWrite() {
+    if (ctx_->IsCancelled()) {
+      FinishWith(CancelledStatus(ctx_, "while streaming"));
+      return;
+    }
+    const size_t step = service_->options_.stream_message_bytes;
+    size_t n = std::min(step, plan_.out.size() - off_);
+    if (plan_.out.size() - off_ - n < step / 16) n = plan_.out.size() - off_;
+    prefix_.clear();
+    if (off_ == 0) {
+      std::string header = plan_.header.SerializeAsString();
+      prefix_.push_back(0x0A);  // field 1 (header), length-delimited
+      AppendVarint(&prefix_, header.size());
+      prefix_.append(header);
+    }
+    prefix_.push_back(0x12);  // field 2 (data), length-delimited
+    AppendVarint(&prefix_, n);
+    grpc::Slice parts[2] = {
+        grpc::Slice(prefix_.data(), prefix_.size()),  // copied (small)
+        grpc::Slice(plan_.out.data() + off_, n, grpc::Slice::STATIC_SLICE)};
+    buffer_ = grpc::ByteBuffer(parts, n > 0 ? 2 : 1);
+    off_ += n;
+    StartWrite(&buffer_);
+  }
+
+  void FinishWith(const absl::Status& s) {
+    status_ = s;
+    Finish(ToGrpc(s));
+  }
+
+  KvTierService* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  const Clock::time_point start_;
+  storage::TierManager* tm_ = nullptr;
+  bool admitted_ = false;
+  uint64_t release_lease_ = 0;
+  GetPlan plan_;
+  size_t off_ = 0;
+  std::string prefix_;
+  grpc::ByteBuffer buffer_;
+  absl::Status status_;
+};
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* KvTierService::Get(grpc::CallbackServerContext* ctx,
+                                                               const grpc::ByteBuffer* request) {
+  return new GetReactor(this, ctx, request);
 }
 
 // ---- Delete, Pin, Unpin -------------------------------------------------------------------------

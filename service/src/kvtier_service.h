@@ -24,7 +24,9 @@
 
 namespace kvtier::service {
 
-class KvTierService final : public v1::KvTier::Service {
+// Get is a raw callback method (zero-copy streaming of stored bytes); every other call uses the
+// sync API.
+class KvTierService final : public v1::KvTier::WithRawCallbackMethod_Get<v1::KvTier::Service> {
  public:
   KvTierService(const ServerOptions& options, uint32_t default_tokens_per_chunk,
                 NamespaceRegistry* registry, ServiceMetrics* metrics);
@@ -45,8 +47,8 @@ class KvTierService final : public v1::KvTier::Service {
                       v1::LookupResponse* resp) override;
   grpc::Status Put(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutRequest>* reader,
                    v1::PutResponse* resp) override;
-  grpc::Status Get(grpc::ServerContext* ctx, const v1::GetRequest* req,
-                   grpc::ServerWriter<v1::GetResponse>* writer) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Get(grpc::CallbackServerContext* ctx,
+                                                  const grpc::ByteBuffer* request) override;
   grpc::Status Delete(grpc::ServerContext* ctx, const v1::DeleteRequest* req,
                       v1::DeleteResponse* resp) override;
   grpc::Status Pin(grpc::ServerContext* ctx, const v1::PinRequest* req,
@@ -67,12 +69,24 @@ class KvTierService final : public v1::KvTier::Service {
 
   absl::Status DoPut(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutRequest>* reader,
                      storage::TierManager* tm, v1::PutResponse* resp);
-  absl::Status DoGet(grpc::ServerContext* ctx, const v1::GetRequest& req,
-                     grpc::ServerWriter<v1::GetResponse>* writer, storage::TierManager* tm);
-  // Streams `out` in stream_message_bytes pieces, `first` carrying the header.
-  absl::Status StreamOut(grpc::ServerContext* ctx, v1::GetResponse& first,
-                         absl::Span<const uint8_t> out,
-                         grpc::ServerWriter<v1::GetResponse>* writer, TransferPath path);
+  // Admission of a call: token, serving state, in-flight limit. On OK the caller must Release().
+  absl::Status Admit(grpc::ServerContextBase* ctx, bool needs_storage, storage::TierManager** tm);
+  void Release();
+  // Latency metric and debug log of a finished call.
+  void Record(const char* method, const absl::Status& status, double seconds);
+
+  // What a Get serves: the header and the bytes, kept alive by `handle` or `decoded`.
+  struct GetPlan {
+    v1::GetHeader header;
+    storage::ChunkHandle handle;
+    std::string decoded;
+    absl::Span<const uint8_t> out;
+    TransferPath path = TransferPath::kFetchPayload;
+  };
+  class GetReactor;
+  // Looks the chunk up, verifies it and decodes it when asked (everything but the streaming).
+  absl::Status PrepareGet(grpc::ServerContextBase* ctx, const v1::GetRequest& req,
+                          storage::TierManager* tm, GetPlan* plan);
   // Keys of a Delete/Pin/Unpin/Lookup request, validated.
   absl::Status ParseKeys(const google::protobuf::RepeatedPtrField<std::string>& keys,
                          std::vector<ChunkKey>* out) const;
