@@ -48,17 +48,21 @@ absl::StatusOr<BenchReport> RunBench(client::Client& client, const client::Names
     if (first_error.empty()) first_error = st.ToString();
   };
   bool recording = true;  // off during the warm-up (set before any worker starts)
-  auto do_put = [&](uint64_t n) {
+  auto do_put = [&](uint64_t n) -> bool {
     const size_t which = n % data.size();
     client::PutOptions put;
     put.num_tokens = options.sizes_tokens[which];
     client::CallStats st;
     auto r = client.Put(ns.name, BenchKey(options.seed, n), data[which], put, {{}, &st});
-    if (!r.ok()) return record_error(r.status());
-    if (!recording) return;
+    if (!r.ok()) {
+      record_error(r.status());
+      return false;
+    }
+    if (!recording) return true;
     put_lat.Add(st.latency);
     puts.fetch_add(1);
     put_bytes.fetch_add(data[which].size());
+    return true;
   };
   auto do_get = [&](uint64_t n) {
     client::GetOptions get;
@@ -85,6 +89,7 @@ absl::StatusOr<BenchReport> RunBench(client::Client& client, const client::Names
   for (uint32_t w = 0; w < options.concurrency; ++w) {
     workers.emplace_back([&, w] {
       std::mt19937_64 rng(options.seed * 1000003 + w);
+      std::vector<uint64_t> mine;
       while (Clock::now() < end) {
         switch (options.mode) {
           case BenchMode::kPut:
@@ -94,9 +99,11 @@ absl::StatusOr<BenchReport> RunBench(client::Client& client, const client::Names
             do_get(rng() % warm);
             break;
           case BenchMode::kMixed: {
+            // Get one of this worker's own earlier keys: another worker's newest key may still
+            // be in flight (a Get of it would be a miss, not a measurement).
             const uint64_t n = counter.fetch_add(1);
-            do_put(n);
-            do_get(rng() % (n + 1));
+            if (do_put(n)) mine.push_back(n);
+            if (!mine.empty()) do_get(mine[rng() % mine.size()]);
             break;
           }
         }

@@ -22,7 +22,7 @@ struct BenchOptions {
   uint32_t concurrency = 4;
   std::chrono::milliseconds duration{5000};
   // kPut: Puts only. kGet: Puts `warm_keys` chunks first, then Gets them at random.
-  // kMixed: each iteration Puts a new chunk and Gets a random earlier one.
+  // kMixed: each iteration Puts a new chunk and Gets a random earlier one of the same worker.
   BenchMode mode = BenchMode::kMixed;
   uint32_t warm_keys = 64;
   client::DataFormat get_format = client::DataFormat::kTensor;
