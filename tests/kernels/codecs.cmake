@@ -2,7 +2,7 @@
 # kernels/src (numeric conversions, format constants) besides the public API.
 set(_codec_test_includes ${PROJECT_SOURCE_DIR}/kernels/src ${CMAKE_CURRENT_SOURCE_DIR}/kernels
                           ${PROJECT_SOURCE_DIR}/fuzz)
-foreach(_t params roundtrip malformed target corpus)
+foreach(_t params roundtrip malformed target corpus reference)
   kvtier_add_test(NAME kernels_codec_${_t}_test SOURCES kernels/codec_${_t}_test.cc
                   LIBS kvtier::kernels LABELS unit)
   target_include_directories(kernels_codec_${_t}_test PRIVATE ${_codec_test_includes})

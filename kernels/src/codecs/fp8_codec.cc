@@ -24,7 +24,11 @@ void EncodeRows(const StreamShape& s, const void* input, uint8_t* body) {
   for (uint64_t r = 0; r < rows; ++r) {
     const T* x = in + r * s.width;
     float amax = 0.0f;
-    for (uint32_t d = 0; d < s.width; ++d) amax = fmaxf(amax, fabsf(Elem::ToFloat(x[d])));
+    // amax = fmaxf over |x| starting from 0 (NaNs ignored), as a select that stays branch-free.
+    for (uint32_t d = 0; d < s.width; ++d) {
+      const float a = fabsf(Elem::ToFloat(x[d]));
+      amax = a > amax ? a : amax;
+    }
     const Fp8RowParams p = MakeFp8Row(amax);
     std::memcpy(scales + r * 4, &p.scale, 4);  // little-endian hosts only (checked in codec.cc)
     uint8_t* c = codes + r * s.width;

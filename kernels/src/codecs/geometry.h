@@ -187,7 +187,16 @@ KVTIER_HD uint32_t KiviQuantize(float x, const KiviGroupParams& p, uint32_t bits
   const float v = (x - p.mn) * p.inv;
 #endif
   const float levels = static_cast<float>((1u << bits) - 1u);
+#if defined(__CUDA_ARCH__)
   return static_cast<uint32_t>(fminf(fmaxf(RoundEven(v), 0.0f), levels));
+#else
+  // The same clamp as fminf(fmaxf(r, 0), levels) (NaN -> 0), as selects the compiler keeps
+  // branch-free.
+  float r = RoundEven(v);
+  r = r > 0.0f ? r : 0.0f;
+  r = r < levels ? r : levels;
+  return static_cast<uint32_t>(r);
+#endif
 }
 
 KVTIER_HD float KiviDequantize(uint32_t q, float scale, float mn) {

@@ -2,7 +2,9 @@
 // values per token (groups of G channels), fp16 scale and min per group, sink and tail tokens
 // kept in the input dtype (docs/FORMAT.md, "kivi"). CPU reference; CUDA kernels in kivi.cu.
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +20,14 @@ namespace {
 KiviGeometry MakeGeometry(const CodecParams& p, const ChunkShape& c) {
   return KiviGeometry::Make(MakeStreamShape(c), p.bits, p.group_size, c.first_position,
                             c.ends_sequence, p.sink_tokens, p.tail_tokens);
+}
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// The min/max loops are selects starting from +-inf, which skip NaNs like fminf/fmaxf (the GPU's
+// reduction) and stay branch-free; a group of NaNs only must come out NaN as fminf/fmaxf give.
+void FinishMinMax(float* mn, float* mx) {
+  if (*mn > *mx) *mn = *mx = std::numeric_limits<float>::quiet_NaN();
 }
 
 void StoreU32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }  // little-endian hosts only
@@ -44,15 +54,17 @@ void EncodeStream(const KiviGeometry& g, uint32_t stream, const typename Elem::S
     const uint32_t W = g.KeyWordsPerGroup();
     for (uint32_t grp = 0; grp < q / G; ++grp) {
       const uint32_t tb = g.t0 + grp * G;
-      for (uint32_t c = 0; c < V; ++c) mn[c] = mx[c] = Elem::ToFloat(x[uint64_t{tb} * V + c]);
-      for (uint32_t t = tb + 1; t < tb + G; ++t) {
+      std::fill(mn.begin(), mn.end(), kInf);
+      std::fill(mx.begin(), mx.end(), -kInf);
+      for (uint32_t t = tb; t < tb + G; ++t) {
         for (uint32_t c = 0; c < V; ++c) {
           const float v = Elem::ToFloat(x[uint64_t{t} * V + c]);
-          mn[c] = fminf(mn[c], v);
-          mx[c] = fmaxf(mx[c], v);
+          mn[c] = v < mn[c] ? v : mn[c];
+          mx[c] = v > mx[c] ? v : mx[c];
         }
       }
       for (uint32_t c = 0; c < V; ++c) {
+        FinishMinMax(&mn[c], &mx[c]);
         gp[c] = MakeKiviGroup(mn[c], mx[c], b);
         StoreU32(meta + (uint64_t{grp} * V + c) * 4, PackMeta(gp[c].scale_bits, gp[c].min_bits));
       }
@@ -73,12 +85,13 @@ void EncodeStream(const KiviGeometry& g, uint32_t stream, const typename Elem::S
       const T* row = x + uint64_t{g.t0 + i} * V;
       for (uint32_t grp = 0; grp < NG; ++grp) {
         const T* xs = row + grp * G;
-        float mn = Elem::ToFloat(xs[0]), mx = mn;
-        for (uint32_t c = 1; c < G; ++c) {
+        float mn = kInf, mx = -kInf;
+        for (uint32_t c = 0; c < G; ++c) {
           const float v = Elem::ToFloat(xs[c]);
-          mn = fminf(mn, v);
-          mx = fmaxf(mx, v);
+          mn = v < mn ? v : mn;
+          mx = v > mx ? v : mx;
         }
+        FinishMinMax(&mn, &mx);
         const KiviGroupParams p = MakeKiviGroup(mn, mx, b);
         StoreU32(meta + (uint64_t{i} * NG + grp) * 4, PackMeta(p.scale_bits, p.min_bits));
         for (uint32_t w = 0; w < G / cpw; ++w) {

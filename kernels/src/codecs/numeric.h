@@ -38,9 +38,43 @@ KVTIER_HD float BitsFloat(uint32_t u) {
 #endif
 }
 
-// Round to nearest integer, ties to even (the default rounding mode on the host; cvt.rni on the
-// device).
-KVTIER_HD float RoundEven(float x) { return rintf(x); }
+// Round to nearest integer, ties to even. Device: cvt.rni. Host: the 1.5 * 2^23 trick (exact in
+// round-to-nearest-even arithmetic for |x| < 2^22; the sign of a zero result may differ from
+// rintf's), which avoids a libm call per element without SSE4.1. Larger |x| are returned
+// unchanged: every caller clamps to a small range afterwards (kivi codes) or passes |x| < 8
+// (E4M3 subnormals), where both give the same result.
+KVTIER_HD float RoundEven(float x) {
+#if defined(__CUDA_ARCH__)
+  return rintf(x);
+#else
+  if (!(x < 4194304.0f && x > -4194304.0f)) return x;
+  // Two correctly rounded additions (the codecs are never built with -ffast-math, which could fold
+  // them away).
+  return (x + 12582912.0f) - 12582912.0f;
+#endif
+}
+
+// IEEE maxNum / minNum (a NaN operand yields the other operand). Device: fmaxf / fminf. Host:
+// comparisons, inlined (fmaxf is a libm call without -ffinite-math-only). Which zero comes back
+// from max(+0, -0) is unspecified on both sides; callers canonicalize zeros where it matters.
+KVTIER_HD float MaxNum(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return fmaxf(a, b);
+#else
+  if (a != a) return b;
+  if (b != b) return a;
+  return a > b ? a : b;
+#endif
+}
+KVTIER_HD float MinNum(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return fminf(a, b);
+#else
+  if (a != a) return b;
+  if (b != b) return a;
+  return a < b ? a : b;
+#endif
+}
 
 // ---- fp16 ---------------------------------------------------------------------------------------
 
@@ -71,12 +105,13 @@ KVTIER_HD uint16_t FloatToHalf(float f) {
     uint32_t r = mant >> shift;
     const uint32_t rem = mant & ((1u << shift) - 1u);
     const uint32_t half = 1u << (shift - 1u);
-    if (rem > half || (rem == half && (r & 1u))) ++r;
+    r += static_cast<uint32_t>(rem > half) | (static_cast<uint32_t>(rem == half) & r & 1u);
     return static_cast<uint16_t>(sign | r);
   }
   uint32_t r = (a >> 13) - (112u << 10);
   const uint32_t rem = a & 0x1FFFu;
-  if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) ++r;
+  // Branch-free: the round-up decision is data-dependent and would mispredict half the time.
+  r += static_cast<uint32_t>(rem > 0x1000u) | (static_cast<uint32_t>(rem == 0x1000u) & r & 1u);
   return static_cast<uint16_t>(sign | r);
 }
 
@@ -114,8 +149,9 @@ KVTIER_HD uint8_t FloatToE4M3(float f) {
   const uint32_t mant = a & 0x7FFFFFu;
   uint32_t code = (e << 3) | (mant >> 20);
   const uint32_t rem = mant & 0xFFFFFu;
-  if (rem > 0x80000u || (rem == 0x80000u && (code & 1u))) ++code;  // carries into the exponent
-  if (code > 0x7Eu) code = 0x7Eu;
+  // Round up (carrying into the exponent), branch-free; then saturate.
+  code += static_cast<uint32_t>(rem > 0x80000u) | (static_cast<uint32_t>(rem == 0x80000u) & code & 1u);
+  code = code > 0x7Eu ? 0x7Eu : code;
   return static_cast<uint8_t>(sign | code);
 }
 
