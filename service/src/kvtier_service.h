@@ -24,9 +24,14 @@
 
 namespace kvtier::service {
 
-// Get is a raw callback method (zero-copy streaming of stored bytes); every other call uses the
+// Put and Get are raw callback methods (Put parses its stream by hand so each data byte is
+// copied once; Get streams slices of the stored bytes without copies); the other calls use the
 // sync API.
-class KvTierService final : public v1::KvTier::WithRawCallbackMethod_Get<v1::KvTier::Service> {
+class BudgetReservation;
+
+class KvTierService final
+    : public v1::KvTier::WithRawCallbackMethod_Put<
+          v1::KvTier::WithRawCallbackMethod_Get<v1::KvTier::Service>> {
  public:
   KvTierService(const ServerOptions& options, uint32_t default_tokens_per_chunk,
                 NamespaceRegistry* registry, ServiceMetrics* metrics);
@@ -45,8 +50,8 @@ class KvTierService final : public v1::KvTier::WithRawCallbackMethod_Get<v1::KvT
                               v1::ListNamespacesResponse* resp) override;
   grpc::Status Lookup(grpc::ServerContext* ctx, const v1::LookupRequest* req,
                       v1::LookupResponse* resp) override;
-  grpc::Status Put(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutRequest>* reader,
-                   v1::PutResponse* resp) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* Put(grpc::CallbackServerContext* ctx,
+                                                 grpc::ByteBuffer* response) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Get(grpc::CallbackServerContext* ctx,
                                                   const grpc::ByteBuffer* request) override;
   grpc::Status Delete(grpc::ServerContext* ctx, const v1::DeleteRequest* req,
@@ -67,13 +72,31 @@ class KvTierService final : public v1::KvTier::WithRawCallbackMethod_Get<v1::KvT
   grpc::Status Run(grpc::ServerContext* ctx, const char* method, bool needs_storage,
                    const std::function<absl::Status(storage::TierManager*)>& body);
 
-  absl::Status DoPut(grpc::ServerContext* ctx, grpc::ServerReader<v1::PutRequest>* reader,
-                     storage::TierManager* tm, v1::PutResponse* resp);
   // Admission of a call: token, serving state, in-flight limit. On OK the caller must Release().
   absl::Status Admit(grpc::ServerContextBase* ctx, bool needs_storage, storage::TierManager** tm);
   void Release();
   // Latency metric and debug log of a finished call.
   void Record(const char* method, const absl::Status& status, double seconds);
+
+  // A Put in progress.
+  struct PutState {
+    v1::PutHeader header;
+    std::shared_ptr<const NamespaceInfo> ns;
+    ChunkKey key;
+    uint64_t total = 0;
+    bool tensor = false;
+    bool started = false;  // header accepted
+    std::unique_ptr<BudgetReservation> budget;
+    std::string data;
+    uint32_t crc = 0;
+  };
+  class PutReactor;
+  // Validates the header and reserves buffer budget (before any data is accepted).
+  absl::Status StartPut(const v1::PutHeader& header, PutState* st);
+  absl::Status AppendPut(PutState* st, const uint8_t* p, size_t n);
+  // Checks size and CRC, encodes or verifies, stores. Nothing is visible before this succeeds.
+  absl::Status FinishPut(grpc::ServerContextBase* ctx, storage::TierManager* tm, PutState* st,
+                         v1::PutResponse* resp);
 
   // What a Get serves: the header and the bytes, kept alive by `handle` or `decoded`.
   struct GetPlan {
