@@ -141,6 +141,14 @@ std::vector<Case> Cases() {
     cases.push_back({Tq(b, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard),
                      Mha(4, 8, 128), 600, "hadamard/prod/large/b" + std::to_string(b)});
   }
+  cases.push_back({Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kDense), Mha(2, 8, 128), 600,
+                   "dense/mse/large/b3"});
+  cases.push_back({Tq(2, TurboQuantVariant::kProd, TurboQuantRotation::kDense), Mha(2, 8, 128), 600,
+                   "dense/prod/large/b2"});
+  for (uint8_t b : {1, 4}) {
+    cases.push_back({Tq(b, TurboQuantVariant::kProd, TurboQuantRotation::kDense),
+                     Mha(1, 3, 128, DType::kBFloat16), 19, "dense/prod/bf16-d128/b" + std::to_string(b)});
+  }
   return cases;
 }
 
@@ -192,10 +200,11 @@ TEST(TurboQuantGpuTest, PagedDeviceDecodeMatchesHostDecode) {
   const CodecImpl& c = TurboQuantCodec();
   const KvLayout l = Mha(2, 2, 128);
   const uint32_t T = 12, bs = 4;
-  const CodecParams params[3] = {
+  const CodecParams params[4] = {
       Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k3p5),
       Tq(4, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard),
-      Tq(2, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard)};
+      Tq(2, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard),
+      Tq(3, TurboQuantVariant::kProd, TurboQuantRotation::kDense)};
   for (const CodecParams& p : params) {
     for (int64_t pad : {32, 2}) {
       SCOPED_TRACE(std::to_string(int(p.bits)) + " pad " + std::to_string(pad));

@@ -1,7 +1,15 @@
-// CUDA kernels of the TurboQuant chunk codec. One warp per vector: the warp stages the vector in
-// shared memory, and every arithmetic step repeats the CPU reference (tq_tables.cc) operation
-// for operation with round-to-nearest intrinsics (__fadd_rn/__fmul_rn, never fused), so codes,
-// norms and decoded values are bit-identical to the CPU's.
+// CUDA kernels of the TurboQuant chunk codec. Every arithmetic step repeats the CPU reference
+// (tq_tables.cc) operation for operation with round-to-nearest intrinsics (__fadd_rn/__fmul_rn,
+// never fused; an fma only where its product is exact), so codes, norms and decoded values are
+// bit-identical to the CPU's. Three families, chosen per call:
+//  - quad kernels (MHA/GQA, no split, head_dim 128, fp16/bf16, 16-byte aligned): 4 lanes per
+//    vector, 8 vectors per warp, grid-stride; Hadamard mse/prod and dense mse/prod (the matvecs
+//    blocked over the warp's 8 vectors with the matrix in shared memory);
+//  - the register path (Hadamard at head_dim 128 where the quad kernels don't apply: fp32 or
+//    misaligned pointers; one warp per vector, 4 values per lane);
+//  - the generic kernels (everything else: splits, MLA, other head_dims): one warp per vector,
+//    staged in shared memory.
+// Speed: docs/BENCHMARKS.md, "TurboQuant kernels: speed".
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1291,12 +1299,13 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
         const uint64_t va = min(base + a, nv - 1);
         sw[a] = *reinterpret_cast<const uint32_t*>(codes + va * rec_bytes + mse_bytes + 4u * w);
       }
-#pragma unroll 4
+      // Fully unrolled: the sign of (i, a) costs one shift and one LOP3 beside its 4 FMAs.
+#pragma unroll
       for (uint32_t b = 0; b < 32; ++b) {
         const float4 s = sq4[(32u * w + b) * 32u];
 #pragma unroll
         for (uint32_t a = 0; a < 8; ++a) {
-          const float sg = __uint_as_float(0xBF800000u ^ (((sw[a] >> b) & 1u) << 31));
+          const float sg = __uint_as_float(((sw[a] << (31u - b)) & 0x80000000u) ^ 0xBF800000u);
           acc[a][0] = __fmaf_rn(s.x, sg, acc[a][0]);
           acc[a][1] = __fmaf_rn(s.y, sg, acc[a][1]);
           acc[a][2] = __fmaf_rn(s.z, sg, acc[a][2]);
@@ -1368,6 +1377,307 @@ void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTar
 #undef KVTIER_TQ_GO
 }
 
+// ---- Quad path, dense rotation (mse and prod), head_dim 128 -------------------------------------
+// The rotation is the same blocked matvec as QJL: the warp's 8 vectors go to shared memory in the
+// quad layout, lane l computes rows 4l..4l+3 of all 8 products (sums over the inner index
+// ascending, as on the CPU) and the result returns to the quad layout through shared memory.
+
+// acc[a][c] = sum over r ascending of mt[r * 128 + 4 lane + c] * v[a * 128 + r] (shared memory).
+__device__ __forceinline__ void WarpMatvec8(const float* mt, const float* v, uint32_t lane,
+                                            float acc[8][4]) {
+#pragma unroll
+  for (uint32_t a = 0; a < 8; ++a) {
+#pragma unroll
+    for (uint32_t c = 0; c < 4; ++c) acc[a][c] = 0.0f;
+  }
+  const float4* m4 = reinterpret_cast<const float4*>(mt) + lane;
+  const float4* v4 = reinterpret_cast<const float4*>(v);
+#pragma unroll 1
+  for (uint32_t r = 0; r < 128; r += 4) {
+    float4 s[4];
+#pragma unroll
+    for (uint32_t rr = 0; rr < 4; ++rr) s[rr] = m4[(r + rr) * 32u];
+#pragma unroll
+    for (uint32_t a = 0; a < 8; ++a) {
+      const float4 x4 = v4[a * 32u + r / 4u];
+      const float x[4] = {x4.x, x4.y, x4.z, x4.w};
+#pragma unroll
+      for (uint32_t rr = 0; rr < 4; ++rr) {
+        acc[a][0] = __fadd_rn(acc[a][0], __fmul_rn(s[rr].x, x[rr]));
+        acc[a][1] = __fadd_rn(acc[a][1], __fmul_rn(s[rr].y, x[rr]));
+        acc[a][2] = __fadd_rn(acc[a][2], __fmul_rn(s[rr].z, x[rr]));
+        acc[a][3] = __fadd_rn(acc[a][3], __fmul_rn(s[rr].w, x[rr]));
+      }
+    }
+  }
+}
+
+// Quad layout <-> the vector's 128 floats in shared memory.
+__device__ __forceinline__ void QuadToSmem(float* vec, const float x[32], uint32_t q) {
+  float4* d = reinterpret_cast<float4*>(vec);
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    d[8 * k + 2 * q] = make_float4(x[8 * k], x[8 * k + 1], x[8 * k + 2], x[8 * k + 3]);
+    d[8 * k + 2 * q + 1] = make_float4(x[8 * k + 4], x[8 * k + 5], x[8 * k + 6], x[8 * k + 7]);
+  }
+}
+__device__ __forceinline__ void QuadFromSmem(const float* vec, uint32_t q, float x[32]) {
+  const float4* s = reinterpret_cast<const float4*>(vec);
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    const float4 a = s[8 * k + 2 * q], b = s[8 * k + 2 * q + 1];
+    x[8 * k] = a.x; x[8 * k + 1] = a.y; x[8 * k + 2] = a.z; x[8 * k + 3] = a.w;
+    x[8 * k + 4] = b.x; x[8 * k + 5] = b.y; x[8 * k + 6] = b.z; x[8 * k + 7] = b.w;
+  }
+}
+// Matvec result (rows 4 lane + c of vector a) -> stage[a * 128 + row].
+__device__ __forceinline__ void AccToSmem(float* stage, const float acc[8][4], uint32_t lane) {
+  float4* d = reinterpret_cast<float4*>(stage);
+#pragma unroll
+  for (uint32_t a = 0; a < 8; ++a) d[a * 32u + lane] = make_float4(acc[a][0], acc[a][1], acc[a][2], acc[a][3]);
+}
+
+template <bool kProd>
+constexpr uint32_t DenseSmem() {
+  return 4u * ((kProd ? 2u : 1u) * 128u * 128u + kQuadWarps * 8u * 128u);
+}
+
+template <typename E, uint32_t kMb, bool kProd>
+__global__ void __launch_bounds__(32 * kQuadWarps, 1)
+    EncodeQuadDenseKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
+                          uint8_t* body) {
+  extern __shared__ float4 dyn_smem[];
+  __shared__ float2 lut[kMb >= 3 ? kQuantLut : 1];
+  __shared__ float scn[16];
+  const TqDevPart& part = P.parts[0];
+  float* rt = reinterpret_cast<float*>(dyn_smem);  // rt[j * 128 + i] = Rot[i][j]
+  float* st = rt + 128u * 128u;                    // prod: st[j * 128 + i] = S[i][j]
+  if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
+  if constexpr (kMb >= 3) {
+    for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) lut[i] = part.lut[i];
+  }
+  QuadLoadMatrix(part.rot_t, rt);
+  if constexpr (kProd) QuadLoadMatrix(part.qjl_t, st);
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2, warp = threadIdx.x / 32;
+  float* stage = rt + (kProd ? 2u : 1u) * 128u * 128u + warp * 1024u;
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = part.mse_bytes;
+  const uint64_t stride = uint64_t{gridDim.x} * kQuadWarps * 8u;
+  uint8_t* codes = body + P.g.codes_offset;
+  uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
+  for (uint64_t base = (uint64_t{blockIdx.x} * kQuadWarps + warp) * 8u; base < nv; base += stride) {
+    const uint64_t v = base + g;
+    const bool live = v < nv;
+    uint4 raw[4];
+    const uint4* src = reinterpret_cast<const uint4*>(in + v * 128u) + q;
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) raw[k] = live ? __ldcs(src + 4 * k) : make_uint4(0, 0, 0, 0);
+    float x[32];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint32_t w[4] = {raw[k].x, raw[k].y, raw[k].z, raw[k].w};
+#pragma unroll
+      for (uint32_t i = 0; i < 4; ++i) {
+        x[8 * k + 2 * i] = Lo16<E>(w[i]);
+        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
+      }
+    }
+    const float norm = __fsqrt_rn(QuadSumSquares(x));
+    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    float acc[8][4];
+    QuadToSmem(stage + g * 128u, x, q);
+    __syncwarp();
+    WarpMatvec8(rt, stage, lane, acc);
+    __syncwarp();
+    AccToSmem(stage, acc, lane);
+    __syncwarp();
+    QuadFromSmem(stage + g * 128u, q, x);  // z
+    __syncwarp();
+    uint8_t* rec = codes + v * rec_bytes;
+    if constexpr (kMb > 0) {
+      uint32_t packed[4];
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k) {
+        uint32_t w = 0;
+#pragma unroll
+        for (uint32_t e = 0; e < 8; ++e) {
+          const float z = x[8 * k + e];
+          const uint32_t c = QuadCode<kMb>(z, lut, P);
+          if constexpr (kProd) x[8 * k + e] = __fsub_rn(z, scn[c]);
+          w |= c << (kMb * e);
+        }
+        packed[k] = w;
+      }
+      QuadStoreCodes<kMb>(rec, packed, live, q);
+    }
+    if constexpr (kProd) {
+      const float gamma = __fsqrt_rn(QuadSumSquares(x));
+      QuadToSmem(stage + g * 128u, x, q);
+      __syncwarp();
+      WarpMatvec8(st, stage, lane, acc);
+      __syncwarp();
+      uint32_t nib = 0;
+#pragma unroll
+      for (uint32_t a = 0; a < 8; ++a) {
+#pragma unroll
+        for (uint32_t ii = 0; ii < 4; ++ii) nib |= (acc[a][ii] >= 0.0f ? 1u : 0u) << (4 * a + ii);
+      }
+      const uint32_t hi = __shfl_down_sync(kFull, nib, 1);
+      if ((lane & 1u) == 0) {
+#pragma unroll
+        for (uint32_t a = 0; a < 8; ++a) {
+          if (base + a < nv) {
+            codes[(base + a) * rec_bytes + mse_bytes + lane / 2] =
+                static_cast<uint8_t>(((nib >> (4 * a)) & 0xFu) | (((hi >> (4 * a)) & 0xFu) << 4));
+          }
+        }
+      }
+      if (live && q == 0) {
+        scalars[2 * v] = FloatToHalfSaturate(norm);
+        scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
+      }
+    } else {
+      if (live && q == 0) scalars[v] = FloatToHalfSaturate(norm);
+    }
+  }
+}
+
+template <typename E, uint32_t kMb, bool kProd>
+__global__ void __launch_bounds__(32 * kQuadWarps, 1)
+    DecodeQuadDenseKernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
+                          const TqTarget view) {
+  extern __shared__ float4 dyn_smem[];
+  __shared__ float scn[16];
+  const TqDevPart& part = P.parts[0];
+  float* rot = reinterpret_cast<float*>(dyn_smem);  // rot[i * 128 + j] = Rot[i][j]
+  float* sq = rot + 128u * 128u;                     // prod: sq[i * 128 + j] = S[i][j]
+  if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
+  QuadLoadMatrix(part.rot, rot);
+  if constexpr (kProd) QuadLoadMatrix(part.qjl, sq);
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2, warp = threadIdx.x / 32;
+  float* stage = rot + (kProd ? 2u : 1u) * 128u * 128u + warp * 1024u;
+  const uint32_t no_signs[16] = {};
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t T = P.g.shape.tokens;
+  const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = part.mse_bytes;
+  const uint64_t stride = uint64_t{gridDim.x} * kQuadWarps * 8u;
+  const uint8_t* codes = body + P.g.codes_offset;
+  const uint16_t* scalars = reinterpret_cast<const uint16_t*>(body + P.g.scalars_offset);
+  for (uint64_t base = (uint64_t{blockIdx.x} * kQuadWarps + warp) * 8u; base < nv; base += stride) {
+    const uint64_t v = base + g;
+    const bool live = v < nv;
+    const uint64_t vv = live ? v : nv - 1;
+    const uint8_t* rec = codes + vv * rec_bytes;
+    float acc[8][4];
+    float x[32];
+    if constexpr (kMb > 0) {
+      uint32_t packed[4];
+      QuadLoadCodes<kMb>(rec, q, packed);
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k) {
+#pragma unroll
+        for (uint32_t e = 0; e < 8; ++e) x[8 * k + e] = scn[(packed[k] >> (kMb * e)) & ((1u << kMb) - 1u)];
+      }
+    } else {
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) x[j] = 0.0f;
+    }
+    const float norm = __half2float(__ushort_as_half(scalars[(kProd ? 2u : 1u) * vv]));
+    if constexpr (kProd) {
+      // t_j (j = 4 lane + c) of the 8 vectors: sum over i ascending of +-S[i][j].
+#pragma unroll
+      for (uint32_t a = 0; a < 8; ++a) {
+#pragma unroll
+        for (uint32_t c = 0; c < 4; ++c) acc[a][c] = 0.0f;
+      }
+      const float4* sq4 = reinterpret_cast<const float4*>(sq) + lane;
+#pragma unroll 1
+      for (uint32_t w = 0; w < 4; ++w) {
+        uint32_t sw[8];
+#pragma unroll
+        for (uint32_t a = 0; a < 8; ++a) {
+          const uint64_t va = min(base + a, nv - 1);
+          sw[a] = *reinterpret_cast<const uint32_t*>(codes + va * rec_bytes + mse_bytes + 4u * w);
+        }
+#pragma unroll
+        for (uint32_t b = 0; b < 32; ++b) {
+          const float4 s = sq4[(32u * w + b) * 32u];
+#pragma unroll
+          for (uint32_t a = 0; a < 8; ++a) {
+            const float sg = __uint_as_float(((sw[a] << (31u - b)) & 0x80000000u) ^ 0xBF800000u);
+            acc[a][0] = __fmaf_rn(s.x, sg, acc[a][0]);
+            acc[a][1] = __fmaf_rn(s.y, sg, acc[a][1]);
+            acc[a][2] = __fmaf_rn(s.z, sg, acc[a][2]);
+            acc[a][3] = __fmaf_rn(s.w, sg, acc[a][3]);
+          }
+        }
+      }
+      AccToSmem(stage, acc, lane);
+      __syncwarp();
+      float t[32];
+      QuadFromSmem(stage + g * 128u, q, t);
+      __syncwarp();
+      const float coef = __fmul_rn(part.qjl_scale, __half2float(__ushort_as_half(scalars[2 * vv + 1])));
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) x[j] = __fadd_rn(x[j], __fmul_rn(coef, t[j]));
+    }
+    QuadToSmem(stage + g * 128u, x, q);
+    __syncwarp();
+    WarpMatvec8(rot, stage, lane, acc);  // x_j = sum over i ascending of Rot[i][j] y_i
+    __syncwarp();
+    AccToSmem(stage, acc, lane);
+    __syncwarp();
+    QuadFromSmem(stage + g * 128u, q, x);
+    __syncwarp();
+    uint32_t layer, kv, head;
+    const uint32_t v32 = static_cast<uint32_t>(vv);
+    P.g.shape.Decompose(v32 / T, &layer, &kv, &head);
+    uint4* dst = reinterpret_cast<uint4*>(view.Row(P, layer, kv, head, v32 % T)) + q;
+    QuadStoreOut<E>(dst, x, 1.0f, norm, no_signs, live);  // x * 1 is exact: out = x * norm
+  }
+}
+
+template <typename E, bool kProd>
+void LaunchEncodeQuadDense(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
+  const uint64_t n = P.g.Vectors();
+  constexpr uint32_t smem = DenseSmem<kProd>();
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem>>>(P, in, body)
+  switch (P.parts[0].mse_bits) {
+    case 0: if constexpr (kProd) KVTIER_TQ_GO((EncodeQuadDenseKernel<E, 0, kProd>)); break;
+    case 1: KVTIER_TQ_GO((EncodeQuadDenseKernel<E, 1, kProd>)); break;
+    case 2: KVTIER_TQ_GO((EncodeQuadDenseKernel<E, 2, kProd>)); break;
+    case 3: KVTIER_TQ_GO((EncodeQuadDenseKernel<E, 3, kProd>)); break;
+    default: if constexpr (!kProd) KVTIER_TQ_GO((EncodeQuadDenseKernel<E, 4, kProd>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
+template <typename E, bool kProd>
+void LaunchDecodeQuadDense(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
+  const uint64_t n = P.g.Vectors();
+  constexpr uint32_t smem = DenseSmem<kProd>();
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem>>>(P, body, view)
+  switch (P.parts[0].mse_bits) {
+    case 0: if constexpr (kProd) KVTIER_TQ_GO((DecodeQuadDenseKernel<E, 0, kProd>)); break;
+    case 1: KVTIER_TQ_GO((DecodeQuadDenseKernel<E, 1, kProd>)); break;
+    case 2: KVTIER_TQ_GO((DecodeQuadDenseKernel<E, 2, kProd>)); break;
+    case 3: KVTIER_TQ_GO((DecodeQuadDenseKernel<E, 3, kProd>)); break;
+    default: if constexpr (!kProd) KVTIER_TQ_GO((DecodeQuadDenseKernel<E, 4, kProd>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
+// Dense rotation, MHA/GQA without split, head_dim 128.
+bool DensePath(const TqPlan& plan) {
+  return plan.g.shape.mha && !plan.g.split && plan.g.num_parts == 1 &&
+         plan.g.shape.width == 128 &&
+         plan.tables[0]->params.rotation == TurboQuantRotation::kDense;
+}
+
 // The register fast path: MHA/GQA without split, head_dim 128, one Hadamard window of 128.
 bool FastPath(const TqPlan& plan) {
   return plan.g.shape.mha && !plan.g.split && plan.g.num_parts == 1 &&
@@ -1390,13 +1700,23 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
     KVTIER_RETURN_IF_ERROR(Cuda(
         cudaMemsetAsync(body + scalars_end, 0, P.g.codes_offset - scalars_end, 0), "memset"));
   }
-  const bool fast = FastPath(plan) && reinterpret_cast<uintptr_t>(device_input) % 16 == 0 &&
-                    reinterpret_cast<uintptr_t>(device_body) % 16 == 0;
+  const bool aligned = reinterpret_cast<uintptr_t>(device_input) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(device_body) % 16 == 0;
+  const bool fast = FastPath(plan) && aligned;
+  const bool dense = DensePath(plan) && aligned;
   absl::Status st = absl::OkStatus();
   DispatchElem(plan.dtype_code, [&](auto e) {
     using E = decltype(e);
     const auto* in = static_cast<const typename E::Storage*>(device_input);
     if constexpr (sizeof(typename E::Storage) == 2) {
+      if (dense && (P.parts[0].mse_bits < 3 || P.parts[0].lut != nullptr)) {
+        if (P.g.prod) {
+          LaunchEncodeQuadDense<E, true>(P, in, body);
+        } else {
+          LaunchEncodeQuadDense<E, false>(P, in, body);
+        }
+        return;
+      }
       // The quad kernels quantize 3 and 4 mse bits through the lookup table.
       if (fast && (P.parts[0].mse_bits < 3 || P.parts[0].lut != nullptr)) {
         if (P.g.prod) {
@@ -1474,13 +1794,25 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
     }
   }
   const bool fast = FastPath(plan) && aligned;
+  const bool dense = DensePath(plan) && aligned;
   if (st.ok()) {
     DispatchElem(plan.dtype_code, [&](auto e) {
       using E = decltype(e);
       const auto* body = static_cast<const uint8_t*>(device_body);
-      bool quad = false;
-      if constexpr (sizeof(typename E::Storage) == 2) quad = fast;
-      if (quad) {
+      bool quad = false, quad_dense = false;
+      if constexpr (sizeof(typename E::Storage) == 2) {
+        quad = fast;
+        quad_dense = dense;
+      }
+      if (quad_dense) {
+        if constexpr (sizeof(typename E::Storage) == 2) {
+          if (P.g.prod) {
+            LaunchDecodeQuadDense<E, true>(P, body, view);
+          } else {
+            LaunchDecodeQuadDense<E, false>(P, body, view);
+          }
+        }
+      } else if (quad) {
         if constexpr (sizeof(typename E::Storage) == 2) {
           if (P.g.prod) {
             LaunchDecodeQuadProd<E>(P, body, view);
