@@ -349,16 +349,25 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (auto m = daemon.ScrapeMetrics(); m.ok()) {
+    std::printf("in flight after the Put/Get phase: %.0f\n",
+                kvtier::testing::MetricValue(*m, "kvtier_rpcs_in_flight"));
+  }
   // Batched Lookup: 4096 small chunks stored, then full-prefix lookups.
   const kvtier::v1::Layout small = kvtier::rpc::MhaLayout(1, 1, 1, 64);
-  if (!create_ns("lookup", small, 16)) return 1;
+  if (!create_ns("lookup", small, 16)) {
+    std::fprintf(stderr, "lookup setup: CreateNamespace failed\n");
+    return 1;
+  }
   std::vector<std::string> keys;
   const std::string small_value = kvtier::rpc::SyntheticFp16(kvtier::rpc::TensorBytes(small, 16), 1);
   for (int i = 0; i < 4096; ++i) {
     keys.push_back(kvtier::rpc::SeedKey(777000000 + i));
-    if (!kvtier::rpc::Put(stub0.get(), "lookup", keys.back(), small_value,
-                          kvtier::v1::DATA_FORMAT_TENSOR, 16)
-             .status.ok()) {
+    auto put = kvtier::rpc::Put(stub0.get(), "lookup", keys.back(), small_value,
+                                kvtier::v1::DATA_FORMAT_TENSOR, 16);
+    if (!put.status.ok()) {
+      std::fprintf(stderr, "lookup setup: Put %d failed: %s\n", i,
+                   put.status.error_message().c_str());
       return 1;
     }
   }

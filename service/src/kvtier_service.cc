@@ -431,7 +431,6 @@ class KvTierService::PutReactor final : public grpc::ServerReadReactor<grpc::Byt
   }
 
   void OnDone() override {
-    if (admitted_) service_->Release();
     service_->Record("Put", status_, SecondsSince(start_));
     delete this;
   }
@@ -505,6 +504,11 @@ class KvTierService::PutReactor final : public grpc::ServerReadReactor<grpc::Byt
 
   void FinishWith(const absl::Status& s) {
     status_ = s;
+    // The call's slot is free once its status is decided (gRPC's OnDone may run much later).
+    if (admitted_) {
+      service_->Release();
+      admitted_ = false;
+    }
     st_.data = std::string();  // nothing of an unfinished value stays around
     st_.budget.reset();
     Finish(ToGrpc(s));
@@ -695,7 +699,6 @@ class KvTierService::GetReactor final : public grpc::ServerWriteReactor<grpc::By
 
   void OnDone() override {
     if (release_lease_ != 0 && tm_ != nullptr) tm_->ReleaseLease(release_lease_).IgnoreError();
-    if (admitted_) service_->Release();
     service_->Record("Get", status_, SecondsSince(start_));
     delete this;
   }
@@ -728,6 +731,11 @@ class KvTierService::GetReactor final : public grpc::ServerWriteReactor<grpc::By
 
   void FinishWith(const absl::Status& s) {
     status_ = s;
+    // The call's slot is free once its status is decided (gRPC's OnDone may run much later).
+    if (admitted_) {
+      service_->Release();
+      admitted_ = false;
+    }
     Finish(ToGrpc(s));
   }
 
