@@ -251,6 +251,16 @@ int main(int argc, char** argv) {
   }
   const std::string redis_sock = dir.path() + "/redis.sock";
   pid_t redis = StartRedis(dir.path(), redis_sock);
+  // Stops redis-server on every way out of main (early error returns included).
+  struct RedisGuard {
+    pid_t* pid;
+    ~RedisGuard() {
+      if (*pid > 0) {
+        ::kill(*pid, SIGTERM);
+        ::waitpid(*pid, nullptr, 0);
+      }
+    }
+  } redis_guard{&redis};
   bool redis_up = false;
   for (int i = 0; i < 100 && !redis_up; ++i) {
     RedisConn c(redis_sock);
@@ -406,6 +416,7 @@ int main(int argc, char** argv) {
   }
   ::kill(redis, SIGTERM);
   ::waitpid(redis, nullptr, 0);
+  redis = -1;
   daemon.Signal(SIGTERM);
   daemon.WaitExit();
 
