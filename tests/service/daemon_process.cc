@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,6 +57,8 @@ bool DaemonProcess::Start(bool wait, std::chrono::seconds timeout) {
   for (const std::string& f : flags) args.push_back(f);
   pid_t pid = ::fork();
   if (pid == 0) {
+    // The daemon must not outlive a test that crashes.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     int fd = ::open((dir_ + "/kvtierd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (fd >= 0) {
       ::dup2(fd, 1);
