@@ -153,7 +153,7 @@ TEST(MaxPayloadSizeTest, BoundsAndErrors) {
                    .ok());
   CodecParams tq;
   tq.id = CodecId::kLatent;
-  EXPECT_EQ(MaxPayloadSize(tq, l, 256).status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(MaxPayloadSize(tq, l, 256).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 // The scalar conversions against independent oracles: the compiler's _Float16 (IEEE binary16,

@@ -40,9 +40,11 @@ absl::StatusOr<const CodecImpl*> Lookup(CodecId id) {
       return absl::UnimplementedError("turboquant not built");
 #endif
     case CodecId::kLatent:
+      return absl::FailedPreconditionError(
+          "a latent payload needs its basis: decode it with DecodeLatent (kvtier/kernels/latent.h)");
     case CodecId::kCompacted:
-      return absl::UnimplementedError(absl::StrCat(
-          "codec ", CodecName(id), " is not encoded or decoded through kernels/codec.h"));
+      return absl::FailedPreconditionError(
+          "a compacted context is decoded with kvtier/kernels/compacted.h, not as a chunk");
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown codec id ", static_cast<int>(id)));
 }
@@ -203,7 +205,9 @@ absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload) {
   }
   auto impl = Prepare(h.codec, shape);
   if (!impl.ok()) {
-    if (absl::IsUnimplemented(impl.status())) return impl.status();
+    if (absl::IsUnimplemented(impl.status()) || absl::IsFailedPrecondition(impl.status())) {
+      return impl.status();
+    }
     return absl::InvalidArgumentError(absl::StrCat("payload: ", impl.status().message()));
   }
   const size_t want_body = (*impl)->BodySize(h.codec, shape);

@@ -12,6 +12,8 @@
 
 namespace kvtier::kernels::internal {
 
+constexpr uint32_t kTqMaxDenseDim = 512;
+
 absl::StatusOr<TqPlan> MakeTqPlan(const CodecParams& params, const ChunkShape& shape) {
   const KvLayout& l = shape.layout;
   TqPlan plan;
@@ -66,6 +68,13 @@ absl::StatusOr<TqPlan> MakeTqPlan(const CodecParams& params, const ChunkShape& s
       return absl::InvalidArgumentError(absl::StrCat(
           "turboquant: vector part of ", dims[p], " channels (each of head_dim, latent_dim and a "
           "non-zero rope_dim must be in [8, 4096])"));
+    }
+    // A dense rotation costs an O(d^3) QR to build; capping d keeps a crafted payload (a fresh
+    // seed per request defeats the table cache) from stalling a reader for seconds.
+    if (params.tq_rotation == TurboQuantRotation::kDense && dims[p] > kTqMaxDenseDim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "turboquant: rotation=dense supports vector parts of at most ", kTqMaxDenseDim,
+          " channels, got ", dims[p], " (use rotation=hadamard)"));
     }
     TurboQuantVectorParams vp;
     vp.dim = dims[p];
