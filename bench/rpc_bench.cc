@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -208,6 +209,7 @@ Result Measure(const std::string& system, const std::string& name, size_t bytes,
 pid_t StartRedis(const std::string& dir, const std::string& sock) {
   pid_t pid = ::fork();
   if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the bench
     int fd = ::open((dir + "/redis.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
