@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,10 +56,12 @@ bool DaemonProcess::Start(bool wait, std::chrono::seconds timeout) {
       "--server.drain_timeout_s=10",
   };
   for (const std::string& f : flags) args.push_back(f);
+  // The daemon must not outlive a test that crashes. PR_SET_PDEATHSIG fires when the forking
+  // *thread* exits, so it is only used when the main thread starts the daemon.
+  const bool from_main_thread = ::syscall(SYS_gettid) == ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
-    // The daemon must not outlive a test that crashes.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (from_main_thread) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     int fd = ::open((dir_ + "/kvtierd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (fd >= 0) {
       ::dup2(fd, 1);
