@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -351,11 +352,17 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassKernel(AttnParams p) {
 }
 
 // ---- fp16 / bf16: mma.sync m16n8k16 with the logits kept in registers. ----
+// K is the A operand (16 keys per m-tile, fragments by ldmatrix from shared memory) and Q the B
+// operand (8 query rows per n-tile, fragments in registers for the whole key loop), so that a
+// thread's accumulators cover few keys and many rows: the column sums of pass 2 then reduce
+// mostly inside the thread (2 shuffles per key instead of 3 per key and row slot).
 // Warp w of a block owns query rows 32 (w % 4) .. + 31 of the chunk and keys 32 (w / 4) .. + 31
-// of each 64-key tile; a thread holds rows g, g + 8, g + 16, g + 24 (g = lane / 4) of that range
-// and keys 8 nt + 2 (lane % 4) + {0, 1} (nt = 0..3): the m16n8k16 accumulator layout of the PTX
-// ISA. A (Q) fragments stay in registers for the whole key loop; B (K) fragments are read from
-// shared memory once per warp and reused for both 16-row halves.
+// of each 64-key tile; in the PTX ISA's m16n8k16 accumulator layout a thread holds keys
+// 16 mt + g + {0, 8} (g = lane / 4, mt = 0, 1) and rows 8 nt + 2 (lane % 4) + {0, 1} (nt = 0..3).
+// K tiles stream through a kStages-deep cp.async ring so that several tiles are in flight while
+// the tensor cores work on an earlier one.
+
+constexpr int kStages = 4;
 
 template <typename T>
 struct MmaOp;
@@ -380,11 +387,19 @@ struct MmaOp<__nv_bfloat16> {
   }
 };
 
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem_ptr) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(smem_ptr));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+
 template <typename T, int D>
 struct MmaSmem {
   static constexpr size_t kQ = size_t(kRows) * Ld<D>::kValue * sizeof(T);
   static constexpr size_t kK = size_t(kKeys) * Ld<D>::kValue * sizeof(T);
-  static constexpr size_t kBytes = kQ + 2 * kK + 4 * kKeys * 4 + 2 * 2 * kRows * 4;
+  static constexpr size_t kBytes = kQ + kStages * kK + 4 * kKeys * 4 + 2 * 2 * kRows * 4;
   T* qs;
   T* ks0;
   float* red;      // [4 row groups][64 keys]
@@ -393,52 +408,54 @@ struct MmaSmem {
   __device__ explicit MmaSmem(unsigned char* base) {
     qs = reinterpret_cast<T*>(base);
     ks0 = reinterpret_cast<T*>(base + kQ);
-    red = reinterpret_cast<float*>(base + kQ + 2 * kK);
+    red = reinterpret_cast<float*>(base + kQ + kStages * kK);
     merge_m = red + 4 * kKeys;
     merge_z = merge_m + 2 * kRows;
   }
   __device__ T* Ks(int b) const { return ks0 + b * (kK / sizeof(T)); }
 };
 
+// B fragments of the warp's 32 query rows: b[nt][k] = rows 8 nt + g, dims 16 k + 2 tig (+8).
 template <typename T, int D>
 struct WarpQ {
-  uint32_t a[2][D / 16][4];
+  uint32_t b[4][D / 16][2];
   __device__ void Load(const T* qs, int row_group) {
     const int lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
+    for (int nt = 0; nt < 4; ++nt) {
 #pragma unroll
       for (int k = 0; k < D / 16; ++k) {
-        const T* p = qs + (row_group * 32 + mt * 16 + g) * Ld<D>::kValue + k * 16 + tig * 2;
-        a[mt][k][0] = *reinterpret_cast<const uint32_t*>(p);
-        a[mt][k][1] = *reinterpret_cast<const uint32_t*>(p + 8 * Ld<D>::kValue);
-        a[mt][k][2] = *reinterpret_cast<const uint32_t*>(p + 8);
-        a[mt][k][3] = *reinterpret_cast<const uint32_t*>(p + 8 * Ld<D>::kValue + 8);
+        const T* p = qs + (row_group * 32 + nt * 8 + g) * Ld<D>::kValue + k * 16 + tig * 2;
+        b[nt][k][0] = *reinterpret_cast<const uint32_t*>(p);
+        b[nt][k][1] = *reinterpret_cast<const uint32_t*>(p + 8);
       }
     }
   }
 };
 
-// acc[mt][nt][i]: row 32 rg + 16 mt + g + 8 (i / 2), key 32 kh + 8 nt + 2 tig + (i % 2).
+// acc[mt][nt][i]: key 32 kh + 16 mt + g + 8 (i / 2), row 32 rg + 8 nt + 2 tig + (i % 2).
 template <typename T, int D>
 __device__ __forceinline__ void WarpLogits(const WarpQ<T, D>& q, const T* ks, int key_half,
                                            float (&acc)[2][4][4]) {
-  const int lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+  const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.0f;
+  // ldmatrix.x4 row addresses: lanes 0-7 keys 0-7 / dims 0-7, 8-15 keys 8-15 / dims 0-7,
+  // 16-23 keys 0-7 / dims 8-15, 24-31 keys 8-15 / dims 8-15: the A fragment's four registers.
+  const T* base =
+      ks + (key_half * 32 + (lane & 7) + ((lane >> 3) & 1) * 8) * Ld<D>::kValue + (lane >> 4) * 8;
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) {
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      const T* p = ks + (key_half * 32 + nt * 8 + g) * Ld<D>::kValue + k * 16 + tig * 2;
-      const uint32_t b0 = *reinterpret_cast<const uint32_t*>(p);
-      const uint32_t b1 = *reinterpret_cast<const uint32_t*>(p + 8);
-      MmaOp<T>::Run(acc[0][nt], q.a[0][k], b0, b1);
-      MmaOp<T>::Run(acc[1][nt], q.a[1][k], b0, b1);
+    for (int mt = 0; mt < 2; ++mt) {
+      uint32_t a[4];
+      LdMatrixX4(a, base + mt * 16 * Ld<D>::kValue + k * 16);
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) MmaOp<T>::Run(acc[mt][nt], a, q.b[nt][k][0], q.b[nt][k][1]);
     }
   }
 }
@@ -449,6 +466,42 @@ __device__ __forceinline__ void MergeState(float& m, float& z, float mo, float z
   if (mm == -INFINITY) return;
   z = z * exp2f(m - mm) + zo * exp2f(mo - mm);
   m = mm;
+}
+
+// Position of row r of the chunk starting at row0, or -1 past the valid rows.
+__device__ __forceinline__ int RowPos(const AttnParams& p, uint32_t row0, int r, int valid) {
+  return r < valid ? int(p.q_pos0 + (row0 + r) % p.num_queries) : -1;
+}
+
+// One tile's contribution to the thread's 8 row states. kFull: every (key, row) is visible.
+template <bool kFull>
+__device__ __forceinline__ void RowStatsTile(const AttnParams& p, const float (&acc)[2][4][4],
+                                             int tkey, const int (&pos)[8], float (&m)[8],
+                                             float (&z)[8]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int nt = j >> 1, e = j & 1;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh)
+        if (kFull || tkey + 16 * mt + 8 * hh <= pos[j]) mx = fmaxf(mx, acc[mt][nt][2 * hh + e]);
+    if (!kFull && mx == -INFINITY) continue;
+    mx *= p.scale_log2;
+    if (mx > m[j]) {  // rare after the first tiles: rescale the sum only when the max grows
+      z[j] *= exp2f(m[j] - mx);
+      m[j] = mx;
+    }
+    float sum = 0.0f;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh)
+        if (kFull || tkey + 16 * mt + 8 * hh <= pos[j])
+          sum += exp2f(fmaf(acc[mt][nt][2 * hh + e], p.scale_log2, -m[j]));
+    z[j] += sum;
+  }
 }
 
 // grid (stats_splits, row_chunks, lh in this launch)
@@ -468,73 +521,62 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
   const uint32_t tile_begin = split * p.stats_tiles_per_split;
   uint32_t tile_end = min(total_tiles, tile_begin + p.stats_tiles_per_split);
   tile_end = min(tile_end, uint32_t(max_pos / kKeys) + 1);
-  auto prefetch = [&](uint32_t tile, int buf) {
-    const int t0 = int(tile * kKeys);
-    LoadRowsAsync<T, D>(sm.Ks(buf), kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0),
-                        kKeys);
+  auto prefetch = [&](uint32_t tile) {  // always commits a group (empty past the end)
+    if (tile < tile_end) {
+      const int t0 = int(tile * kKeys);
+      LoadRowsAsync<T, D>(sm.Ks(int((tile - tile_begin) % kStages)), kbase + size_t(t0) * D,
+                          min(kKeys, int(p.num_tokens) - t0), kKeys);
+    }
     __pipeline_commit();
   };
-  if (tile_begin < tile_end) prefetch(tile_begin, 0);
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) prefetch(tile_begin + s);
   LoadRows<T, D>(sm.qs, qbase, valid, kRows);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
   const int row_group = warp % 4, key_half = warp / 4;
-  int pos[4];
-  float m[4], z[4];
+  float m[8], z[8];
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const int r = row_group * 32 + (j >> 1) * 16 + g + (j & 1) * 8;
-    pos[j] = r < valid ? int(p.q_pos0 + (row0 + r) % p.num_queries) : -1;
+  for (int j = 0; j < 8; ++j) {
     m[j] = -INFINITY;
     z[j] = 0.0f;
   }
+  // Tiles whose keys all lie at or before the first window position are visible to every row.
+  const int full_limit = valid == kRows ? int(p.q_pos0) : -1;
   __syncthreads();
   WarpQ<T, D> wq;
   wq.Load(sm.qs, row_group);
   for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
-    const int buf = int(tile - tile_begin) & 1;
-    __pipeline_wait_prior(0);
-    __syncthreads();  // tile landed everywhere; every warp is done with the other buffer
-    if (tile + 1 < tile_end) prefetch(tile + 1, buf ^ 1);
+    __pipeline_wait_prior(kStages - 2);
+    __syncthreads();  // tile landed everywhere; every warp is done with the buffer refilled next
+    prefetch(tile + kStages - 1);
     float acc[2][4][4];
-    WarpLogits<T, D>(wq, sm.Ks(buf), key_half, acc);
-    const int tbase = int(tile * kKeys) + key_half * 32 + tig * 2;
+    WarpLogits<T, D>(wq, sm.Ks(int((tile - tile_begin) % kStages)), key_half, acc);
+    const int t0 = int(tile * kKeys);
+    const int tkey = t0 + key_half * 32 + g;
+    if (t0 + kKeys - 1 <= full_limit) {
+      const int no_pos[8] = {};
+      RowStatsTile<true>(p, acc, tkey, no_pos, m, z);
+    } else {  // the last tiles only: row positions recomputed here to spare registers
+      int pos[8];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int mt = j >> 1, hi = (j & 1) * 2;
-      float mx = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          if (tbase + nt * 8 + e <= pos[j]) mx = fmaxf(mx, acc[mt][nt][hi + e]);
-        }
+      for (int j = 0; j < 8; ++j) {
+        pos[j] = RowPos(p, row0, row_group * 32 + (j >> 1) * 8 + tig * 2 + (j & 1), valid);
       }
-      if (mx == -INFINITY) continue;
-      const float m_new = fmaxf(m[j], mx * p.scale_log2);
-      float sum = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          if (tbase + nt * 8 + e <= pos[j]) {
-            sum += exp2f(fmaf(acc[mt][nt][hi + e], p.scale_log2, -m_new));
-          }
-        }
-      }
-      z[j] = z[j] * exp2f(m[j] - m_new) + sum;
-      m[j] = m_new;
+      RowStatsTile<false>(p, acc, tkey, pos, m, z);
     }
   }
-  // Merge the quad's four column slices, then the two key halves.
+  __pipeline_wait_prior(0);
+  // Merge the 8 lanes holding the same rows (equal tig), then the two key halves.
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    for (int o = 1; o <= 2; o <<= 1) {
+  for (int j = 0; j < 8; ++j) {
+#pragma unroll
+    for (int o = 4; o <= 16; o <<= 1) {
       const float mo = __shfl_xor_sync(0xffffffffu, m[j], o);
       const float zo = __shfl_xor_sync(0xffffffffu, z[j], o);
       MergeState(m[j], z[j], mo, zo);
     }
-    if (tig == 0) {
-      const int r = row_group * 32 + (j >> 1) * 16 + g + (j & 1) * 8;
+    if (g == 0) {
+      const int r = row_group * 32 + (j >> 1) * 8 + tig * 2 + (j & 1);
       sm.merge_m[key_half * kRows + r] = m[j];
       sm.merge_z[key_half * kRows + r] = z[j];
     }
@@ -545,6 +587,24 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
     float mm = sm.merge_m[r], zz = sm.merge_z[r];
     MergeState(mm, zz, sm.merge_m[kRows + r], sm.merge_z[kRows + r]);
     p.partial[(size_t(lh) * rows_pad + row0 + r) * p.stats_splits + split] = make_float2(mm, zz);
+  }
+}
+
+// One tile's column sums for the thread's 4 keys over its 8 rows; row_c = m + log2(sum), so
+// exp2(s - row_c) = exp2(s - m) / sum.
+template <bool kFull>
+__device__ __forceinline__ void ColumnTile(const AttnParams& p, const float (&acc)[2][4][4],
+                                           int tkey, const int (&pos)[8], const float (&row_c)[8],
+                                           float (&col)[2][2]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int nt = j >> 1, e = j & 1;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh)
+        if (kFull || tkey + 16 * mt + 8 * hh <= pos[j])
+          col[mt][hh] += exp2f(fmaf(acc[mt][nt][2 * hh + e], p.scale_log2, -row_c[j]));
   }
 }
 
@@ -566,8 +626,9 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p)
   const int row_group = warp % 4, key_half = warp / 4;
   const float inv_group = 1.0f / float(p.group);
   WarpQ<T, D> wq;
-  int pos[4];
-  float row_m[4], row_inv_z[4];
+  int pos[8];
+  float row_c[8];
+  int full_limit = -1;
 
   auto load_chunk = [&](uint32_t chunk) {  // Q into shared memory; caller syncs before and after
     const uint32_t row0 = chunk * kRows;
@@ -578,34 +639,37 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p)
     const int valid = min(kRows, int(p.rows - row0));
     wq.Load(sm.qs, row_group);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int r = row_group * 32 + (j >> 1) * 16 + g + (j & 1) * 8;
+    for (int j = 0; j < 8; ++j) {
+      const int r = row_group * 32 + (j >> 1) * 8 + tig * 2 + (j & 1);
       const float2 st = p.stats[size_t(lh) * rows_pad + row0 + r];
-      row_m[j] = st.x;
-      row_inv_z[j] = st.y;
-      pos[j] = r < valid ? int(p.q_pos0 + (row0 + r) % p.num_queries) : -1;
+      row_c[j] = st.y > 0.0f ? st.x - log2f(st.y) : INFINITY;  // st = (max, 1 / sum)
+      pos[j] = RowPos(p, row0, r, valid);
     }
+    full_limit = valid == kRows ? int(p.q_pos0) : -1;
   };
-  auto prefetch = [&](uint32_t tile, int buf) {
-    const int t0 = int(tile * kKeys);
-    LoadRowsAsync<T, D>(sm.Ks(buf), kbase + size_t(t0) * D, min(kKeys, int(p.num_tokens) - t0),
-                        kKeys);
+  auto prefetch = [&](uint32_t tile) {  // always commits a group (empty past the end)
+    if (tile < tile_end) {
+      const int t0 = int(tile * kKeys);
+      LoadRowsAsync<T, D>(sm.Ks(int((tile - tile_begin) % kStages)), kbase + size_t(t0) * D,
+                          min(kKeys, int(p.num_tokens) - t0), kKeys);
+    }
     __pipeline_commit();
   };
-  if (tile_begin < tile_end) prefetch(tile_begin, 0);
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) prefetch(tile_begin + s);
   if (p.row_chunks == 1) {
     load_chunk(0);
     __syncthreads();
     chunk_registers(0);
   }
   for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
-    const int buf = int(tile - tile_begin) & 1;
     const int t0 = int(tile * kKeys);
-    __pipeline_wait_prior(0);
+    __pipeline_wait_prior(kStages - 2);
     __syncthreads();
-    if (tile + 1 < tile_end) prefetch(tile + 1, buf ^ 1);
-    float col[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};
-    const int tbase = t0 + key_half * 32 + tig * 2;
+    prefetch(tile + kStages - 1);
+    const T* ks = sm.Ks(int((tile - tile_begin) % kStages));
+    float col[2][2] = {{0, 0}, {0, 0}};
+    const int tkey = t0 + key_half * 32 + g;
     for (uint32_t chunk = 0; chunk < p.row_chunks; ++chunk) {
       const uint32_t row0 = chunk * kRows;
       if (t0 > ChunkMaxPos(p, row0, min(kRows, int(p.rows - row0)))) continue;
@@ -616,31 +680,22 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p)
         chunk_registers(chunk);
       }
       float acc[2][4][4];
-      WarpLogits<T, D>(wq, sm.Ks(buf), key_half, acc);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int mt = j >> 1, hi = (j & 1) * 2;
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            if (tbase + nt * 8 + e <= pos[j]) {
-              col[nt][e] += exp2f(fmaf(acc[mt][nt][hi + e], p.scale_log2, -row_m[j])) * row_inv_z[j];
-            }
-          }
-        }
+      WarpLogits<T, D>(wq, ks, key_half, acc);
+      if (t0 + kKeys - 1 <= full_limit) {
+        ColumnTile<true>(p, acc, tkey, pos, row_c, col);
+      } else {
+        ColumnTile<false>(p, acc, tkey, pos, row_c, col);
       }
     }
-    // Sum over the warp's 8 row slots (lanes with equal tig), then over the 4 row groups.
+    // Sum over the quad's row slots (lanes with equal g), then over the 4 row groups.
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
+    for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float v = col[nt][e];
-        v += __shfl_xor_sync(0xffffffffu, v, 4);
-        v += __shfl_xor_sync(0xffffffffu, v, 8);
-        v += __shfl_xor_sync(0xffffffffu, v, 16);
-        if (g == 0) sm.red[row_group * kKeys + key_half * 32 + nt * 8 + tig * 2 + e] = v;
+      for (int hh = 0; hh < 2; ++hh) {
+        float v = col[mt][hh];
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        if (tig == 0) sm.red[row_group * kKeys + key_half * 32 + mt * 16 + hh * 8 + g] = v;
       }
     }
     __syncthreads();
@@ -650,6 +705,7 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p)
       p.scores[size_t(lh) * p.num_columns + t0 + c] = total * inv_group;
     }
   }
+  __pipeline_wait_prior(0);
 }
 
 // Scores of a KV head's group of query heads -> their mean (the CPU reference's order, in double).
@@ -906,6 +962,57 @@ absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, 
   });
 }
 
+// Device positions -> host vector through a pinned staging buffer kept per thread (a pageable
+// copy goes through the driver's own bounce buffers at a fraction of the link speed). The copy
+// runs in kCopyPieces pieces so that the host copies piece i out of the staging buffer while
+// the DMA engine transfers piece i + 1.
+constexpr int kCopyPieces = 4;
+struct PinnedStaging {
+  uint32_t* buf = nullptr;
+  size_t capacity = 0;  // elements
+  cudaEvent_t done[kCopyPieces] = {};
+  ~PinnedStaging() {  // at thread exit; errors (e.g. a torn-down context) are ignored
+    if (buf) cudaFreeHost(buf);
+    for (cudaEvent_t e : done) {
+      if (e) cudaEventDestroy(e);
+    }
+  }
+};
+
+absl::Status CopyPositionsToHost(const uint32_t* device, size_t count, uint32_t* host,
+                                 cudaStream_t stream) {
+  thread_local PinnedStaging staging;
+  if (count == 0) return absl::OkStatus();
+  if (staging.done[0] == nullptr) {
+    for (cudaEvent_t& e : staging.done) {
+      KVTIER_SEL_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+  }
+  if (staging.capacity < count) {
+    if (staging.buf) KVTIER_SEL_CUDA(cudaFreeHost(staging.buf));
+    staging.buf = nullptr;
+    staging.capacity = 0;
+    const size_t want = std::max<size_t>(count, size_t(1) << 18);
+    KVTIER_SEL_CUDA(cudaMallocHost(&staging.buf, want * sizeof(uint32_t)));
+    staging.capacity = want;
+  }
+  const size_t piece = (count + kCopyPieces - 1) / kCopyPieces;
+  for (int i = 0; i < kCopyPieces; ++i) {
+    const size_t begin = std::min(count, i * piece), n = std::min(count, begin + piece) - begin;
+    if (n > 0) {
+      KVTIER_SEL_CUDA(cudaMemcpyAsync(staging.buf + begin, device + begin, n * sizeof(uint32_t),
+                                      cudaMemcpyDeviceToHost, stream));
+    }
+    KVTIER_SEL_CUDA(cudaEventRecord(staging.done[i], stream));
+  }
+  for (int i = 0; i < kCopyPieces; ++i) {
+    const size_t begin = std::min(count, i * piece), n = std::min(count, begin + piece) - begin;
+    KVTIER_SEL_CUDA(cudaEventSynchronize(staging.done[i]));
+    if (n > 0) std::memcpy(host + begin, staging.buf + begin, n * sizeof(uint32_t));
+  }
+  return absl::OkStatus();
+}
+
 // Pooling + top-k on device scores, result copied into a host Selection.
 absl::StatusOr<Selection> TopKOnDevice(const float* scores, size_t stride, uint32_t num_layers,
                                        uint32_t num_kv_heads, uint32_t num_tokens,
@@ -951,9 +1058,7 @@ absl::StatusOr<Selection> TopKOnDevice(const float* scores, size_t stride, uint3
   KVTIER_SEL_CUDA(cudaGetLastError());
   if (timings) timings->Mark(stream, "pool_topk");
   sel.positions.resize(total);
-  KVTIER_SEL_CUDA(cudaMemcpyAsync(sel.positions.data(), p.out, 4 * total, cudaMemcpyDeviceToHost,
-                                  stream));
-  KVTIER_SEL_CUDA(cudaStreamSynchronize(stream));
+  KVTIER_RETURN_IF_ERROR(CopyPositionsToHost(p.out, total, sel.positions.data(), stream));
   if (timings) timings->Mark(stream, "copy_out");
   return sel;
 }
