@@ -9,7 +9,8 @@
 //   read_k    K bytes / copy bandwidth (= copy time / 2): the reference for the ratio;
 //   select    the selection pipeline from the first kernel to the kept positions on the host
 //             (row stats, column mass, pooling + top-k, copy of the positions), for several
-//             numbers of (layer, KV head) pairs per attention launch ([lh=...]);
+//             numbers of (layer, KV head) pairs per attention launch ([lh=...]) and key tiles
+//             per block barrier in the attention kernels ([tpb=...]);
 //   api       a whole SelectSnapKv() call (host clock), scratch allocation included.
 // Usage: selection_speed [--json PATH] [--tokens T] [--layers L] [--repeats N]
 #include <cuda_fp16.h>
@@ -162,10 +163,22 @@ int main(int argc, char** argv) {
     } else {
       caps.assign(L, C - W);
     }
-    for (uint32_t batch : {0u, 16u, 8u, 4u}) {
-      const bool is_default = batch == default_batch;
+    struct Variant {
+      uint32_t batch;
+      int tiles_per_barrier;
+    };
+    const int default_tpb = kvtier::kernels::internal::DefaultTilesPerBarrier();
+    const Variant variants[] = {{default_batch, default_tpb},
+                                {default_batch, 3 - default_tpb},
+                                {16u, default_tpb},
+                                {8u, default_tpb}};
+    for (const Variant& v : variants) {
+      const uint32_t batch = v.batch;
+      if (!kvtier::kernels::internal::SetTilesPerBarrierForBench(v.tiles_per_barrier).ok()) return 1;
+      const bool is_default = batch == default_batch && v.tiles_per_barrier == default_tpb;
       const std::string name = std::string(pyramid ? "pyramidkv" : "snapkv") + "_select[lh=" +
-                               (batch == 0 ? std::string("all") : std::to_string(batch)) + "]";
+                               (batch == 0 ? std::string("all") : std::to_string(batch)) +
+                               ",tpb=" + std::to_string(v.tiles_per_barrier) + "]";
       std::vector<double> total_t, api_t;
       std::vector<std::vector<double>> phase_t;
       std::vector<std::string> phase_names;
@@ -217,6 +230,7 @@ int main(int argc, char** argv) {
         phase_rows.push_back({name + "." + phase_names[j], Median(phase_t[j])});
       }
     }
+    if (!kvtier::kernels::internal::SetTilesPerBarrierForBench(default_tpb).ok()) return 1;
   }
 
   std::printf("card: %s\n", card.c_str());

@@ -194,6 +194,61 @@ TEST(SelectionGpuTest, BatchedLaunchesMatchCpu) {
   std::printf("near-tie swaps: %d\n", swaps);
 }
 
+TEST(SelectionGpuTest, BothTilesPerBarrierSettingsMatchCpu) {
+  // The fp16/bf16 attention kernels advance one or two key tiles per block barrier; odd tile
+  // counts (T = 1000: 16 tiles, W = 40: two row chunks, H2O: causal masking in pass 2) end on a
+  // partial group.
+  struct Shape {
+    uint32_t L, H_kv, H_q, D, T, W;
+    DType dtype;
+  };
+  const Shape shapes[] = {
+      {2, 2, 8, 128, 1000, 32, DType::kFloat16},
+      {1, 2, 16, 64, 600, 7, DType::kBFloat16},
+      {1, 1, 4, 128, 500, 40, DType::kFloat16},
+  };
+  int swaps = 0;
+  for (int tiles : {1, 2}) {
+    ASSERT_TRUE(internal::SetTilesPerBarrierForBench(tiles).ok());
+    for (const Shape& s : shapes) {
+      SCOPED_TRACE(::testing::Message() << "tiles per barrier " << tiles << " T=" << s.T
+                                        << " D=" << s.D << " W=" << s.W);
+      Case c = MakeCase(s.L, s.H_kv, s.H_q, s.D, s.T, s.W, s.dtype, 300 + s.T);
+      DeviceBytes dk(c.k), dq(c.q);
+      SelectionInput dev = c.host;
+      dev.keys = dk.get();
+      dev.queries = dq.get();
+      dev.space = MemorySpace::kDevice;
+      SnapKvOptions o;
+      o.window = s.W;
+      o.budget = s.W + 100;
+      auto cpu_scores = SnapKvScores(o, c.host);
+      auto gpu_scores = SnapKvScores(o, dev);
+      ASSERT_TRUE(cpu_scores.ok() && gpu_scores.ok());
+      ExpectScoresClose(*cpu_scores, *gpu_scores);
+      auto cpu = SelectSnapKv(o, c.host);
+      auto gpu = SelectSnapKv(o, dev);
+      ASSERT_TRUE(cpu.ok() && gpu.ok());
+      ExpectSameKeptSets(*cpu, *gpu, *cpu_scores, s.T - s.W, s.T - s.W, o.pooling, o.pool_kernel,
+                         &swaps);
+    }
+    // H2O from all 300 queries: 1200 rows in 10 chunks, causal masking in pass 2.
+    Case c = MakeCase(1, 1, 4, 128, 300, 300, DType::kFloat16, 91);
+    DeviceBytes dk(c.k), dq(c.q);
+    SelectionInput dev = c.host;
+    dev.keys = dk.get();
+    dev.queries = dq.get();
+    dev.space = MemorySpace::kDevice;
+    auto cpu_cols = H2oColumnScores(c.host);
+    auto gpu_cols = H2oColumnScores(dev);
+    ASSERT_TRUE(cpu_cols.ok() && gpu_cols.ok());
+    ExpectScoresClose(*cpu_cols, *gpu_cols);
+  }
+  ASSERT_TRUE(internal::SetTilesPerBarrierForBench(internal::DefaultTilesPerBarrier()).ok());
+  EXPECT_FALSE(internal::SetTilesPerBarrierForBench(3).ok());
+  std::printf("near-tie swaps: %d\n", swaps);
+}
+
 TEST(SelectionGpuTest, EqualScoresKeepLowerPositionsOnTheDevice) {
   const uint32_t T = 300, D = 64, W = 8;
   std::vector<float> k(size_t(T) * D, 0.25f), q(size_t(W) * D, 0.5f);

@@ -363,6 +363,12 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassKernel(AttnParams p) {
 // the tensor cores work on an earlier one.
 
 constexpr int kStages = 4;
+// Tiles per block barrier (1 or 2): with 2, the ring advances two tiles at a time, so warps
+// drift further apart between barriers (tensor-core and exp phases of different warps overlap)
+// at the cost of one fewer tile in flight.
+constexpr int kMaxTilesPerBarrier = 2;
+constexpr int kDefaultTilesPerBarrier = 1;
+int g_tiles_per_barrier = kDefaultTilesPerBarrier;
 
 template <typename T>
 struct MmaOp;
@@ -399,17 +405,18 @@ template <typename T, int D>
 struct MmaSmem {
   static constexpr size_t kQ = size_t(kRows) * Ld<D>::kValue * sizeof(T);
   static constexpr size_t kK = size_t(kKeys) * Ld<D>::kValue * sizeof(T);
-  static constexpr size_t kBytes = kQ + kStages * kK + 4 * kKeys * 4 + 2 * 2 * kRows * 4;
+  static constexpr size_t kBytes = kQ + kStages * kK + kMaxTilesPerBarrier * 4 * kKeys * 4 +
+                                   2 * 2 * kRows * 4;
   T* qs;
   T* ks0;
-  float* red;      // [4 row groups][64 keys]
+  float* red;      // [tiles per barrier][4 row groups][64 keys]
   float* merge_m;  // [2 key halves][128 rows]
   float* merge_z;
   __device__ explicit MmaSmem(unsigned char* base) {
     qs = reinterpret_cast<T*>(base);
     ks0 = reinterpret_cast<T*>(base + kQ);
     red = reinterpret_cast<float*>(base + kQ + kStages * kK);
-    merge_m = red + 4 * kKeys;
+    merge_m = red + kMaxTilesPerBarrier * 4 * kKeys;
     merge_z = merge_m + 2 * kRows;
   }
   __device__ T* Ks(int b) const { return ks0 + b * (kK / sizeof(T)); }
@@ -460,6 +467,14 @@ __device__ __forceinline__ void WarpLogits(const WarpQ<T, D>& q, const T* ks, in
   }
 }
 
+// 2^x by the special-function unit alone (ex2.approx: about 2 ulp, results below 2^-126 flushed
+// to zero); exp2f adds range fix-ups around it that cost issue slots on the per-logit path.
+__device__ __forceinline__ float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Merges two (max, sum) states of one row, both in the log2 domain.
 __device__ __forceinline__ void MergeState(float& m, float& z, float mo, float zo) {
   const float mm = fmaxf(m, mo);
@@ -490,7 +505,7 @@ __device__ __forceinline__ void RowStatsTile(const AttnParams& p, const float (&
     if (!kFull && mx == -INFINITY) continue;
     mx *= p.scale_log2;
     if (mx > m[j]) {  // rare after the first tiles: rescale the sum only when the max grows
-      z[j] *= exp2f(m[j] - mx);
+      z[j] *= FastExp2(m[j] - mx);
       m[j] = mx;
     }
     float sum = 0.0f;
@@ -499,14 +514,15 @@ __device__ __forceinline__ void RowStatsTile(const AttnParams& p, const float (&
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh)
         if (kFull || tkey + 16 * mt + 8 * hh <= pos[j])
-          sum += exp2f(fmaf(acc[mt][nt][2 * hh + e], p.scale_log2, -m[j]));
+          sum += FastExp2(fmaf(acc[mt][nt][2 * hh + e], p.scale_log2, -m[j]));
     z[j] += sum;
   }
 }
 
 // grid (stats_splits, row_chunks, lh in this launch)
-template <typename T, int D>
+template <typename T, int D, int G>
 __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
+  constexpr int kRing = kStages / G;  // groups of G tiles in the ring
   extern __shared__ __align__(128) unsigned char smem_raw[];
   MmaSmem<T, D> sm(smem_raw);
   const uint32_t lh = p.lh_base + blockIdx.z, chunk = blockIdx.y, split = blockIdx.x;
@@ -521,16 +537,20 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
   const uint32_t tile_begin = split * p.stats_tiles_per_split;
   uint32_t tile_end = min(total_tiles, tile_begin + p.stats_tiles_per_split);
   tile_end = min(tile_end, uint32_t(max_pos / kKeys) + 1);
-  auto prefetch = [&](uint32_t tile) {  // always commits a group (empty past the end)
-    if (tile < tile_end) {
-      const int t0 = int(tile * kKeys);
-      LoadRowsAsync<T, D>(sm.Ks(int((tile - tile_begin) % kStages)), kbase + size_t(t0) * D,
-                          min(kKeys, int(p.num_tokens) - t0), kKeys);
+  auto prefetch = [&](uint32_t group) {  // tiles of group `group`; always commits (maybe empty)
+#pragma unroll
+    for (int u = 0; u < G; ++u) {
+      const uint32_t rel = group * G + u, tile = tile_begin + rel;
+      if (tile < tile_end) {
+        const int t0 = int(tile * kKeys);
+        LoadRowsAsync<T, D>(sm.Ks(int(rel % kStages)), kbase + size_t(t0) * D,
+                            min(kKeys, int(p.num_tokens) - t0), kKeys);
+      }
     }
     __pipeline_commit();
   };
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) prefetch(tile_begin + s);
+  for (int s = 0; s < kRing - 1; ++s) prefetch(s);
   LoadRows<T, D>(sm.qs, qbase, valid, kRows);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
   const int row_group = warp % 4, key_half = warp / 4;
@@ -545,12 +565,17 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
   __syncthreads();
   WarpQ<T, D> wq;
   wq.Load(sm.qs, row_group);
-  for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
-    __pipeline_wait_prior(kStages - 2);
-    __syncthreads();  // tile landed everywhere; every warp is done with the buffer refilled next
-    prefetch(tile + kStages - 1);
+  const uint32_t groups = tile_end > tile_begin ? (tile_end - tile_begin + G - 1) / G : 0;
+  for (uint32_t gi = 0; gi < groups; ++gi) {
+    __pipeline_wait_prior(kRing - 2);
+    __syncthreads();  // group landed everywhere; every warp is done with the buffers refilled next
+    prefetch(gi + kRing - 1);
+#pragma unroll
+    for (int u = 0; u < G; ++u) {
+    const uint32_t rel = gi * G + u, tile = tile_begin + rel;
+    if (tile >= tile_end) break;
     float acc[2][4][4];
-    WarpLogits<T, D>(wq, sm.Ks(int((tile - tile_begin) % kStages)), key_half, acc);
+    WarpLogits<T, D>(wq, sm.Ks(int(rel % kStages)), key_half, acc);
     const int t0 = int(tile * kKeys);
     const int tkey = t0 + key_half * 32 + g;
     if (t0 + kKeys - 1 <= full_limit) {
@@ -563,6 +588,7 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
         pos[j] = RowPos(p, row0, row_group * 32 + (j >> 1) * 8 + tig * 2 + (j & 1), valid);
       }
       RowStatsTile<false>(p, acc, tkey, pos, m, z);
+    }
     }
   }
   __pipeline_wait_prior(0);
@@ -604,13 +630,14 @@ __device__ __forceinline__ void ColumnTile(const AttnParams& p, const float (&ac
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh)
         if (kFull || tkey + 16 * mt + 8 * hh <= pos[j])
-          col[mt][hh] += exp2f(fmaf(acc[mt][nt][2 * hh + e], p.scale_log2, -row_c[j]));
+          col[mt][hh] += FastExp2(fmaf(acc[mt][nt][2 * hh + e], p.scale_log2, -row_c[j]));
   }
 }
 
 // grid (mass_splits, lh in this launch)
-template <typename T, int D>
+template <typename T, int D, int G>
 __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p) {
+  constexpr int kRing = kStages / G;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   MmaSmem<T, D> sm(smem_raw);
   const uint32_t lh = p.lh_base + blockIdx.y, split = blockIdx.x;
@@ -647,27 +674,36 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p)
     }
     full_limit = valid == kRows ? int(p.q_pos0) : -1;
   };
-  auto prefetch = [&](uint32_t tile) {  // always commits a group (empty past the end)
-    if (tile < tile_end) {
-      const int t0 = int(tile * kKeys);
-      LoadRowsAsync<T, D>(sm.Ks(int((tile - tile_begin) % kStages)), kbase + size_t(t0) * D,
-                          min(kKeys, int(p.num_tokens) - t0), kKeys);
+  auto prefetch = [&](uint32_t group) {  // tiles of group `group`; always commits (maybe empty)
+#pragma unroll
+    for (int u = 0; u < G; ++u) {
+      const uint32_t rel = group * G + u, tile = tile_begin + rel;
+      if (tile < tile_end) {
+        const int t0 = int(tile * kKeys);
+        LoadRowsAsync<T, D>(sm.Ks(int(rel % kStages)), kbase + size_t(t0) * D,
+                            min(kKeys, int(p.num_tokens) - t0), kKeys);
+      }
     }
     __pipeline_commit();
   };
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) prefetch(tile_begin + s);
+  for (int s = 0; s < kRing - 1; ++s) prefetch(s);
   if (p.row_chunks == 1) {
     load_chunk(0);
     __syncthreads();
     chunk_registers(0);
   }
-  for (uint32_t tile = tile_begin; tile < tile_end; ++tile) {
+  const uint32_t groups = tile_end > tile_begin ? (tile_end - tile_begin + G - 1) / G : 0;
+  for (uint32_t gi = 0; gi < groups; ++gi) {
+    __pipeline_wait_prior(kRing - 2);
+    __syncthreads();  // also: the previous group's column sums were read out of sm.red
+    prefetch(gi + kRing - 1);
+#pragma unroll
+    for (int u = 0; u < G; ++u) {
+    const uint32_t rel = gi * G + u, tile = tile_begin + rel;
+    if (tile >= tile_end) break;
     const int t0 = int(tile * kKeys);
-    __pipeline_wait_prior(kStages - 2);
-    __syncthreads();
-    prefetch(tile + kStages - 1);
-    const T* ks = sm.Ks(int((tile - tile_begin) % kStages));
+    const T* ks = sm.Ks(int(rel % kStages));
     float col[2][2] = {{0, 0}, {0, 0}};
     const int tkey = t0 + key_half * 32 + g;
     for (uint32_t chunk = 0; chunk < p.row_chunks; ++chunk) {
@@ -695,14 +731,23 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p)
         float v = col[mt][hh];
         v += __shfl_xor_sync(0xffffffffu, v, 1);
         v += __shfl_xor_sync(0xffffffffu, v, 2);
-        if (tig == 0) sm.red[row_group * kKeys + key_half * 32 + mt * 16 + hh * 8 + g] = v;
+        if (tig == 0) {
+          sm.red[(u * 4 + row_group) * kKeys + key_half * 32 + mt * 16 + hh * 8 + g] = v;
+        }
       }
     }
+    }
     __syncthreads();
-    if (threadIdx.x < kKeys && t0 + int(threadIdx.x) < int(p.num_columns)) {
-      const int c = threadIdx.x;
-      const float total = sm.red[c] + sm.red[kKeys + c] + sm.red[2 * kKeys + c] + sm.red[3 * kKeys + c];
-      p.scores[size_t(lh) * p.num_columns + t0 + c] = total * inv_group;
+    // Column sums of the group's tiles, in a fixed order (4 row groups).
+    if (threadIdx.x < G * kKeys) {
+      const int u = threadIdx.x / kKeys, c = threadIdx.x % kKeys;
+      const uint32_t tile = tile_begin + gi * G + u;
+      const int t = int(tile * kKeys) + c;
+      if (tile < tile_end && t < int(p.num_columns)) {
+        const float* r = sm.red + u * 4 * kKeys + c;
+        const float total = r[0] + r[kKeys] + r[2 * kKeys] + r[3 * kKeys];
+        p.scores[size_t(lh) * p.num_columns + t] = total * inv_group;
+      }
     }
   }
   __pipeline_wait_prior(0);
@@ -916,8 +961,13 @@ absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, 
     void (*row_stats)(AttnParams);
     void (*column_mass)(AttnParams);
     if constexpr (kMma) {
-      row_stats = RowStatsMmaKernel<T, D>;
-      column_mass = ColumnMassMmaKernel<T, D>;
+      if (g_tiles_per_barrier == 1) {
+        row_stats = RowStatsMmaKernel<T, D, 1>;
+        column_mass = ColumnMassMmaKernel<T, D, 1>;
+      } else {
+        row_stats = RowStatsMmaKernel<T, D, 2>;
+        column_mass = ColumnMassMmaKernel<T, D, 2>;
+      }
     } else {
       row_stats = RowStatsKernel<T, D>;
       column_mass = ColumnMassKernel<T, D>;
@@ -1054,10 +1104,11 @@ absl::StatusOr<Selection> TopKOnDevice(const float* scores, size_t stride, uint3
                                   cudaMemcpyHostToDevice, stream));
   p.caps = d_caps;
   p.out_offset = d_offsets;
+  // Host pages for the result are touched while the device still works.
+  sel.positions.resize(total);
   PoolTopKKernel<<<lh, kTopKThreads, 0, stream>>>(p);
   KVTIER_SEL_CUDA(cudaGetLastError());
   if (timings) timings->Mark(stream, "pool_topk");
-  sel.positions.resize(total);
   KVTIER_RETURN_IF_ERROR(CopyPositionsToHost(p.out, total, sel.positions.data(), stream));
   if (timings) timings->Mark(stream, "copy_out");
   return sel;
@@ -1129,6 +1180,16 @@ absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
 }
 
 uint32_t DefaultLhPerLaunch() { return kDefaultLhPerLaunch; }
+
+int DefaultTilesPerBarrier() { return kDefaultTilesPerBarrier; }
+
+absl::Status SetTilesPerBarrierForBench(int tiles) {
+  if (tiles < 1 || tiles > kMaxTilesPerBarrier) {
+    return absl::InvalidArgumentError("selection (CUDA): tiles per barrier must be 1 or 2");
+  }
+  g_tiles_per_barrier = tiles;
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Selection> SnapKvSelectDevice(const SnapKvOptions& options,
                                              const SelectionInput& input,

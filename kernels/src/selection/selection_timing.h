@@ -40,6 +40,11 @@ absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
                                                   uint32_t lh_per_launch);
 uint32_t DefaultLhPerLaunch();
 
+// Key tiles per block barrier in the fp16/bf16 attention kernels (1 or 2; process-wide, for
+// bench/selection_speed to compare both; set it before selecting, from one thread).
+int DefaultTilesPerBarrier();
+absl::Status SetTilesPerBarrierForBench(int tiles);
+
 }  // namespace kvtier::kernels::internal
 
 #endif  // KVTIER_KERNELS_SRC_SELECTION_SELECTION_TIMING_H_
