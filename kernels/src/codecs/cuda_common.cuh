@@ -39,6 +39,49 @@ __device__ __forceinline__ typename Elem::Storage DevFromFloat(float f) {
   }
 }
 
+// MakeKiviGroup (geometry.h) with the hardware fp16 conversions and the correctly rounded
+// hardware reciprocal: the same bits for every input (fp16 RNE conversion of a value clamped to
+// +-65504 is what FloatToHalfSaturate computes; __half2float is exact; __frcp_rn is 1 / x correctly
+// rounded). NaN scale or min (all-NaN or inf - inf groups) take the reference path, so NaN
+// payloads stay the reference's.
+__device__ __forceinline__ KiviGroupParams DevKiviGroup(float mn, float mx, uint32_t bits) {
+  const float mn0 = mn + 0.0f;
+  const float levels = static_cast<float>((1u << bits) - 1u);
+  const float scale = __fdiv_rn(__fsub_rn(mx + 0.0f, mn0), levels);
+  if (isnan(scale) || isnan(mn0)) return MakeKiviGroup(mn, mx, bits);
+  const __half hs = __float2half_rn(fminf(fmaxf(scale, -65504.0f), 65504.0f));
+  const __half hm = __float2half_rn(fminf(fmaxf(mn0, -65504.0f), 65504.0f));
+  KiviGroupParams p;
+  p.scale_bits = __half_as_ushort(hs);
+  p.min_bits = __half_as_ushort(hm);
+  p.scale = __half2float(hs);
+  p.mn = __half2float(hm);
+  p.inv = p.scale > 0.0f ? __frcp_rn(p.scale) : 0.0f;
+  return p;
+}
+
+// KiviQuantize (geometry.h) without the conversion-pipe instructions (rint and float -> int run
+// at a quarter of the FP32 rate and made the encoders compute-bound): clamping before rounding
+// gives the same code as rounding before clamping (the bounds are integers; NaN -> 0 either way),
+// and adding 1.5 * 2^23 to a value in [0, 15] rounds it to the nearest integer, ties to even,
+// into the low mantissa bits.
+__device__ __forceinline__ uint32_t DevKiviQuantize(float x, const KiviGroupParams& p,
+                                                    uint32_t bits) {
+  const float levels = static_cast<float>((1u << bits) - 1u);
+  const float v = __fmul_rn(__fsub_rn(x, p.mn), p.inv);
+  const float c = fminf(fmaxf(v, 0.0f), levels);
+  // No test of the scale: p.inv is 0 exactly when the scale is not positive, and then v is 0 or
+  // NaN, which both give code 0 as KiviQuantize's zero-scale rule does.
+  return __float_as_uint(__fadd_rn(c, 12582912.0f)) - 0x4B400000u;
+}
+
+// KiviDequantize with the code converted to float by the exponent trick (2^23 + q - 2^23 is q
+// exactly) instead of the quarter-rate integer conversion.
+__device__ __forceinline__ float DevKiviDequantize(uint32_t q, float scale, float mn) {
+  const float f = __fsub_rn(__uint_as_float(0x4B000000u | q), 8388608.0f);
+  return __fadd_rn(__fmul_rn(f, scale), mn);
+}
+
 // Elements per 16 bytes.
 template <typename Elem>
 constexpr int VecOf() {
