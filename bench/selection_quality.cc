@@ -1,7 +1,7 @@
 // selection_quality: how much of the attention of FUTURE queries each token-selection method
 // keeps, on synthetic KV with attention sinks and planted needle clusters (CPU, seeded).
 //
-// Data (per layer, KV head; /work/shared/ALGORITHMS.md section 10):
+// Data (per layer, KV head; ALGORITHMS.md section 10):
 //   keys    N(0,1) with 4 outlier channels (mean 3, std 10); token 0 is an attention sink whose key
 //           points along the mean query direction; `clusters` needle clusters of 6 consecutive
 //           tokens whose keys point along a cluster direction;

@@ -1,6 +1,6 @@
 // Token selection: which prompt tokens of each (layer, KV head) a compacted context keeps.
 //
-// Methods (docs/QUALITY.md "## Token selection" compares them; /work/shared/ALGORITHMS.md 4-7):
+// Methods (docs/QUALITY.md "## Token selection" compares them; ALGORITHMS.md 4-7):
 //   SnapKV     attention mass from an observation window of the last W queries, pooled, top-k;
 //   PyramidKV  SnapKV with budgets that shrink from the bottom layer to the top one;
 //   H2O        accumulated attention (engine-supplied, or column sums computed from all queries);
