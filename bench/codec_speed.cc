@@ -30,6 +30,7 @@
 
 #ifdef KVTIER_HAVE_CUDA
 #include <cuda_runtime_api.h>
+#include "cuda_bench.h"
 #endif
 
 namespace kk = kvtier::kernels;
@@ -119,15 +120,6 @@ void RunCpu(std::vector<Row>* rows) {
 }
 
 #ifdef KVTIER_HAVE_CUDA
-#define CUDA_OK(expr)                                                                    \
-  do {                                                                                   \
-    cudaError_t e_ = (expr);                                                             \
-    if (e_ != cudaSuccess) {                                                             \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,                 \
-                   cudaGetErrorString(e_));                                              \
-      std::exit(1);                                                                      \
-    }                                                                                    \
-  } while (0)
 
 template <typename Op>
 double EventMedian(Op op) {

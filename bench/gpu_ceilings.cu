@@ -16,18 +16,10 @@
 #include <ctime>
 #include <string>
 #include <vector>
+#include "cuda_bench.h"
 
 namespace {
 
-#define CUDA_OK(expr)                                                                   \
-  do {                                                                                  \
-    cudaError_t e_ = (expr);                                                            \
-    if (e_ != cudaSuccess) {                                                            \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,                \
-                   cudaGetErrorString(e_));                                             \
-      std::exit(1);                                                                     \
-    }                                                                                   \
-  } while (0)
 
 #define NCCL_OK(expr)                                                                   \
   do {                                                                                  \

@@ -28,18 +28,10 @@
 #include "kvtier/kernels/device.h"
 #include "kvtier/kernels/selection.h"
 #include "selection/selection_timing.h"
+#include "cuda_bench.h"
 
 namespace {
 
-#define CUDA_OK(expr)                                                                   \
-  do {                                                                                  \
-    cudaError_t e_ = (expr);                                                            \
-    if (e_ != cudaSuccess) {                                                            \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr,                \
-                   cudaGetErrorString(e_));                                             \
-      std::exit(1);                                                                     \
-    }                                                                                   \
-  } while (0)
 
 using kvtier::kernels::SelectionInput;
 using kvtier::kernels::SnapKvOptions;
