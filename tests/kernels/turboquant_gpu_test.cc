@@ -141,6 +141,20 @@ std::vector<Case> Cases() {
     cases.push_back({Tq(b, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard),
                      Mha(4, 8, 128), 600, "hadamard/prod/large/b" + std::to_string(b)});
   }
+  // The split kernels (mse, Hadamard, 2-byte dtypes): several vectors per thread (T > 256), a
+  // Llama-shaped 256-token chunk, bf16, and short streams.
+  for (auto split : {TurboQuantSplit::k2p5, TurboQuantSplit::k3p5}) {
+    const std::string sn = split == TurboQuantSplit::k2p5 ? "2.5" : "3.5";
+    const uint8_t b = split == TurboQuantSplit::k2p5 ? 2 : 3;
+    cases.push_back({Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, split),
+                     Mha(2, 8, 128), 600, "hadamard/mse/large/" + sn});
+    cases.push_back({Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, split),
+                     Mha(2, 8, 128), 256, "hadamard/mse/t256/" + sn});
+    cases.push_back({Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, split),
+                     Mha(2, 3, 128, DType::kBFloat16), 19, "hadamard/mse/bf16-d128/" + sn});
+    cases.push_back({Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, split),
+                     Mha(1, 2, 128, DType::kBFloat16), 300, "hadamard/mse/bf16-t300/" + sn});
+  }
   cases.push_back({Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kDense), Mha(2, 8, 128), 600,
                    "dense/mse/large/b3"});
   cases.push_back({Tq(2, TurboQuantVariant::kProd, TurboQuantRotation::kDense), Mha(2, 8, 128), 600,
@@ -192,6 +206,50 @@ TEST(TurboQuantGpuTest, DeviceBodiesEqualCpuBodiesAndCrossDecode) {
     for (size_t i = 0; i < in.size(); ++i) out_diff += gpu_out[i] != cpu_out[i];
     EXPECT_EQ(out_diff, 0u) << "decoded bytes differ";
   }
+}
+
+// Split streams whose channel statistics tie (duplicated channels, a constant channel shared by
+// two positions): the device's mask follows the CPU's rank rule (ties to the lower channel) and
+// the bodies and decodes stay identical, with the split kernels and with the generic ones.
+TEST(TurboQuantGpuTest, SplitTiesMatchCpu) {
+  const CodecImpl& c = TurboQuantCodec();
+  const KvLayout l = Mha(1, 2, 128);
+  const uint32_t T = 40;
+  const ChunkShape shape{l, T, 0, false};
+  auto in = MakeInput(l, T, 123);
+  uint16_t* h = reinterpret_cast<uint16_t*>(in.data());
+  for (size_t r = 0; r < in.size() / 256; ++r) {
+    h[r * 128 + 9] = h[r * 128 + 5];     // ties among ordinary channels
+    h[r * 128 + 71] = h[r * 128 + 70];   // ties among the outliers
+    h[r * 128 + 100] = h[r * 128 + 3];
+  }
+  for (bool kernels : {true, false}) {
+    TqSetSplitKernelsForTesting(kernels);
+    for (auto split : {TurboQuantSplit::k2p5, TurboQuantSplit::k3p5}) {
+      SCOPED_TRACE(std::string(kernels ? "split kernels " : "generic ") +
+                   (split == TurboQuantSplit::k2p5 ? "2.5" : "3.5"));
+      const CodecParams p = Tq(split == TurboQuantSplit::k2p5 ? 2 : 3, TurboQuantVariant::kMse,
+                               TurboQuantRotation::kHadamard, split);
+      std::vector<uint8_t> cpu_body(c.BodySize(p, shape)), gpu_body(cpu_body.size());
+      ASSERT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(cpu_body)).ok());
+      DevBuf d_in(in.size()), d_body(cpu_body.size()), d_out(in.size());
+      ASSERT_EQ(cudaMemcpy(d_in.p, in.data(), in.size(), cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_EQ(cudaMemset(d_body.p, 0x3C, cpu_body.size()), cudaSuccess);
+      ASSERT_TRUE(c.EncodeDevice(p, shape, d_in.p, d_body.p).ok());
+      ASSERT_EQ(cudaMemcpy(gpu_body.data(), d_body.p, gpu_body.size(), cudaMemcpyDeviceToHost),
+                cudaSuccess);
+      EXPECT_TRUE(gpu_body == cpu_body);
+      std::vector<uint8_t> cpu_out(in.size(), 0x5A), gpu_out(in.size());
+      ASSERT_TRUE(
+          c.DecodeHost(p, shape, cpu_body, Contiguous(cpu_out.data(), l, T, MemorySpace::kHost)).ok());
+      ASSERT_EQ(cudaMemset(d_out.p, 0xC3, in.size()), cudaSuccess);
+      ASSERT_TRUE(
+          c.DecodeDevice(p, shape, d_body.p, Contiguous(d_out.u8(), l, T, MemorySpace::kDevice)).ok());
+      ASSERT_EQ(cudaMemcpy(gpu_out.data(), d_out.p, in.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+      EXPECT_TRUE(gpu_out == cpu_out);
+    }
+  }
+  TqSetSplitKernelsForTesting(true);
 }
 
 // Paged targets: the register path (16-byte aligned rows) and the generic path (a split, or rows
@@ -369,6 +427,97 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
   json += "  ]\n}\n";
   // Optional copy of the figures for bench/results/ (tests write nothing unless asked).
   if (const char* path = std::getenv("KVTIER_TQ_SPEED_JSON")) {
+    if (FILE* f = std::fopen(path, "w")) {
+      std::fputs(json.c_str(), f);
+      std::fclose(f);
+    }
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+}
+
+// Information only: the 2.5 / 3.5 splits (mse, Hadamard) on a Llama-3.1-8B-shaped 256-token
+// chunk (32 layers x 8 KV heads x head_dim 128, 32 MiB of fp16), split kernels beside the generic
+// kernels they replace, as a ratio to a device-to-device copy of the same bytes in the same run.
+TEST(TurboQuantGpuTest, ReportsSplitThroughput) {
+  const CodecImpl& c = TurboQuantCodec();
+  const KvLayout l = Mha(32, 8, 128);
+  const uint32_t T = 256;
+  const ChunkShape shape{l, T, 0, false};
+  const auto in = MakeInput(l, T, 5);
+  DevBuf d_in(in.size()), d_out(in.size()), d_copy(in.size()), d_body(in.size());
+  ASSERT_EQ(cudaMemcpy(d_in.p, in.data(), in.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  auto median_ms = [&](auto fn) {
+    fn();
+    fn();
+    std::vector<float> ms;
+    for (int i = 0; i < 15; ++i) {
+      cudaEventRecord(e0, 0);
+      fn();
+      cudaEventRecord(e1, 0);
+      cudaEventSynchronize(e1);
+      float m = 0;
+      cudaEventElapsedTime(&m, e0, e1);
+      ms.push_back(m);
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  const float copy_ms = median_ms(
+      [&] { cudaMemcpyAsync(d_copy.p, d_in.p, in.size(), cudaMemcpyDeviceToDevice, 0); });
+  const double copy_gbs = 2.0 * in.size() / copy_ms / 1e6;
+  std::printf("split report: d2d copy of %zu bytes: %.4f ms, %.1f GB/s (read + write)\n", in.size(),
+              copy_ms, copy_gbs);
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  std::string json = "{\n  \"device\": \"" + std::string(prop.name) +
+                     "\",\n  \"shape\": \"32 layers x 8 KV heads x head_dim 128 x 256 tokens, fp16\",\n"
+                     "  \"fp16_bytes\": " + std::to_string(in.size()) +
+                     ",\n  \"d2d_copy_gbs\": " + std::to_string(copy_gbs) + ",\n  \"codecs\": [\n";
+  const DecodeTarget t = Contiguous(d_out.u8(), l, T, MemorySpace::kDevice);
+  bool first = true;
+  for (auto split : {TurboQuantSplit::k2p5, TurboQuantSplit::k3p5}) {
+    const CodecParams p = Tq(split == TurboQuantSplit::k2p5 ? 2 : 3, TurboQuantVariant::kMse,
+                             TurboQuantRotation::kHadamard, split);
+    auto plan = MakeTqPlan(p, shape);
+    ASSERT_TRUE(plan.ok());
+    const size_t body = c.BodySize(p, shape);
+    const double bytes = double(in.size()) + double(body);
+    for (bool kernels : {false, true}) {
+      TqSetSplitKernelsForTesting(kernels);
+      const float enc = median_ms([&] { (void)c.EncodeDevice(p, shape, d_in.p, d_body.p); });
+      const float dec = median_ms([&] { (void)c.DecodeDevice(p, shape, d_body.p, t); });
+      const float enc_k = median_ms([&] {
+                            for (int i = 0; i < 10; ++i) (void)TqEncodeOnDevice(*plan, d_in.p, d_body.p, false);
+                          }) / 10.0f;
+      const float dec_k = median_ms([&] {
+                            for (int i = 0; i < 10; ++i) (void)TqDecodeOnDevice(*plan, d_body.p, t, false);
+                          }) / 10.0f;
+      cudaDeviceSynchronize();
+      const std::string name = std::string("hadamard mse ") +
+                               (split == TurboQuantSplit::k2p5 ? "2.5" : "3.5") +
+                               (kernels ? " split kernels" : " generic kernels");
+      const double er = bytes / enc / 1e6 / copy_gbs, dr = bytes / dec / 1e6 / copy_gbs;
+      std::printf("turboquant %-34s encode %.4f ms (%.2f of copy; kernels %.4f ms, %.2f)  decode %.4f "
+                  "ms (%.2f of copy; kernels %.4f ms, %.2f)\n",
+                  name.c_str(), enc, er, enc_k, bytes / enc_k / 1e6 / copy_gbs, dec, dr, dec_k,
+                  bytes / dec_k / 1e6 / copy_gbs);
+      json += std::string(first ? "" : ",\n") + "    {\"codec\": \"turboquant " + name +
+              "\", \"body_bytes\": " + std::to_string(body) +
+              ", \"encode_ms\": " + std::to_string(enc) + ", \"decode_ms\": " + std::to_string(dec) +
+              ", \"encode_ratio_to_copy\": " + std::to_string(er) +
+              ", \"decode_ratio_to_copy\": " + std::to_string(dr) +
+              ", \"encode_kernels_ms\": " + std::to_string(enc_k) +
+              ", \"decode_kernels_ms\": " + std::to_string(dec_k) + "}";
+      first = false;
+    }
+  }
+  TqSetSplitKernelsForTesting(true);
+  json += "\n  ]\n}\n";
+  if (const char* path = std::getenv("KVTIER_TQ_SPLIT_SPEED_JSON")) {
     if (FILE* f = std::fopen(path, "w")) {
       std::fputs(json.c_str(), f);
       std::fclose(f);

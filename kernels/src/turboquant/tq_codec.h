@@ -32,6 +32,11 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
 absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
                               const DecodeTarget& target, bool sync = true);
 
+// Tests and the speed report only: false sends the 2.5 / 3.5 splits to the generic kernels
+// (the path they took before the split kernels) so that both can be compared in one run. Not
+// thread-safe; set it while no device call is in flight.
+void TqSetSplitKernelsForTesting(bool enabled);
+
 }  // namespace kvtier::kernels::internal
 
 #endif  // KVTIER_KERNELS_SRC_TURBOQUANT_TQ_CODEC_H_

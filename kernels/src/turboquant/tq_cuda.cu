@@ -7,8 +7,10 @@
 //    blocked over the warp's 8 vectors with the matrix in shared memory);
 //  - the register path (Hadamard at head_dim 128 where the quad kernels don't apply: fp32 or
 //    misaligned pointers; one warp per vector, 4 values per lane);
-//  - the generic kernels (everything else: splits, MLA, other head_dims): one warp per vector,
-//    staged in shared memory.
+//  - the split kernels (2.5 / 3.5 outlier splits, mse, Hadamard, head_dim 128, fp16/bf16): one
+//    block per stream, the stream's rows in shared memory, one thread per vector;
+//  - the generic kernels (everything else: prod splits, MLA, other head_dims): one warp per
+//    vector, staged in shared memory.
 // Speed: docs/BENCHMARKS.md, "TurboQuant kernels: speed".
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -176,7 +178,7 @@ absl::StatusOr<TqDevPart> DeviceTables(const std::shared_ptr<const TqTables>& t)
   }
   size_t o_signs = append(signs), o_rot = append(t->rot), o_rot_t = append(t->rot_t);
   size_t o_qjl = append(t->qjl), o_qjl_t = append(t->qjl_t);
-  const std::vector<float> lut = t->dim == 128 ? QuantLut(t->boundaries) : std::vector<float>();
+  const std::vector<float> lut = QuantLut(t->boundaries);  // any dim: the split parts use it too
   const size_t o_lut = append(lut);
   DevTablesEntry e;
   e.host = t;
@@ -1686,7 +1688,467 @@ bool FastPath(const TqPlan& plan) {
          plan.tables[0]->windows.size() == 1 && plan.tables[0]->windows[0].len == 128;
 }
 
+// ---- Split path: 2.5 / 3.5 outlier splits, mse, Hadamard, 2-byte dtypes, head_dim 128 ----------
+// One block per stream. Encode reads the stream once: its T rows go to shared memory (rows of 65
+// words, so that a warp's threads - one vector each - hit 32 different banks whatever channel
+// they read), 128 threads sum each channel's squares over t ascending (the CPU's order), the
+// mask comes from the CPU's rank rule, then every thread encodes one vector at a time entirely
+// in registers: part 0 = the outlier channels ascending, part 1 = the others, each the CPU's
+// TqEncodeVector operation for operation (sum of squares in its 32-lane tree, window chain of
+// sign multiply / butterflies / scale, the count of midpoints <= z through the lookup table or,
+// at 2 bits, two comparisons). Codes are staged in the vector's own row and leave coalesced.
+// Decode is the mirror image: codes come in coalesced, each thread rebuilds its vector's rows in
+// shared memory (channel order from the mask), rows leave as 16-byte stores. Signs, scales,
+// 2-bit midpoints travel in the kernel parameters (constant bank operands once unrolled).
+
+constexpr uint32_t kSplitThreads = 256;
+constexpr uint32_t kSplitRowWords = 65;  // 128 halves + one pad word
+constexpr uint32_t kSplitMaxSmem = 200u * 1024u;
+
+struct TqSplitConsts {
+  float signs[2][3][64];  // part, window, element: +-1
+  float scale[2][3];
+  float bounds[2][3];     // 2-bit parts: the 3 midpoints
+  float cents[2][16];
+};
+
+constexpr uint32_t SplitWindowLen(uint32_t n) {
+  uint32_t p = 1;
+  while (p * 2 <= n) p *= 2;
+  return p;
+}
+constexpr uint32_t SplitWindows(uint32_t n) { return SplitWindowLen(n) == n ? 1u : 3u; }
+constexpr uint32_t SplitWindowOffset(uint32_t n, uint32_t w) {
+  return w == 1 ? n - SplitWindowLen(n) : 0u;
+}
+
+template <typename E>
+__device__ __forceinline__ float SplitToFloat(uint16_t h) {
+  if constexpr (std::is_same_v<E, Bf16Elem>) return __uint_as_float(static_cast<uint32_t>(h) << 16);
+  else return __half2float(__ushort_as_half(h));
+}
+
+// Round to E; finite inputs through the hardware conversion (round to nearest even, as
+// E::FromFloat), the rest through E::FromFloat itself.
+template <typename E>
+__device__ __forceinline__ uint16_t SplitFromFloat(float y, bool finite_norm) {
+  if (!finite_norm) return E::FromFloat(y);
+  if constexpr (std::is_same_v<E, Bf16Elem>) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(y));
+  } else {
+    return __half_as_ushort(__float2half_rn(y));
+  }
+}
+
+// Butterflies of span kH, 2 kH, ... < kLen (compile-time spans: the array stays in registers).
+template <uint32_t kLen, uint32_t kH = 1>
+__device__ __forceinline__ void SplitFwht(float* v) {
+  if constexpr (kH < kLen) {
+#pragma unroll
+    for (uint32_t i = 0; i < kLen; i += 2 * kH) {
+#pragma unroll
+      for (uint32_t j = i; j < i + kH; ++j) {
+        const float a = v[j], b = v[j + kH];
+        v[j] = __fadd_rn(a, b);
+        v[j + kH] = __fsub_rn(a, b);
+      }
+    }
+    SplitFwht<kLen, 2 * kH>(v);
+  }
+}
+
+// The CPU's TqSumSquares for n = 32 kPer: lane l sums x[l kPer .. (l + 1) kPer) ascending, then
+// the xor butterfly 16, 8, 4, 2, 1 as seen from lane 0: V(l, off) = V(l, 2 off) + V(l + off, 2 off),
+// V(l, 32) = lane l's sum, result V(0, 1); evaluated depth first (few live values).
+template <uint32_t kPer, uint32_t kL, uint32_t kOff>
+__device__ __forceinline__ float SplitSumSquares(const float* x) {
+  if constexpr (kOff == 32) {
+    float acc = __fmul_rn(x[kL * kPer], x[kL * kPer]);  // 0 + x^2 is x^2 (x^2 is never -0)
+#pragma unroll
+    for (uint32_t k = 1; k < kPer; ++k) acc = __fadd_rn(acc, __fmul_rn(x[kL * kPer + k], x[kL * kPer + k]));
+    return acc;
+  } else {
+    return __fadd_rn(SplitSumSquares<kPer, kL, 2 * kOff>(x), SplitSumSquares<kPer, kL + kOff, 2 * kOff>(x));
+  }
+}
+
+// x (kN values) -> packed codes (little-endian bit stream as kN * kB / 32 words) and the norm.
+template <uint32_t kP, uint32_t kN, uint32_t kB>
+__device__ __forceinline__ void SplitEncodePart(float x[kN], const TqSplitConsts& C,
+                                                const float2* lut, uint32_t words[kN * kB / 32],
+                                                float* norm_out) {
+  const float norm = __fsqrt_rn(SplitSumSquares<kN / 32, 0, 1>(x));
+  const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+#pragma unroll
+  for (uint32_t j = 0; j < kN; ++j) x[j] = __fmul_rn(x[j], inv);
+  constexpr uint32_t L = SplitWindowLen(kN);
+#pragma unroll
+  for (uint32_t w = 0; w < SplitWindows(kN); ++w) {
+    float* v = x + SplitWindowOffset(kN, w);
+#pragma unroll
+    for (uint32_t i = 0; i < L; ++i) v[i] = __fmul_rn(v[i], C.signs[kP][w][i]);
+    SplitFwht<L>(v);
+#pragma unroll
+    for (uint32_t i = 0; i < L; ++i) v[i] = __fmul_rn(v[i], C.scale[kP][w]);
+  }
+#pragma unroll
+  for (uint32_t i = 0; i < kN * kB / 32; ++i) words[i] = 0;
+#pragma unroll
+  for (uint32_t j = 0; j < kN; ++j) {
+    const float z = x[j];
+    uint32_t c;
+    if constexpr (kB >= 3) {
+      const float f = __fadd_rn(__fmul_rn(z, kLutScale), kLutMagic);
+      const float2 ent = lut[__float_as_uint(f) & (kQuantLut - 1u)];
+      const uint32_t codes = __float_as_uint(ent.y);
+      c = z >= ent.x ? (codes >> 8) : (codes & 0xFFu);
+    } else {
+      const bool h = z >= C.bounds[kP][1];
+      const float t = h ? C.bounds[kP][2] : C.bounds[kP][0];
+      c = (h ? 2u : 0u) + (z >= t ? 1u : 0u);
+    }
+    const uint32_t bit = j * kB;
+    words[bit / 32] |= c << (bit % 32);
+    if (bit % 32 + kB > 32) words[bit / 32 + 1] |= c >> (32 - bit % 32);
+  }
+  *norm_out = norm;
+}
+
+// Packed codes + norm -> the part's kN decoded values (before rounding to E).
+template <uint32_t kP, uint32_t kN, uint32_t kB>
+__device__ __forceinline__ void SplitDecodePart(const uint32_t* words, float norm,
+                                                const TqSplitConsts& C, const float* cents,
+                                                float x[kN]) {
+#pragma unroll
+  for (uint32_t j = 0; j < kN; ++j) {
+    const uint32_t bit = j * kB;
+    uint32_t c = words[bit / 32] >> (bit % 32);
+    if (bit % 32 + kB > 32) c |= words[bit / 32 + 1] << (32 - bit % 32);
+    x[j] = cents[c & ((1u << kB) - 1u)];
+  }
+  constexpr uint32_t L = SplitWindowLen(kN);
+#pragma unroll
+  for (int w = static_cast<int>(SplitWindows(kN)) - 1; w >= 0; --w) {
+    float* v = x + SplitWindowOffset(kN, static_cast<uint32_t>(w));
+    SplitFwht<L>(v);
+#pragma unroll
+    for (uint32_t i = 0; i < L; ++i) v[i] = __fmul_rn(__fmul_rn(v[i], C.scale[kP][w]), C.signs[kP][w][i]);
+  }
+#pragma unroll
+  for (uint32_t j = 0; j < kN; ++j) x[j] = __fmul_rn(x[j], norm);
+}
+
+// perm[0, kN0) = outlier channels ascending, perm[kN0, 128) = the others ascending, from the mask
+// words (bit c = channel c). Threads 0..127; indices stay in [0, 128) for any mask.
+template <uint32_t kN0>
+__device__ __forceinline__ void SplitPerm(const uint32_t* maskw, uint8_t* perm, uint32_t tid) {
+  if (tid < 128) {
+    const uint32_t w = tid >> 5, b = tid & 31u;
+    uint32_t before = __popc(maskw[w] & ((1u << b) - 1u));
+    for (uint32_t k = 0; k < w; ++k) before += __popc(maskw[k]);
+    const bool out = (maskw[w] >> b) & 1u;
+    const uint32_t pos = out ? before : kN0 + (tid - before);
+    if (pos < 128) perm[pos] = static_cast<uint8_t>(tid);
+  }
+}
+
+// Values of the row `rh` (128 halves) at channels perm[0..kN) as floats.
+template <typename E, uint32_t kN>
+__device__ __forceinline__ void SplitGather(const uint16_t* rh, const uint8_t* perm, float x[kN]) {
+#pragma unroll
+  for (uint32_t j = 0; j < kN; j += 16) {
+    const uint4 p = *reinterpret_cast<const uint4*>(perm + j);
+    const uint32_t pw[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+    for (uint32_t k = 0; k < 16; ++k) x[j + k] = SplitToFloat<E>(rh[(pw[k / 4] >> (8 * (k % 4))) & 0xFFu]);
+  }
+}
+
+template <typename E, uint32_t kN>
+__device__ __forceinline__ void SplitScatter(uint16_t* rh, const uint8_t* perm, const float x[kN],
+                                             bool finite_norm) {
+#pragma unroll
+  for (uint32_t j = 0; j < kN; j += 16) {
+    const uint4 p = *reinterpret_cast<const uint4*>(perm + j);
+    const uint32_t pw[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+    for (uint32_t k = 0; k < 16; ++k) {
+      rh[(pw[k / 4] >> (8 * (k % 4))) & 0xFFu] = SplitFromFloat<E>(x[j + k], finite_norm);
+    }
+  }
+}
+
+template <typename E, uint32_t kN0, uint32_t kB0, uint32_t kN1, uint32_t kB1>
+__global__ void __launch_bounds__(kSplitThreads, 2)
+    EncodeSplitKernel(const __grid_constant__ TqDevParams P, const __grid_constant__ TqSplitConsts C,
+                      const uint16_t* in, uint8_t* body) {
+  extern __shared__ uint32_t tile[];  // T rows of kSplitRowWords words
+  __shared__ float2 lut0[kB0 >= 3 ? kQuantLut : 1];
+  __shared__ float2 lut1[kB1 >= 3 ? kQuantLut : 1];
+  __shared__ float sums[128];
+  __shared__ uint32_t maskw[4];
+  __shared__ __align__(16) uint8_t perm[128];
+  constexpr uint32_t kW0 = kN0 * kB0 / 32, kW1 = kN1 * kB1 / 32, kR = kW0 + kW1;
+  const uint32_t T = P.g.shape.tokens, tid = threadIdx.x, s = blockIdx.x;
+  if constexpr (kB0 >= 3) {
+    for (uint32_t i = tid; i < kQuantLut; i += kSplitThreads) lut0[i] = P.parts[0].lut[i];
+  }
+  if constexpr (kB1 >= 3) {
+    for (uint32_t i = tid; i < kQuantLut; i += kSplitThreads) lut1[i] = P.parts[1].lut[i];
+  }
+  if (tid < 128) perm[tid] = 0;
+  // The stream's rows, 16-byte loads, eight in flight per thread.
+  const uint4* src = reinterpret_cast<const uint4*>(in + uint64_t{s} * T * 128u);
+  const uint32_t n16 = T * 16u;
+  for (uint32_t i0 = tid; i0 < n16; i0 += 8u * kSplitThreads) {
+    uint4 u[8];
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const uint32_t i = i0 + k * kSplitThreads;
+      u[k] = __ldcs(src + min(i, n16 - 1u));  // a valid address; stored only when i < n16
+    }
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const uint32_t i = i0 + k * kSplitThreads;
+      if (i < n16) {
+        uint32_t* d = tile + (i >> 4) * kSplitRowWords + 4u * (i & 15u);
+        d[0] = u[k].x;
+        d[1] = u[k].y;
+        d[2] = u[k].z;
+        d[3] = u[k].w;
+      }
+    }
+  }
+  __syncthreads();
+  // Per-channel sums of squares, t ascending (the CPU's order), then the rank rule.
+  if (tid < 128) {
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(tile) + tid;
+    float acc = 0.0f;
+#pragma unroll 8
+    for (uint32_t t = 0; t < T; ++t) {
+      const float x = SplitToFloat<E>(h[t * 2u * kSplitRowWords]);
+      acc = __fadd_rn(acc, __fmul_rn(x, x));
+    }
+    sums[tid] = acc;
+  }
+  __syncthreads();
+  if (tid < 128) {
+    const float a = sums[tid];
+    uint32_t rank = 0;
+    for (uint32_t o = 0; o < 128; ++o) {
+      const float b = sums[o];
+      rank += (b > a || (b == a && o < tid)) ? 1u : 0u;
+    }
+    const uint32_t bal = __ballot_sync(kFull, rank < kN0);
+    if ((tid & 31u) == 0) maskw[tid >> 5] = bal;
+  }
+  __syncthreads();
+  SplitPerm<kN0>(maskw, perm, tid);
+  if (tid < 4) reinterpret_cast<uint32_t*>(body + uint64_t{s} * 16u)[tid] = maskw[tid];
+  __syncthreads();
+  uint32_t* scalars = reinterpret_cast<uint32_t*>(body + P.g.scalars_offset);  // (norm0, norm1)
+  for (uint32_t t = tid; t < T; t += kSplitThreads) {
+    uint32_t* row = tile + t * kSplitRowWords;
+    const uint16_t* rh = reinterpret_cast<const uint16_t*>(row);
+    uint32_t w0[kW0], w1[kW1];
+    float n0, n1;
+    {
+      float x[kN0];
+      SplitGather<E, kN0>(rh, perm, x);
+      SplitEncodePart<0, kN0, kB0>(x, C, lut0, w0, &n0);
+    }
+    {
+      float x[kN1];
+      SplitGather<E, kN1>(rh, perm + kN0, x);
+      SplitEncodePart<1, kN1, kB1>(x, C, lut1, w1, &n1);
+    }
+    // The row is this thread's alone: its codes replace it.
+#pragma unroll
+    for (uint32_t i = 0; i < kW0; ++i) row[i] = w0[i];
+#pragma unroll
+    for (uint32_t i = 0; i < kW1; ++i) row[kW0 + i] = w1[i];
+    scalars[uint64_t{s} * T + t] = static_cast<uint32_t>(FloatToHalfSaturate(n0)) |
+                                   (static_cast<uint32_t>(FloatToHalfSaturate(n1)) << 16);
+  }
+  __syncthreads();
+  uint32_t* dst = reinterpret_cast<uint32_t*>(body + P.g.codes_offset + uint64_t{s} * T * kR * 4u);
+  for (uint32_t i = tid; i < T * kR; i += kSplitThreads) {
+    const uint32_t t = i / kR;
+    __stcs(dst + i, tile[t * kSplitRowWords + (i - t * kR)]);
+  }
+}
+
+template <typename E, uint32_t kN0, uint32_t kB0, uint32_t kN1, uint32_t kB1>
+__global__ void __launch_bounds__(kSplitThreads, 2)
+    DecodeSplitKernel(const __grid_constant__ TqDevParams P, const __grid_constant__ TqSplitConsts C,
+                      const uint8_t* body, const TqTarget view) {
+  extern __shared__ uint32_t tile[];  // T rows of kSplitRowWords words, then T records of codes
+  __shared__ float cents[2][16];
+  __shared__ uint32_t maskw[4];
+  __shared__ __align__(16) uint8_t perm[128];
+  constexpr uint32_t kW0 = kN0 * kB0 / 32, kW1 = kN1 * kB1 / 32, kR = kW0 + kW1;
+  const uint32_t T = P.g.shape.tokens, tid = threadIdx.x, s = blockIdx.x;
+  uint32_t* recs = tile + T * kSplitRowWords;
+  if (tid < 32) cents[tid / 16][tid % 16] = C.cents[tid / 16][tid % 16];
+  if (tid < 128) perm[tid] = 0;
+  if (tid < 4) maskw[tid] = reinterpret_cast<const uint32_t*>(body + uint64_t{s} * 16u)[tid];
+  const uint32_t* src = reinterpret_cast<const uint32_t*>(body + P.g.codes_offset + uint64_t{s} * T * kR * 4u);
+  const uint32_t nw = T * kR;
+  for (uint32_t i0 = tid; i0 < nw; i0 += 8u * kSplitThreads) {
+    uint32_t u[8];
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const uint32_t i = i0 + k * kSplitThreads;
+      u[k] = i < nw ? __ldcs(src + i) : 0u;
+    }
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const uint32_t i = i0 + k * kSplitThreads;
+      if (i < nw) recs[i] = u[k];
+    }
+  }
+  __syncthreads();
+  SplitPerm<kN0>(maskw, perm, tid);
+  __syncthreads();
+  const uint32_t* scalars = reinterpret_cast<const uint32_t*>(body + P.g.scalars_offset);
+  for (uint32_t t = tid; t < T; t += kSplitThreads) {
+    const uint32_t sc = __ldcs(scalars + uint64_t{s} * T + t);
+    const float n0 = __half2float(__ushort_as_half(static_cast<unsigned short>(sc & 0xFFFFu)));
+    const float n1 = __half2float(__ushort_as_half(static_cast<unsigned short>(sc >> 16)));
+    const uint32_t* rec = recs + t * kR;
+    uint16_t* rh = reinterpret_cast<uint16_t*>(tile + t * kSplitRowWords);
+    {
+      uint32_t w[kW0];
+#pragma unroll
+      for (uint32_t i = 0; i < kW0; ++i) w[i] = rec[i];
+      float x[kN0];
+      SplitDecodePart<0, kN0, kB0>(w, n0, C, cents[0], x);
+      SplitScatter<E, kN0>(rh, perm, x, isfinite(n0));
+    }
+    {
+      uint32_t w[kW1];
+#pragma unroll
+      for (uint32_t i = 0; i < kW1; ++i) w[i] = rec[kW0 + i];
+      float x[kN1];
+      SplitDecodePart<1, kN1, kB1>(w, n1, C, cents[1], x);
+      SplitScatter<E, kN1>(rh, perm + kN0, x, isfinite(n1));
+    }
+  }
+  __syncthreads();
+  uint32_t layer, kv, head;
+  P.g.shape.Decompose(s, &layer, &kv, &head);
+  for (uint32_t i = tid; i < T * 16u; i += kSplitThreads) {
+    const uint32_t t = i >> 4, c = i & 15u;
+    const uint32_t* r = tile + t * kSplitRowWords + 4u * c;
+    uint4* dst = reinterpret_cast<uint4*>(view.Row(P, layer, kv, head, t)) + c;
+    __stcs(dst, make_uint4(r[0], r[1], r[2], r[3]));
+  }
+}
+
+bool g_split_kernels = true;
+
+// The split kernels apply: MHA, head_dim 128, 2.5 / 3.5 split, mse, Hadamard windows as
+// docs/FORMAT.md gives them, lookup tables for the parts of 3+ bits, 2-byte dtype.
+bool SplitPath(const TqPlan& plan, const TqDevParams& P) {
+  const TqGeometry& g = plan.g;
+  if (!g_split_kernels || !g.split || g.prod || !g.shape.mha || g.shape.width != 128 ||
+      g.num_parts != 2 || (plan.dtype_code != static_cast<uint8_t>(DType::kFloat16) &&
+                           plan.dtype_code != static_cast<uint8_t>(DType::kBFloat16))) {
+    return false;
+  }
+  const bool p25 = g.parts[0].dim == 32;
+  const uint32_t dims[2] = {p25 ? 32u : 64u, p25 ? 96u : 64u};
+  const uint32_t bits[2] = {p25 ? 3u : 4u, p25 ? 2u : 3u};
+  for (uint32_t p = 0; p < 2; ++p) {
+    const TqTables& t = *plan.tables[p];
+    if (g.parts[p].dim != dims[p] || t.dim != dims[p] || t.mse_bits != bits[p] || t.prod ||
+        t.params.rotation != TurboQuantRotation::kHadamard ||
+        t.windows.size() != SplitWindows(dims[p]) || t.centroids.size() != (1u << bits[p]) ||
+        t.boundaries.size() + 1 != t.centroids.size()) {
+      return false;
+    }
+    for (uint32_t w = 0; w < t.windows.size(); ++w) {
+      if (t.windows[w].offset != SplitWindowOffset(dims[p], w) ||
+          t.windows[w].len != SplitWindowLen(dims[p]) || t.windows[w].signs.size() != t.windows[w].len) {
+        return false;
+      }
+    }
+    if (bits[p] >= 3 && P.parts[p].lut == nullptr) return false;
+  }
+  return g.parts[0].code_offset == 0 && g.parts[1].code_offset == g.parts[0].mse_bytes &&
+         g.vector_code_bytes == (dims[0] * bits[0] + dims[1] * bits[1]) / 8u &&
+         g.scalars_per_vector == 2;
+}
+
+TqSplitConsts MakeSplitConsts(const TqPlan& plan) {
+  TqSplitConsts c{};
+  for (uint32_t p = 0; p < 2; ++p) {
+    const TqTables& t = *plan.tables[p];
+    for (size_t w = 0; w < t.windows.size() && w < 3; ++w) {
+      c.scale[p][w] = t.windows[w].scale;
+      for (size_t i = 0; i < t.windows[w].signs.size() && i < 64; ++i) c.signs[p][w][i] = t.windows[w].signs[i];
+    }
+    for (size_t k = 0; k < t.boundaries.size() && k < 3; ++k) c.bounds[p][k] = t.boundaries[k];
+    for (size_t k = 0; k < t.centroids.size() && k < 16; ++k) c.cents[p][k] = t.centroids[k];
+  }
+  return c;
+}
+
+template <auto kKernel>
+bool SplitSmemOk(size_t smem) {
+  static const bool once = [] {
+    cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSplitMaxSmem));
+    cudaFuncSetAttribute(kKernel, cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    return true;
+  }();
+  return once && smem <= kSplitMaxSmem;
+}
+
+size_t SplitEncodeSmem(const TqGeometry& g) { return size_t{g.shape.tokens} * kSplitRowWords * 4u; }
+size_t SplitDecodeSmem(const TqGeometry& g) {
+  return size_t{g.shape.tokens} * (kSplitRowWords * 4u + g.vector_code_bytes);
+}
+
+// False when the split kernels do not apply (the caller takes the generic path).
+template <typename E>
+bool LaunchEncodeSplit(const TqPlan& plan, const TqDevParams& P, const void* in, uint8_t* body) {
+  if (!SplitPath(plan, P)) return false;
+  const size_t smem = SplitEncodeSmem(P.g);
+  const TqSplitConsts C = MakeSplitConsts(plan);
+  const auto* x = static_cast<const uint16_t*>(in);
+  if (P.g.parts[0].dim == 32) {
+    constexpr auto K = EncodeSplitKernel<E, 32, 3, 96, 2>;
+    if (!SplitSmemOk<K>(smem)) return false;
+    K<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, x, body);
+  } else {
+    constexpr auto K = EncodeSplitKernel<E, 64, 4, 64, 3>;
+    if (!SplitSmemOk<K>(smem)) return false;
+    K<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, x, body);
+  }
+  return true;
+}
+
+template <typename E>
+bool LaunchDecodeSplit(const TqPlan& plan, const TqDevParams& P, const uint8_t* body,
+                       const TqTarget& view) {
+  if (!SplitPath(plan, P)) return false;
+  const size_t smem = SplitDecodeSmem(P.g);
+  const TqSplitConsts C = MakeSplitConsts(plan);
+  if (P.g.parts[0].dim == 32) {
+    constexpr auto K = DecodeSplitKernel<E, 32, 3, 96, 2>;
+    if (!SplitSmemOk<K>(smem)) return false;
+    K<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, body, view);
+  } else {
+    constexpr auto K = DecodeSplitKernel<E, 64, 4, 64, 3>;
+    if (!SplitSmemOk<K>(smem)) return false;
+    K<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, body, view);
+  }
+  return true;
+}
+
 }  // namespace
+
+void TqSetSplitKernelsForTesting(bool enabled) { g_split_kernels = enabled; }
 
 absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body,
                               bool sync) {
@@ -1736,6 +2198,9 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
         EncodeH128Kernel<E, false><<<static_cast<unsigned>(blocks), 256>>>(P, in, body);
       }
       return;
+    }
+    if constexpr (sizeof(typename E::Storage) == 2) {
+      if (aligned && LaunchEncodeSplit<E>(plan, P, in, body)) return;
     }
     if (P.g.split) OutlierMaskKernel<E><<<P.g.shape.num_streams, 128>>>(P, in, body);
     const size_t smem = size_t{P.warp_smem} * P.warps;
@@ -1804,7 +2269,13 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
         quad = fast;
         quad_dense = dense;
       }
-      if (quad_dense) {
+      bool split = false;
+      if constexpr (sizeof(typename E::Storage) == 2) {
+        split = aligned && LaunchDecodeSplit<E>(plan, P, body, view);
+      }
+      if (split) {
+        // launched
+      } else if (quad_dense) {
         if constexpr (sizeof(typename E::Storage) == 2) {
           if (P.g.prod) {
             LaunchDecodeQuadDense<E, true>(P, body, view);

@@ -9,5 +9,6 @@ absl::Status TqEncodeOnDevice(const TqPlan&, const void*, void*, bool) {
 absl::Status TqDecodeOnDevice(const TqPlan&, const void*, const DecodeTarget&, bool) {
   return absl::UnimplementedError("turboquant: built without CUDA");
 }
+void TqSetSplitKernelsForTesting(bool) {}
 
 }  // namespace kvtier::kernels::internal
