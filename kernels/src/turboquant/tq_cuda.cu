@@ -1697,13 +1697,17 @@ bool FastPath(const TqPlan& plan) {
 // TqEncodeVector operation for operation (sum of squares in its 32-lane tree, window chain of
 // sign multiply / butterflies / scale, the count of midpoints <= z through the lookup table or,
 // at 2 bits, two comparisons). Codes are staged in the vector's own row and leave coalesced.
-// Decode is the mirror image: codes come in coalesced, each thread rebuilds its vector's rows in
-// shared memory (channel order from the mask), rows leave as 16-byte stores. Signs, scales,
+// Decode is the mirror image, on tiles of 128 tokens of a stream (it needs no statistics): codes
+// come in coalesced, each thread rebuilds its vector's row in shared memory (channel order from
+// the mask), rows leave as 16-byte stores. Signs, scales,
 // 2-bit midpoints travel in the kernel parameters (constant bank operands once unrolled).
 
 constexpr uint32_t kSplitThreads = 256;
 constexpr uint32_t kSplitRowWords = 65;  // 128 halves + one pad word
 constexpr uint32_t kSplitMaxSmem = 200u * 1024u;
+// Decode needs no statistics: a block takes a tile of this many tokens of one stream (one thread
+// each), so that several small blocks per SM overlap their loads, math and stores.
+constexpr uint32_t kSplitDecodeTokens = 128;
 
 struct TqSplitConsts {
   float signs[2][3][64];  // part, window, element: +-1
@@ -1730,9 +1734,9 @@ __device__ __forceinline__ float SplitToFloat(uint16_t h) {
 
 // Round to E; finite inputs through the hardware conversion (round to nearest even, as
 // E::FromFloat), the rest through E::FromFloat itself.
-template <typename E>
-__device__ __forceinline__ uint16_t SplitFromFloat(float y, bool finite_norm) {
-  if (!finite_norm) return E::FromFloat(y);
+template <typename E, bool kFinite>
+__device__ __forceinline__ uint16_t SplitFromFloat(float y) {
+  if constexpr (!kFinite) return E::FromFloat(y);
   if constexpr (std::is_same_v<E, Bf16Elem>) {
     return __bfloat16_as_ushort(__float2bfloat16_rn(y));
   } else {
@@ -1864,16 +1868,15 @@ __device__ __forceinline__ void SplitGather(const uint16_t* rh, const uint8_t* p
   }
 }
 
-template <typename E, uint32_t kN>
-__device__ __forceinline__ void SplitScatter(uint16_t* rh, const uint8_t* perm, const float x[kN],
-                                             bool finite_norm) {
+template <typename E, uint32_t kN, bool kFinite>
+__device__ __forceinline__ void SplitScatter(uint16_t* rh, const uint8_t* perm, const float x[kN]) {
 #pragma unroll
   for (uint32_t j = 0; j < kN; j += 16) {
     const uint4 p = *reinterpret_cast<const uint4*>(perm + j);
     const uint32_t pw[4] = {p.x, p.y, p.z, p.w};
 #pragma unroll
     for (uint32_t k = 0; k < 16; ++k) {
-      rh[(pw[k / 4] >> (8 * (k % 4))) & 0xFFu] = SplitFromFloat<E>(x[j + k], finite_norm);
+      rh[(pw[k / 4] >> (8 * (k % 4))) & 0xFFu] = SplitFromFloat<E, kFinite>(x[j + k]);
     }
   }
 }
@@ -1897,18 +1900,18 @@ __global__ void __launch_bounds__(kSplitThreads, 2)
     for (uint32_t i = tid; i < kQuantLut; i += kSplitThreads) lut1[i] = P.parts[1].lut[i];
   }
   if (tid < 128) perm[tid] = 0;
-  // The stream's rows, 16-byte loads, eight in flight per thread.
+  // The stream's rows, 16-byte loads, sixteen in flight per thread.
   const uint4* src = reinterpret_cast<const uint4*>(in + uint64_t{s} * T * 128u);
   const uint32_t n16 = T * 16u;
-  for (uint32_t i0 = tid; i0 < n16; i0 += 8u * kSplitThreads) {
-    uint4 u[8];
+  for (uint32_t i0 = tid; i0 < n16; i0 += 16u * kSplitThreads) {
+    uint4 u[16];
 #pragma unroll
-    for (uint32_t k = 0; k < 8; ++k) {
+    for (uint32_t k = 0; k < 16; ++k) {
       const uint32_t i = i0 + k * kSplitThreads;
       u[k] = __ldcs(src + min(i, n16 - 1u));  // a valid address; stored only when i < n16
     }
 #pragma unroll
-    for (uint32_t k = 0; k < 8; ++k) {
+    for (uint32_t k = 0; k < 16; ++k) {
       const uint32_t i = i0 + k * kSplitThreads;
       if (i < n16) {
         uint32_t* d = tile + (i >> 4) * kSplitRowWords + 4u * (i & 15u);
@@ -1979,31 +1982,35 @@ __global__ void __launch_bounds__(kSplitThreads, 2)
 }
 
 template <typename E, uint32_t kN0, uint32_t kB0, uint32_t kN1, uint32_t kB1>
-__global__ void __launch_bounds__(kSplitThreads, 2)
+__global__ void __launch_bounds__(kSplitDecodeTokens, 4)
     DecodeSplitKernel(const __grid_constant__ TqDevParams P, const __grid_constant__ TqSplitConsts C,
                       const uint8_t* body, const TqTarget view) {
-  extern __shared__ uint32_t tile[];  // T rows of kSplitRowWords words, then T records of codes
+  extern __shared__ uint32_t tile[];  // the tile's rows (kSplitRowWords words), then its records
   __shared__ float cents[2][16];
   __shared__ uint32_t maskw[4];
   __shared__ __align__(16) uint8_t perm[128];
   constexpr uint32_t kW0 = kN0 * kB0 / 32, kW1 = kN1 * kB1 / 32, kR = kW0 + kW1;
-  const uint32_t T = P.g.shape.tokens, tid = threadIdx.x, s = blockIdx.x;
-  uint32_t* recs = tile + T * kSplitRowWords;
+  const uint32_t T = P.g.shape.tokens, tid = threadIdx.x;
+  const uint32_t tiles = (T + kSplitDecodeTokens - 1) / kSplitDecodeTokens;
+  const uint32_t s = blockIdx.x / tiles, t0 = (blockIdx.x % tiles) * kSplitDecodeTokens;
+  const uint32_t nt = min(kSplitDecodeTokens, T - t0);
+  uint32_t* recs = tile + kSplitDecodeTokens * kSplitRowWords;
   if (tid < 32) cents[tid / 16][tid % 16] = C.cents[tid / 16][tid % 16];
   if (tid < 128) perm[tid] = 0;
   if (tid < 4) maskw[tid] = reinterpret_cast<const uint32_t*>(body + uint64_t{s} * 16u)[tid];
-  const uint32_t* src = reinterpret_cast<const uint32_t*>(body + P.g.codes_offset + uint64_t{s} * T * kR * 4u);
-  const uint32_t nw = T * kR;
-  for (uint32_t i0 = tid; i0 < nw; i0 += 8u * kSplitThreads) {
+  const uint64_t v0 = uint64_t{s} * T + t0;
+  const uint32_t* src = reinterpret_cast<const uint32_t*>(body + P.g.codes_offset + v0 * kR * 4u);
+  const uint32_t nw = nt * kR;
+  for (uint32_t i0 = tid; i0 < nw; i0 += 8u * kSplitDecodeTokens) {
     uint32_t u[8];
 #pragma unroll
     for (uint32_t k = 0; k < 8; ++k) {
-      const uint32_t i = i0 + k * kSplitThreads;
-      u[k] = i < nw ? __ldcs(src + i) : 0u;
+      const uint32_t i = i0 + k * kSplitDecodeTokens;
+      u[k] = __ldcs(src + min(i, nw - 1u));  // a valid address; stored only when i < nw
     }
 #pragma unroll
     for (uint32_t k = 0; k < 8; ++k) {
-      const uint32_t i = i0 + k * kSplitThreads;
+      const uint32_t i = i0 + k * kSplitDecodeTokens;
       if (i < nw) recs[i] = u[k];
     }
   }
@@ -2011,8 +2018,9 @@ __global__ void __launch_bounds__(kSplitThreads, 2)
   SplitPerm<kN0>(maskw, perm, tid);
   __syncthreads();
   const uint32_t* scalars = reinterpret_cast<const uint32_t*>(body + P.g.scalars_offset);
-  for (uint32_t t = tid; t < T; t += kSplitThreads) {
-    const uint32_t sc = __ldcs(scalars + uint64_t{s} * T + t);
+  if (tid < nt) {
+    const uint32_t t = tid;
+    const uint32_t sc = __ldcs(scalars + v0 + t);
     const float n0 = __half2float(__ushort_as_half(static_cast<unsigned short>(sc & 0xFFFFu)));
     const float n1 = __half2float(__ushort_as_half(static_cast<unsigned short>(sc >> 16)));
     const uint32_t* rec = recs + t * kR;
@@ -2023,7 +2031,11 @@ __global__ void __launch_bounds__(kSplitThreads, 2)
       for (uint32_t i = 0; i < kW0; ++i) w[i] = rec[i];
       float x[kN0];
       SplitDecodePart<0, kN0, kB0>(w, n0, C, cents[0], x);
-      SplitScatter<E, kN0>(rh, perm, x, isfinite(n0));
+      if (isfinite(n0)) {
+        SplitScatter<E, kN0, true>(rh, perm, x);
+      } else {
+        SplitScatter<E, kN0, false>(rh, perm, x);
+      }
     }
     {
       uint32_t w[kW1];
@@ -2031,16 +2043,20 @@ __global__ void __launch_bounds__(kSplitThreads, 2)
       for (uint32_t i = 0; i < kW1; ++i) w[i] = rec[kW0 + i];
       float x[kN1];
       SplitDecodePart<1, kN1, kB1>(w, n1, C, cents[1], x);
-      SplitScatter<E, kN1>(rh, perm + kN0, x, isfinite(n1));
+      if (isfinite(n1)) {
+        SplitScatter<E, kN1, true>(rh, perm + kN0, x);
+      } else {
+        SplitScatter<E, kN1, false>(rh, perm + kN0, x);
+      }
     }
   }
   __syncthreads();
   uint32_t layer, kv, head;
   P.g.shape.Decompose(s, &layer, &kv, &head);
-  for (uint32_t i = tid; i < T * 16u; i += kSplitThreads) {
+  for (uint32_t i = tid; i < nt * 16u; i += kSplitDecodeTokens) {
     const uint32_t t = i >> 4, c = i & 15u;
     const uint32_t* r = tile + t * kSplitRowWords + 4u * c;
-    uint4* dst = reinterpret_cast<uint4*>(view.Row(P, layer, kv, head, t)) + c;
+    uint4* dst = reinterpret_cast<uint4*>(view.Row(P, layer, kv, head, t0 + t)) + c;
     __stcs(dst, make_uint4(r[0], r[1], r[2], r[3]));
   }
 }
@@ -2106,7 +2122,7 @@ bool SplitSmemOk(size_t smem) {
 
 size_t SplitEncodeSmem(const TqGeometry& g) { return size_t{g.shape.tokens} * kSplitRowWords * 4u; }
 size_t SplitDecodeSmem(const TqGeometry& g) {
-  return size_t{g.shape.tokens} * (kSplitRowWords * 4u + g.vector_code_bytes);
+  return size_t{kSplitDecodeTokens} * (kSplitRowWords * 4u + g.vector_code_bytes);
 }
 
 // False when the split kernels do not apply (the caller takes the generic path).
@@ -2134,14 +2150,18 @@ bool LaunchDecodeSplit(const TqPlan& plan, const TqDevParams& P, const uint8_t* 
   if (!SplitPath(plan, P)) return false;
   const size_t smem = SplitDecodeSmem(P.g);
   const TqSplitConsts C = MakeSplitConsts(plan);
+  const uint32_t tiles = (P.g.shape.tokens + kSplitDecodeTokens - 1) / kSplitDecodeTokens;
+  const uint64_t blocks64 = uint64_t{P.g.shape.num_streams} * tiles;
+  if (blocks64 >= (1ull << 31)) return false;
+  const unsigned blocks = static_cast<unsigned>(blocks64);
   if (P.g.parts[0].dim == 32) {
     constexpr auto K = DecodeSplitKernel<E, 32, 3, 96, 2>;
     if (!SplitSmemOk<K>(smem)) return false;
-    K<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, body, view);
+    K<<<blocks, kSplitDecodeTokens, smem>>>(P, C, body, view);
   } else {
     constexpr auto K = DecodeSplitKernel<E, 64, 4, 64, 3>;
     if (!SplitSmemOk<K>(smem)) return false;
-    K<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, body, view);
+    K<<<blocks, kSplitDecodeTokens, smem>>>(P, C, body, view);
   }
   return true;
 }
