@@ -42,10 +42,17 @@ absl::StatusOr<BenchReport> RunBench(client::Client& client, const client::Names
   std::mutex err_mu;
   std::string first_error;
   LatencyRecorder put_lat, get_lat;
-  auto record_error = [&](const absl::Status& st) {
+  // The first error names its call, key number and time, so a failure can be matched with the
+  // daemon's log and counters.
+  const auto t0 = Clock::now();
+  auto record_error = [&](const char* op, uint64_t n, const absl::Status& st) {
     errors.fetch_add(1);
     std::lock_guard<std::mutex> lock(err_mu);
-    if (first_error.empty()) first_error = st.ToString();
+    if (first_error.empty()) {
+      first_error = fmt::format("{} of key #{} at {:.3f} s: {}", op, n,
+                                std::chrono::duration<double>(Clock::now() - t0).count(),
+                                st.ToString());
+    }
   };
   bool recording = true;  // off during the warm-up (set before any worker starts)
   auto do_put = [&](uint64_t n) -> bool {
@@ -55,7 +62,7 @@ absl::StatusOr<BenchReport> RunBench(client::Client& client, const client::Names
     client::CallStats st;
     auto r = client.Put(ns.name, BenchKey(options.seed, n), data[which], put, {{}, &st});
     if (!r.ok()) {
-      record_error(r.status());
+      record_error("put", n, r.status());
       return false;
     }
     if (!recording) return true;
@@ -70,7 +77,7 @@ absl::StatusOr<BenchReport> RunBench(client::Client& client, const client::Names
     client::CallStats st;
     auto r = client.Get(ns.name, BenchKey(options.seed, n), get, {{}, &st});
     get_lat.Add(st.latency);
-    if (!r.ok()) return record_error(r.status());
+    if (!r.ok()) return record_error("get", n, r.status());
     gets.fetch_add(1);
     get_bytes.fetch_add(r->data.size());
   };

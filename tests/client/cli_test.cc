@@ -145,7 +145,9 @@ TEST_F(CliTest, BenchReportsThroughputAndPercentiles) {
   const std::string json = dir_.path() + "/bench.json";
   Result r = Kv("bench --layers 2 --kv-heads 1 --head-dim 64 --sizes 64,256 --concurrency 2 "
                 "--duration 0.5 --json-out " + json);
-  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  // On failure, also show the daemon's counters (evictions, demotions, misses) and its log.
+  ASSERT_EQ(r.code, 0) << r.out << r.err << "\n--- kvtier stats ---\n" << Kv("stats").out
+                       << "\n--- kvtierd log ---\n" << daemon_->ReadLog();
   EXPECT_NE(r.out.find("ops/s"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("p99"), std::string::npos) << r.out;
   const std::string j = Slurp(json);

@@ -27,6 +27,8 @@ kvtier_storage_test(storage_disk_faults_test SOURCES storage/disk_faults_test.cc
                     LIBS kvtier::storage LABELS unit)
 kvtier_storage_test(storage_stress_test SOURCES storage/stress_test.cc
                     LIBS kvtier::storage LABELS unit TIMEOUT 120)
+kvtier_storage_test(storage_own_keys_test SOURCES storage/own_keys_test.cc
+                    LIBS kvtier::storage LABELS unit)
 
 # Smoke test of the trace replay (first 500 requests): fails if policy "lru" differs from the
 # exact-LRU model on the real trace; skipped when ../shared/data is not beside the checkout.
