@@ -59,20 +59,35 @@ bool DaemonProcess::Start(bool wait, std::chrono::seconds timeout) {
   // The daemon must not outlive a test that crashes. PR_SET_PDEATHSIG fires when the forking
   // *thread* exits, so it is only used when the main thread starts the daemon.
   const bool from_main_thread = ::syscall(SYS_gettid) == ::getpid();
+  // Everything the child needs is built before fork(): between fork() and exec the child of a
+  // multithreaded process may only make async-signal-safe calls (no allocation, no locks).
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry(*e);
+    const std::string name = entry.substr(0, entry.find('='));
+    bool overridden = false;
+    for (const std::string& o : env) overridden |= o.compare(0, name.size() + 1, name + "=") == 0;
+    if (!overridden) env_strings.push_back(entry);
+  }
+  for (const std::string& o : env) env_strings.push_back(o);
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const std::string log_path = dir_ + "/kvtierd.log";
   pid_t pid = ::fork();
   if (pid == 0) {
     if (from_main_thread) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int fd = ::open((dir_ + "/kvtierd.log").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (fd >= 0) {
       ::dup2(fd, 1);
       ::dup2(fd, 2);
     }
-    for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(binary_.c_str(), argv.data());
-    std::perror("execv kvtierd");
+    ::execve(binary_.c_str(), argv.data(), envp.data());
+    static const char kMsg[] = "execve kvtierd failed\n";
+    (void)!::write(2, kMsg, sizeof(kMsg) - 1);
     ::_exit(127);
   }
   pid_ = pid;
