@@ -332,7 +332,7 @@ __global__ void __launch_bounds__(kKeyBlock)
     if constexpr (kKeep) kept[0] = a.u;
 #pragma unroll
     for (int k = 1; k < CPW; ++k) {
-      a.u = __ldg(reinterpret_cast<const uint4*>(x + uint64_t{k} * V));
+      a.u = __ldg(reinterpret_cast<const uint4*>(x + static_cast<uint64_t>(k) * V));
       if constexpr (kKeep) kept[k] = a.u;
 #pragma unroll
       for (int j = 0; j < 4; ++j) lo.h[j] = __hmin2(lo.h[j], a.h[j]), hi.h[j] = __hmax2(hi.h[j], a.h[j]);
@@ -349,7 +349,7 @@ __global__ void __launch_bounds__(kKeyBlock)
 #pragma unroll
     for (int k = 1; k < CPW; ++k) {
       float v[CH];
-      LoadElems<Elem, CH>(x + uint64_t{k} * V, vec_in, CH, v);
+      LoadElems<Elem, CH>(x + static_cast<uint64_t>(k) * V, vec_in, CH, v);
 #pragma unroll
       for (int j = 0; j < CH; ++j) mn[j] = fminf(mn[j], v[j]), mx[j] = fmaxf(mx[j], v[j]);
     }
@@ -389,7 +389,7 @@ __global__ void __launch_bounds__(kKeyBlock)
 #pragma unroll
       for (int j = 0; j < CH; ++j) v[j] = DevToFloat<Elem>(r.e[j]);
     } else {
-      LoadElems<Elem, CH>(x + uint64_t{k} * V, vec_in, CH, v);
+      LoadElems<Elem, CH>(x + static_cast<uint64_t>(k) * V, vec_in, CH, v);
     }
 #pragma unroll
     for (int j = 0; j < CH; ++j) word[j] |= DevKiviQuantize(v[j], p[j], BITS) << (k * BITS);
