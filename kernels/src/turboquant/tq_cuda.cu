@@ -1258,6 +1258,44 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
   }
 }
 
+// The QJL term of the prod decode for the 8 vectors base .. base + 7 (clamped to nv - 1) of a
+// warp: acc[a][c] = t_{4 lane + c} = sum over i ascending of sign_i * S[i][4 lane + c], where
+// S is in shared memory as sq[i * 128 + j] and sign_i comes from bit i of the vector's QJL sign
+// words (after its mse codes). One FMA chain per output in the CPU's order.
+__device__ __forceinline__ void QuadQjlSignMatvec(const float* sq, const uint8_t* codes,
+                                                  uint64_t base, uint64_t nv, uint32_t rec_bytes,
+                                                  uint32_t mse_bytes, uint32_t lane,
+                                                  float (&acc)[8][4]) {
+#pragma unroll
+  for (uint32_t a = 0; a < 8; ++a) {
+#pragma unroll
+    for (uint32_t c = 0; c < 4; ++c) acc[a][c] = 0.0f;
+  }
+  const float4* sq4 = reinterpret_cast<const float4*>(sq) + lane;
+#pragma unroll 1
+  for (uint32_t w = 0; w < 4; ++w) {
+    uint32_t sw[8];
+#pragma unroll
+    for (uint32_t a = 0; a < 8; ++a) {
+      const uint64_t va = min(base + a, nv - 1);
+      sw[a] = *reinterpret_cast<const uint32_t*>(codes + va * rec_bytes + mse_bytes + 4u * w);
+    }
+    // Fully unrolled: the sign of (i, a) costs one shift and one LOP3 beside its 4 FMAs.
+#pragma unroll
+    for (uint32_t b = 0; b < 32; ++b) {
+      const float4 s = sq4[(32u * w + b) * 32u];
+#pragma unroll
+      for (uint32_t a = 0; a < 8; ++a) {
+        const float sg = __uint_as_float(((sw[a] << (31u - b)) & 0x80000000u) ^ 0xBF800000u);
+        acc[a][0] = __fmaf_rn(s.x, sg, acc[a][0]);
+        acc[a][1] = __fmaf_rn(s.y, sg, acc[a][1]);
+        acc[a][2] = __fmaf_rn(s.z, sg, acc[a][2]);
+        acc[a][3] = __fmaf_rn(s.w, sg, acc[a][3]);
+      }
+    }
+  }
+}
+
 template <typename E, uint32_t kMb>
 __global__ void __launch_bounds__(32 * kQuadWarps, 2)
     DecodeQuadProdKernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
@@ -1287,34 +1325,7 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
     const uint64_t vv = live ? v : nv - 1;
     // t_j for j = 4 lane + jj of the 8 vectors: sum over i ascending of +-S[i][j].
     float acc[8][4];
-#pragma unroll
-    for (uint32_t a = 0; a < 8; ++a) {
-#pragma unroll
-      for (uint32_t jj = 0; jj < 4; ++jj) acc[a][jj] = 0.0f;
-    }
-    const float4* sq4 = reinterpret_cast<const float4*>(sq) + lane;
-#pragma unroll 1
-    for (uint32_t w = 0; w < 4; ++w) {
-      uint32_t sw[8];
-#pragma unroll
-      for (uint32_t a = 0; a < 8; ++a) {
-        const uint64_t va = min(base + a, nv - 1);
-        sw[a] = *reinterpret_cast<const uint32_t*>(codes + va * rec_bytes + mse_bytes + 4u * w);
-      }
-      // Fully unrolled: the sign of (i, a) costs one shift and one LOP3 beside its 4 FMAs.
-#pragma unroll
-      for (uint32_t b = 0; b < 32; ++b) {
-        const float4 s = sq4[(32u * w + b) * 32u];
-#pragma unroll
-        for (uint32_t a = 0; a < 8; ++a) {
-          const float sg = __uint_as_float(((sw[a] << (31u - b)) & 0x80000000u) ^ 0xBF800000u);
-          acc[a][0] = __fmaf_rn(s.x, sg, acc[a][0]);
-          acc[a][1] = __fmaf_rn(s.y, sg, acc[a][1]);
-          acc[a][2] = __fmaf_rn(s.z, sg, acc[a][2]);
-          acc[a][3] = __fmaf_rn(s.w, sg, acc[a][3]);
-        }
-      }
-    }
+    QuadQjlSignMatvec(sq, codes, base, nv, rec_bytes, mse_bytes, lane, acc);
     float4* ts4 = reinterpret_cast<float4*>(ts);
 #pragma unroll
     for (uint32_t a = 0; a < 8; ++a) ts4[a * 32u + lane] = make_float4(acc[a][0], acc[a][1], acc[a][2], acc[a][3]);
@@ -1591,33 +1602,7 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 1)
     const float norm = __half2float(__ushort_as_half(scalars[(kProd ? 2u : 1u) * vv]));
     if constexpr (kProd) {
       // t_j (j = 4 lane + c) of the 8 vectors: sum over i ascending of +-S[i][j].
-#pragma unroll
-      for (uint32_t a = 0; a < 8; ++a) {
-#pragma unroll
-        for (uint32_t c = 0; c < 4; ++c) acc[a][c] = 0.0f;
-      }
-      const float4* sq4 = reinterpret_cast<const float4*>(sq) + lane;
-#pragma unroll 1
-      for (uint32_t w = 0; w < 4; ++w) {
-        uint32_t sw[8];
-#pragma unroll
-        for (uint32_t a = 0; a < 8; ++a) {
-          const uint64_t va = min(base + a, nv - 1);
-          sw[a] = *reinterpret_cast<const uint32_t*>(codes + va * rec_bytes + mse_bytes + 4u * w);
-        }
-#pragma unroll
-        for (uint32_t b = 0; b < 32; ++b) {
-          const float4 s = sq4[(32u * w + b) * 32u];
-#pragma unroll
-          for (uint32_t a = 0; a < 8; ++a) {
-            const float sg = __uint_as_float(((sw[a] << (31u - b)) & 0x80000000u) ^ 0xBF800000u);
-            acc[a][0] = __fmaf_rn(s.x, sg, acc[a][0]);
-            acc[a][1] = __fmaf_rn(s.y, sg, acc[a][1]);
-            acc[a][2] = __fmaf_rn(s.z, sg, acc[a][2]);
-            acc[a][3] = __fmaf_rn(s.w, sg, acc[a][3]);
-          }
-        }
-      }
+      QuadQjlSignMatvec(sq, codes, base, nv, rec_bytes, mse_bytes, lane, acc);
       AccToSmem(stage, acc, lane);
       __syncwarp();
       float t[32];
