@@ -1130,6 +1130,36 @@ __device__ __forceinline__ void QuadLoadCodes(const uint8_t* rec, uint32_t q, ui
   }
 }
 
+// acc[a][c] = sum over r ascending of mt[r * 128 + 4 lane + c] * v[a * 128 + r] (shared memory).
+__device__ __forceinline__ void WarpMatvec8(const float* mt, const float* v, uint32_t lane,
+                                            float acc[8][4]) {
+#pragma unroll
+  for (uint32_t a = 0; a < 8; ++a) {
+#pragma unroll
+    for (uint32_t c = 0; c < 4; ++c) acc[a][c] = 0.0f;
+  }
+  const float4* m4 = reinterpret_cast<const float4*>(mt) + lane;
+  const float4* v4 = reinterpret_cast<const float4*>(v);
+#pragma unroll 1
+  for (uint32_t r = 0; r < 128; r += 4) {
+    float4 s[4];
+#pragma unroll
+    for (uint32_t rr = 0; rr < 4; ++rr) s[rr] = m4[(r + rr) * 32u];
+#pragma unroll
+    for (uint32_t a = 0; a < 8; ++a) {
+      const float4 x4 = v4[a * 32u + r / 4u];
+      const float x[4] = {x4.x, x4.y, x4.z, x4.w};
+#pragma unroll
+      for (uint32_t rr = 0; rr < 4; ++rr) {
+        acc[a][0] = __fadd_rn(acc[a][0], __fmul_rn(s[rr].x, x[rr]));
+        acc[a][1] = __fadd_rn(acc[a][1], __fmul_rn(s[rr].y, x[rr]));
+        acc[a][2] = __fadd_rn(acc[a][2], __fmul_rn(s[rr].z, x[rr]));
+        acc[a][3] = __fadd_rn(acc[a][3], __fmul_rn(s[rr].w, x[rr]));
+      }
+    }
+  }
+}
+
 template <typename E, uint32_t kMb>
 __global__ void __launch_bounds__(32 * kQuadWarps, 2)
     EncodeQuadProdKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
@@ -1209,31 +1239,7 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
     __syncwarp();
     // sketch_i for i = 4 lane + ii of the 8 vectors: sum over j ascending of S[i][j] r_j.
     float acc[8][4];
-#pragma unroll
-    for (uint32_t a = 0; a < 8; ++a) {
-#pragma unroll
-      for (uint32_t ii = 0; ii < 4; ++ii) acc[a][ii] = 0.0f;
-    }
-    const float4* st4 = reinterpret_cast<const float4*>(st) + lane;
-    const float4* rs4 = reinterpret_cast<const float4*>(rs);
-#pragma unroll 1
-    for (uint32_t j = 0; j < 128; j += 4) {
-      float4 s[4];
-#pragma unroll
-      for (uint32_t jj = 0; jj < 4; ++jj) s[jj] = st4[(j + jj) * 32u];
-#pragma unroll
-      for (uint32_t a = 0; a < 8; ++a) {
-        const float4 r4 = rs4[a * 32u + j / 4u];
-        const float r[4] = {r4.x, r4.y, r4.z, r4.w};
-#pragma unroll
-        for (uint32_t jj = 0; jj < 4; ++jj) {
-          acc[a][0] = __fadd_rn(acc[a][0], __fmul_rn(s[jj].x, r[jj]));
-          acc[a][1] = __fadd_rn(acc[a][1], __fmul_rn(s[jj].y, r[jj]));
-          acc[a][2] = __fadd_rn(acc[a][2], __fmul_rn(s[jj].z, r[jj]));
-          acc[a][3] = __fadd_rn(acc[a][3], __fmul_rn(s[jj].w, r[jj]));
-        }
-      }
-    }
+    WarpMatvec8(st, rs, lane, acc);
     __syncwarp();  // rs is rewritten by the next iteration
     uint32_t nib = 0;
 #pragma unroll
@@ -1393,37 +1399,8 @@ void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTar
 // ---- Quad path, dense rotation (mse and prod), head_dim 128 -------------------------------------
 // The rotation is the same blocked matvec as QJL: the warp's 8 vectors go to shared memory in the
 // quad layout, lane l computes rows 4l..4l+3 of all 8 products (sums over the inner index
-// ascending, as on the CPU) and the result returns to the quad layout through shared memory.
-
-// acc[a][c] = sum over r ascending of mt[r * 128 + 4 lane + c] * v[a * 128 + r] (shared memory).
-__device__ __forceinline__ void WarpMatvec8(const float* mt, const float* v, uint32_t lane,
-                                            float acc[8][4]) {
-#pragma unroll
-  for (uint32_t a = 0; a < 8; ++a) {
-#pragma unroll
-    for (uint32_t c = 0; c < 4; ++c) acc[a][c] = 0.0f;
-  }
-  const float4* m4 = reinterpret_cast<const float4*>(mt) + lane;
-  const float4* v4 = reinterpret_cast<const float4*>(v);
-#pragma unroll 1
-  for (uint32_t r = 0; r < 128; r += 4) {
-    float4 s[4];
-#pragma unroll
-    for (uint32_t rr = 0; rr < 4; ++rr) s[rr] = m4[(r + rr) * 32u];
-#pragma unroll
-    for (uint32_t a = 0; a < 8; ++a) {
-      const float4 x4 = v4[a * 32u + r / 4u];
-      const float x[4] = {x4.x, x4.y, x4.z, x4.w};
-#pragma unroll
-      for (uint32_t rr = 0; rr < 4; ++rr) {
-        acc[a][0] = __fadd_rn(acc[a][0], __fmul_rn(s[rr].x, x[rr]));
-        acc[a][1] = __fadd_rn(acc[a][1], __fmul_rn(s[rr].y, x[rr]));
-        acc[a][2] = __fadd_rn(acc[a][2], __fmul_rn(s[rr].z, x[rr]));
-        acc[a][3] = __fadd_rn(acc[a][3], __fmul_rn(s[rr].w, x[rr]));
-      }
-    }
-  }
-}
+// ascending, as on the CPU) and the result returns to the quad layout through shared memory
+// (WarpMatvec8, above).
 
 // Quad layout <-> the vector's 128 floats in shared memory.
 __device__ __forceinline__ void QuadToSmem(float* vec, const float x[32], uint32_t q) {
