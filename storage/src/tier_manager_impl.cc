@@ -227,6 +227,17 @@ bool TierManagerImpl::EvictOne(int t, bool holding_disk) {
   std::unique_lock<std::mutex> disk_lock;
   if (lower == kDisk && !holding_disk) disk_lock = std::unique_lock<std::mutex>(disk_mu_);
   const bool hold = holding_disk || lower == kDisk;
+  if (lower == kDisk) {
+    // Between marking the copy and taking disk_mu_, a Put may have written a newer version of this
+    // key straight to disk (the same RocksDB key). Writing our bytes now would overwrite it, and
+    // erasing them afterwards would leave the index pointing at nothing. Check again: from here
+    // on we hold disk_mu_, so no other disk write of this key can happen until we are done.
+    std::lock_guard<std::mutex> relock(mu_);
+    const IndexEntry* cur = index_.Find(key);
+    if (cur == nullptr || cur->version != version || cur->copies[t] != source) {
+      return true;  // Replaced or deleted meanwhile (that cleared the moving mark): nothing to do.
+    }
+  }
   absl::StatusOr<std::shared_ptr<TierCopy>> moved = absl::UnknownError("not read");
   {
     absl::StatusOr<TierRead> bytes = tiers_[t]->Read(key, source);
@@ -271,8 +282,8 @@ bool TierManagerImpl::EvictOne(int t, bool holding_disk) {
       // or lost when the lower tier could not take it: a cache may drop, never corrupt).
       if (cur->pins == 0) dropped = DropCopyLocked(cur, t, /*evicted=*/true);
     } else if (moved.ok() && lower == kDisk) {
-      // Replaced or deleted while it moved: the copy just written is stale. We hold disk_mu_, so
-      // no newer disk write of this key can have happened in between.
+      // Replaced by a memory-only version while it moved (a Delete or a disk write needs disk_mu_,
+      // which we hold, and the check above saw no newer disk copy): the copy just written is stale.
       disk_erase.emplace_back(key, *moved);
     }
   }
