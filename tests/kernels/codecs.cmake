@@ -14,3 +14,13 @@ if(KVTIER_HAVE_CUDA)
                   LIBS kvtier::kernels CUDA::cudart GPU)
   target_include_directories(kernels_codec_gpu_test PRIVATE ${_codec_test_includes})
 endif()
+
+# GpuStager (kvtier/kernels/gpu_stager.h): option checks and the no-GPU refusal run everywhere; the
+# byte-for-byte comparison with the CPU reference needs a GPU.
+kvtier_add_test(NAME kernels_gpu_stager_test SOURCES kernels/gpu_stager_test.cc
+                LIBS kvtier::kernels LABELS unit)
+if(KVTIER_HAVE_CUDA)
+  kvtier_add_test(NAME kernels_gpu_stager_gpu_test SOURCES kernels/gpu_stager_gpu_test.cc
+                  LIBS kvtier::kernels GPU)
+  target_include_directories(kernels_gpu_stager_gpu_test PRIVATE ${_codec_test_includes})
+endif()

@@ -10,6 +10,7 @@ target_sources(kvtier_kernels PRIVATE
   src/codecs/fp8_codec.cc
   src/codecs/kivi_codec.cc
   src/codecs/cpu_simd.cc
+  src/codecs/gpu_stager.cc
 )
 # The CPU reference must compute exactly what the kernels compute: no FMA contraction on the host
 # side, none on the device side (the kernels also spell their arithmetic with __fmul_rn & co.).
