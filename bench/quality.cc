@@ -25,6 +25,7 @@ namespace {
 
 using kernels::CodecId;
 using kernels::CodecParams;
+using kernels::TurboQuantQjl;
 using kernels::TurboQuantRotation;
 using kernels::TurboQuantSplit;
 using kernels::TurboQuantVariant;
@@ -46,10 +47,12 @@ struct Flags {
 // ---- Paper reproduction ---------------------------------------------------------------------------
 
 struct PaperRow {
-  std::string rotation;
+  std::string rotation, qjl;
   int bits = 0;
   double d_mse = 0, d_mse_paper = 0;
   double prod_bias = 0, prod_bias_se = 0, d_prod = 0, d_prod_paper = 0;
+  // <x, x_prod> - 1 (q = x): the direction in which a mis-scaled QJL term shows most.
+  double self_bias = 0, self_bias_se = 0;
   bool mse_ok = false, prod_ok = false;
 };
 
@@ -71,10 +74,16 @@ std::vector<PaperRow> PaperReproduction(const Flags& f) {
   const double prod_paper[4] = {1.57, 0.57, 0.18, 0.053};
   const uint32_t d = 128;
   std::vector<PaperRow> rows;
-  for (auto rot : {TurboQuantRotation::kDense, TurboQuantRotation::kHadamard}) {
+  const std::pair<TurboQuantRotation, TurboQuantQjl> configs[] = {
+      {TurboQuantRotation::kDense, TurboQuantQjl::kGaussian},
+      {TurboQuantRotation::kHadamard, TurboQuantQjl::kGaussian},
+      {TurboQuantRotation::kHadamard, TurboQuantQjl::kHadamard},
+      {TurboQuantRotation::kDense, TurboQuantQjl::kHadamard}};
+  for (const auto& [rot, qjl] : configs) {
     for (int b = 1; b <= 4; ++b) {
       PaperRow r;
       r.rotation = rot == TurboQuantRotation::kDense ? "dense" : "hadamard";
+      r.qjl = qjl == TurboQuantQjl::kHadamard ? "hadamard" : "gaussian";
       r.bits = b;
       r.d_mse_paper = mse_paper[b - 1];
       r.d_prod_paper = prod_paper[b - 1];
@@ -85,6 +94,7 @@ std::vector<PaperRow> PaperReproduction(const Flags& f) {
       p.seed = f.seed;
       auto mse = kernels::TurboQuantVectorQuantizer::Create(p);
       p.variant = TurboQuantVariant::kProd;
+      p.qjl = qjl;
       auto prod = kernels::TurboQuantVectorQuantizer::Create(p);
       if (!mse.ok() || !prod.ok()) {
         std::fprintf(stderr, "quantizer: %s\n", mse.status().ToString().c_str());
@@ -93,7 +103,7 @@ std::vector<PaperRow> PaperReproduction(const Flags& f) {
       std::mt19937_64 rng(f.seed * 1000 + b);
       std::vector<uint8_t> cm((*mse)->CodeBytes()), cp((*prod)->CodeBytes());
       std::vector<float> y(d);
-      double se = 0, e_sum = 0, e2_sum = 0;
+      double se = 0, e_sum = 0, e2_sum = 0, s_sum = 0, s2_sum = 0;
       for (uint32_t i = 0; i < f.vectors; ++i) {
         const auto x = RandomUnit(rng, d);
         const auto q = RandomUnit(rng, d);
@@ -112,15 +122,27 @@ std::vector<PaperRow> PaperReproduction(const Flags& f) {
         }
         e_sum += est - truth;
         e2_sum += (est - truth) * (est - truth);
+        double self = 0;
+        for (uint32_t k = 0; k < d; ++k) self += double(x[k]) * y[k];
+        s_sum += self - 1.0;
+        s2_sum += (self - 1.0) * (self - 1.0);
       }
       const double n = f.vectors;
       r.d_mse = se / n;
       r.prod_bias = e_sum / n;
       r.d_prod = d * e2_sum / n;
       r.prod_bias_se = std::sqrt(std::max(0.0, e2_sum / n - r.prod_bias * r.prod_bias) / n);
+      r.self_bias = s_sum / n;
+      r.self_bias_se = std::sqrt(std::max(0.0, s2_sum / n - r.self_bias * r.self_bias) / n);
       r.mse_ok = std::fabs(r.d_mse - r.d_mse_paper) <= 0.05 * r.d_mse_paper;
-      r.prod_ok = std::fabs(r.d_prod - r.d_prod_paper) <= 0.10 * r.d_prod_paper &&
-                  std::fabs(r.prod_bias) <= 4 * r.prod_bias_se;
+      // Gaussian QJL: the paper's figure within 10%. Structured QJL: at most the paper's figure
+      // (its orthogonal rows lower the variance; docs/QUALITY.md). Both: no random-q bias beyond
+      // 4 s.e. The q = x bias is reported, not judged: with one fixed S it carries that S's
+      // deviation from its expectation (docs/QUALITY.md).
+      const bool d_ok = qjl == TurboQuantQjl::kGaussian
+                            ? std::fabs(r.d_prod - r.d_prod_paper) <= 0.10 * r.d_prod_paper
+                            : r.d_prod <= r.d_prod_paper;
+      r.prod_ok = d_ok && std::fabs(r.prod_bias) <= 4 * r.prod_bias_se;
       rows.push_back(r);
     }
   }
@@ -158,13 +180,15 @@ CodecParams Kivi(int bits, int sink, int tail) {
 }
 
 CodecParams Tq(int bits, TurboQuantVariant v, TurboQuantRotation r,
-               TurboQuantSplit s = TurboQuantSplit::kNone) {
+               TurboQuantSplit s = TurboQuantSplit::kNone,
+               TurboQuantQjl qjl = TurboQuantQjl::kGaussian) {
   CodecParams p;
   p.id = CodecId::kTurboQuant;
   p.bits = static_cast<uint8_t>(bits);
   p.tq_variant = v;
   p.tq_rotation = r;
   p.tq_split = s;
+  p.tq_qjl = qjl;
   p.seed = 7;
   return p;
 }
@@ -188,6 +212,11 @@ std::vector<CodecCase> Cases() {
       for (int b = 1; b <= 4; ++b) {
         c.push_back({fmt::format("tq-{} b={} {}", vn, b, rn), Tq(b, var, rot)});
       }
+    }
+    for (int b = 1; b <= 4; ++b) {
+      c.push_back({fmt::format("tq-prod b={} {} qjl=hadamard", b, rn),
+                   Tq(b, TurboQuantVariant::kProd, rot, TurboQuantSplit::kNone,
+                      TurboQuantQjl::kHadamard)});
     }
     c.push_back({fmt::format("tq-mse 2.5 {}", rn),
                  Tq(2, TurboQuantVariant::kMse, rot, TurboQuantSplit::k2p5)});
@@ -389,22 +418,25 @@ int main(int argc, char** argv) {
     const auto rows = PaperReproduction(f);
     std::printf("TurboQuant on %u random unit vectors, d = 128 (paper: Zandieh et al. 2025)\n",
                 f.vectors);
-    std::printf("%-9s %2s | %8s %8s %4s | %10s %9s %8s %8s %4s\n", "rotation", "b", "D_mse",
-                "paper", "5%", "prod bias", "bias s.e.", "d*D_prod", "paper", "10%");
+    std::printf("%-9s %-8s %2s | %8s %8s %4s | %10s %9s %10s %9s %8s %8s %4s\n", "rotation",
+                "qjl", "b", "D_mse", "paper", "5%", "prod bias", "bias s.e.", "bias q=x",
+                "s.e.", "d*D_prod", "paper", "10%");
     json += "  \"paper\": [\n";
     for (size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
-      std::printf("%-9s %2d | %8.4f %8.4f %4s | %+10.5f %9.5f %8.4f %8.4f %4s\n",
-                  r.rotation.c_str(), r.bits, r.d_mse, r.d_mse_paper, r.mse_ok ? "ok" : "MISS",
-                  r.prod_bias, r.prod_bias_se, r.d_prod, r.d_prod_paper,
-                  r.prod_ok ? "ok" : "MISS");
-      if (r.rotation == "dense") all_ok &= r.mse_ok && r.prod_ok;
+      std::printf("%-9s %-8s %2d | %8.4f %8.4f %4s | %+10.5f %9.5f %+10.5f %9.5f %8.4f %8.4f %4s\n",
+                  r.rotation.c_str(), r.qjl.c_str(), r.bits, r.d_mse, r.d_mse_paper,
+                  r.mse_ok ? "ok" : "MISS", r.prod_bias, r.prod_bias_se, r.self_bias,
+                  r.self_bias_se, r.d_prod, r.d_prod_paper, r.prod_ok ? "ok" : "MISS");
+      if (r.rotation == "dense" && r.qjl == "gaussian") all_ok &= r.mse_ok && r.prod_ok;
       json += fmt::format(
-          "    {{\"rotation\": \"{}\", \"bits\": {}, \"d_mse\": {:.6f}, \"d_mse_paper\": {}, "
-          "\"mse_within_5pct\": {}, \"prod_bias\": {:.6f}, \"prod_bias_se\": {:.6f}, "
+          "    {{\"rotation\": \"{}\", \"qjl\": \"{}\", \"bits\": {}, \"d_mse\": {:.6f}, "
+          "\"d_mse_paper\": {}, \"mse_within_5pct\": {}, \"prod_bias\": {:.6f}, "
+          "\"prod_bias_se\": {:.6f}, \"self_bias\": {:.6f}, \"self_bias_se\": {:.6f}, "
           "\"d_times_d_prod\": {:.6f}, \"d_times_d_prod_paper\": {}, \"prod_within_10pct\": {}}}{}\n",
-          r.rotation, r.bits, r.d_mse, r.d_mse_paper, r.mse_ok, r.prod_bias, r.prod_bias_se,
-          r.d_prod, r.d_prod_paper, r.prod_ok, i + 1 < rows.size() ? "," : "");
+          r.rotation, r.qjl, r.bits, r.d_mse, r.d_mse_paper, r.mse_ok, r.prod_bias,
+          r.prod_bias_se, r.self_bias, r.self_bias_se, r.d_prod, r.d_prod_paper, r.prod_ok,
+          i + 1 < rows.size() ? "," : "");
     }
     json += "  ],\n";
     std::printf("\n");

@@ -127,7 +127,7 @@ TEST(CodecMalformedTest, ImpossibleHeaderFieldsAreInvalidArgument) {
   };
   const Edit edits[] = {
       {8, 9, "unknown codec"},        {9, 3, "kivi bits 3"},        {10, 48, "group 48"},
-      {10, 0, "group 0"},             {16, 1, "tq field on kivi"},  {19, 1, "reserved 19"},
+      {10, 0, "group 0"},             {16, 1, "tq field on kivi"},  {19, 1, "qjl on kivi"},
       {20, 1, "seed on kivi"},        {28, 3, "unknown kind"},      {29, 7, "unknown dtype"},
       {30, 1, "reserved 30"},         {32, 0, "zero layers"},       {36, 0, "zero kv heads"},
       {40, 0, "zero query heads"},         {44, 0, "zero head_dim"},     {48, 1, "latent on MHA"},

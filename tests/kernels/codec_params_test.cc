@@ -91,6 +91,67 @@ TEST(CodecParamsTest, ValidateRejectsImpossibleParams) {
   EXPECT_FALSE(unknown.Validate().ok());
 }
 
+// The QJL projection: prod only, one of two values, a zero byte elsewhere.
+TEST(CodecParamsTest, QjlProjectionIsValidatedParsedAndPrinted) {
+  CodecParams t;
+  t.id = CodecId::kTurboQuant;
+  t.bits = 3;
+  t.tq_qjl = TurboQuantQjl::kHadamard;
+  EXPECT_FALSE(t.Validate().ok());  // mse
+  t.tq_variant = TurboQuantVariant::kProd;
+  EXPECT_TRUE(t.Validate().ok());
+  t.tq_rotation = TurboQuantRotation::kDense;
+  EXPECT_TRUE(t.Validate().ok());
+  t.tq_qjl = static_cast<TurboQuantQjl>(2);
+  EXPECT_FALSE(t.Validate().ok());
+  CodecParams k;
+  k.id = CodecId::kKivi;
+  k.bits = 2;
+  k.group_size = 32;
+  k.tq_qjl = TurboQuantQjl::kHadamard;
+  EXPECT_FALSE(k.Validate().ok());
+  CodecParams raw;
+  raw.tq_qjl = TurboQuantQjl::kHadamard;
+  EXPECT_FALSE(raw.Validate().ok());
+
+  // Text defaults: structured with the Hadamard rotation, Gaussian with the dense one.
+  EXPECT_EQ(TurboQuantDefaultQjl(TurboQuantRotation::kHadamard), TurboQuantQjl::kHadamard);
+  EXPECT_EQ(TurboQuantDefaultQjl(TurboQuantRotation::kDense), TurboQuantQjl::kGaussian);
+  const struct {
+    const char* text;
+    TurboQuantQjl want;
+    const char* printed;
+  } cases[] = {
+      {"turboquant:b=3,variant=prod", TurboQuantQjl::kHadamard, "turboquant:b=3,variant=prod"},
+      {"turboquant:b=3,variant=prod,qjl=hadamard", TurboQuantQjl::kHadamard,
+       "turboquant:b=3,variant=prod"},
+      {"turboquant:b=3,variant=prod,qjl=gaussian", TurboQuantQjl::kGaussian,
+       "turboquant:b=3,variant=prod,qjl=gaussian"},
+      {"turboquant:b=2,variant=prod,rotation=dense", TurboQuantQjl::kGaussian,
+       "turboquant:b=2,variant=prod,rotation=dense"},
+      {"turboquant:b=2,variant=prod,rotation=dense,qjl=hadamard", TurboQuantQjl::kHadamard,
+       "turboquant:b=2,variant=prod,rotation=dense,qjl=hadamard"},
+      {"turboquant:b=2", TurboQuantQjl::kGaussian, "turboquant:b=2"},
+  };
+  for (const auto& c : cases) {
+    auto p = CodecParams::Parse(c.text);
+    ASSERT_TRUE(p.ok()) << c.text << ": " << p.status();
+    EXPECT_EQ(p->tq_qjl, c.want) << c.text;
+    EXPECT_EQ(p->ToString(), c.printed) << c.text;
+    auto again = CodecParams::Parse(p->ToString());
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(*again, *p) << c.text;
+  }
+  for (const char* bad : {"turboquant:b=3,qjl=hadamard", "turboquant:b=3,qjl=gaussian",
+                          "turboquant:b=3,variant=prod,qjl=x", "kivi:b=2,qjl=hadamard",
+                          "turboquant:b=3,variant=prod,qjl=hadamard,qjl=gaussian"}) {
+    EXPECT_FALSE(CodecParams::Parse(bad).ok()) << bad;
+  }
+  CodecParams a = *CodecParams::Parse("turboquant:b=3,variant=prod,qjl=gaussian");
+  CodecParams b = *CodecParams::Parse("turboquant:b=3,variant=prod,qjl=hadamard");
+  EXPECT_NE(a, b);
+}
+
 TEST(CodecParamsTest, TextRoundTrip) {
   for (const char* text : {"raw", "fp8", "kivi:b=2,g=32", "kivi:b=4,g=128,sink=4,tail=128",
                            "turboquant:b=3", "turboquant:b=3,variant=prod,rotation=dense,seed=7",

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "codecs/numeric.h"
+#include "kvtier/common/crc32c.h"
 #include "turboquant/tq_codec.h"
 
 namespace kvtier::kernels::internal {
@@ -36,13 +37,15 @@ KvLayout Mla(uint32_t layers, uint32_t latent, uint32_t rope) {
 
 CodecParams Tq(uint8_t bits, TurboQuantVariant v = TurboQuantVariant::kMse,
                TurboQuantRotation r = TurboQuantRotation::kHadamard,
-               TurboQuantSplit s = TurboQuantSplit::kNone) {
+               TurboQuantSplit s = TurboQuantSplit::kNone,
+               TurboQuantQjl qjl = TurboQuantQjl::kGaussian) {
   CodecParams p;
   p.id = CodecId::kTurboQuant;
   p.bits = bits;
   p.tq_variant = v;
   p.tq_rotation = r;
   p.tq_split = s;
+  p.tq_qjl = qjl;
   p.seed = 42;
   return p;
 }
@@ -116,6 +119,23 @@ DecodeTarget Contiguous(uint8_t* base, const KvLayout& l, uint32_t T) {
   const size_t layer_bytes = Elems(l, T) / l.num_layers * es;
   for (uint32_t i = 0; i < l.num_layers; ++i) t.layer_base.push_back(base + i * layer_bytes);
   return t;
+}
+
+// A 1-layer, 2-KV-head, head_dim-128, 8-token fp16 chunk (seed 9) for the qjl header tests.
+struct SmallChunk {
+  KvLayout l = KvLayout::Mha(1, 2, 2, 128);
+  uint32_t T = 8;
+  std::vector<float> ref;
+  std::vector<uint8_t> in = MakeInput(l, T, &ref, 9);
+};
+
+// The whole of `in` as a host chunk for the public Encode().
+ChunkInput HostChunk(const std::vector<uint8_t>& in, const KvLayout& l, uint32_t T) {
+  ChunkInput input;
+  input.data = in.data();
+  input.layout = l;
+  input.num_tokens = T;
+  return input;
 }
 
 // Relative error ||x - y|| / ||x|| over the whole chunk.
@@ -303,6 +323,100 @@ TEST(TurboQuantCodecTest, RejectsIncompatibleShapesAndBadBodies) {
   body[0] ^= 0x01;  // 31 or 33 outlier channels
   EXPECT_EQ(c.DecodeHost(p, shape, body, Contiguous(out.data(), l, 4)).code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// qjl=hadamard through the chunk codec: every dtype, MHA and MLA (parts of 96 and 32 channels:
+// non-power-of-two chains), with the lower distortion its orthogonal rows give.
+TEST(TurboQuantCodecTest, StructuredQjlRoundTripsWithLessErrorThanGaussian) {
+  const auto prod = TurboQuantVariant::kProd;
+  for (DType dt : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
+    for (uint8_t b : {1, 2, 3}) {
+      for (auto rot : {TurboQuantRotation::kHadamard, TurboQuantRotation::kDense}) {
+        const KvLayout l = Mha(1, 2, 128, dt);
+        const double eh =
+            RoundTrip(Tq(b, prod, rot, TurboQuantSplit::kNone, TurboQuantQjl::kHadamard), l, 32);
+        const double eg =
+            RoundTrip(Tq(b, prod, rot, TurboQuantSplit::kNone, TurboQuantQjl::kGaussian), l, 32);
+        EXPECT_LT(eh, eg) << int(dt) << " b=" << int(b) << " rot=" << int(rot);
+      }
+    }
+  }
+  const double mla = RoundTrip(Tq(3, prod, TurboQuantRotation::kHadamard, TurboQuantSplit::kNone,
+                                  TurboQuantQjl::kHadamard),
+                               Mla(2, 96, 32), 16);
+  EXPECT_LT(mla, 0.35);
+}
+
+// Header byte 19 carries the projection; 0 (every payload written before it existed) decodes
+// with the Gaussian matrix exactly as before, 1 with the structured chain.
+TEST(TurboQuantCodecTest, QjlHeaderByteSelectsTheProjection) {
+  const SmallChunk c;
+  const KvLayout& l = c.l;
+  const ChunkInput input = HostChunk(c.in, l, c.T);
+  std::vector<uint8_t> gauss, had;
+  ASSERT_TRUE(Encode(*CodecParams::Parse("turboquant:b=3,variant=prod,qjl=gaussian,seed=4"),
+                     input, &gauss).ok());
+  ASSERT_TRUE(Encode(*CodecParams::Parse("turboquant:b=3,variant=prod,seed=4"), input, &had).ok());
+  EXPECT_EQ(gauss[19], 0);
+  EXPECT_EQ(had[19], 1);
+  ASSERT_EQ(gauss.size(), had.size());
+  EXPECT_NE(gauss, had);
+  const ChunkShape shape{l, c.T, 0, false};
+  CodecParams gp = Tq(3, TurboQuantVariant::kProd);
+  gp.seed = 4;
+  CodecParams hp = gp;
+  hp.tq_qjl = TurboQuantQjl::kHadamard;
+  auto decode = [&](const std::vector<uint8_t>& payload) {
+    std::vector<uint8_t> out(c.in.size());
+    EXPECT_TRUE(Decode(payload, DecodeTarget::Contiguous(out.data(), l, c.T)).ok());
+    return out;
+  };
+  auto direct = [&](const CodecParams& p, const std::vector<uint8_t>& payload) {
+    std::vector<uint8_t> out(c.in.size());
+    EXPECT_TRUE(TurboQuantCodec()
+                    .DecodeHost(p, shape, absl::MakeConstSpan(payload).subspan(96),
+                                Contiguous(out.data(), l, c.T))
+                    .ok());
+    return out;
+  };
+  EXPECT_EQ(decode(gauss), direct(gp, gauss));
+  EXPECT_EQ(decode(had), direct(hp, had));
+  // The Gaussian body with the byte set to 1 (header CRC fixed): read with the structured chain.
+  auto flipped = gauss;
+  flipped[19] = 1;
+  const uint32_t crc = Crc32c(flipped.data(), 92);
+  std::memcpy(&flipped[92], &crc, 4);
+  EXPECT_EQ(decode(flipped), direct(hp, gauss));
+  EXPECT_NE(decode(flipped), decode(gauss));
+  flipped[19] = 2;
+  const uint32_t crc2 = Crc32c(flipped.data(), 92);
+  std::memcpy(&flipped[92], &crc2, 4);
+  std::vector<uint8_t> out(c.in.size());
+  EXPECT_EQ(Decode(flipped, DecodeTarget::Contiguous(out.data(), l, c.T)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Gaussian-QJL payloads are byte for byte what the codec wrote before the qjl parameter existed:
+// body checksums taken from a build of the commit before it (bfe9b9d), same input and seed.
+TEST(TurboQuantCodecTest, GaussianQjlBodiesAreUnchanged) {
+  const SmallChunk c;
+  const KvLayout& l = c.l;
+  const ChunkInput input = HostChunk(c.in, l, c.T);
+  const struct {
+    const char* text;
+    size_t size;
+    uint32_t body_crc;
+  } golden[] = {{"turboquant:b=3,variant=prod,qjl=gaussian,seed=4", 1760, 0x47048C08u},
+                {"turboquant:b=1,variant=prod,rotation=dense,seed=4", 736, 0xE2A0548Au},
+                {"turboquant:b=2,variant=prod,split=2.5,qjl=gaussian,seed=4", 1568, 0xD1E751E5u}};
+  for (const auto& g : golden) {
+    SCOPED_TRACE(g.text);
+    std::vector<uint8_t> p;
+    ASSERT_TRUE(Encode(*CodecParams::Parse(g.text), input, &p).ok());
+    ASSERT_EQ(p.size(), g.size);
+    EXPECT_EQ(p[19], 0);
+    EXPECT_EQ(Crc32c(p.data() + 96, p.size() - 96), g.body_crc);
+  }
 }
 
 // Through the public dispatcher (kvtier/kernels/codec.h): header, checksums, text form.

@@ -93,15 +93,22 @@ DecodeTarget Contiguous(uint8_t* base, const KvLayout& l, uint32_t T, MemorySpac
 }
 
 CodecParams Tq(uint8_t bits, TurboQuantVariant v, TurboQuantRotation r,
-               TurboQuantSplit s = TurboQuantSplit::kNone) {
+               TurboQuantSplit s = TurboQuantSplit::kNone,
+               TurboQuantQjl qjl = TurboQuantQjl::kGaussian) {
   CodecParams p;
   p.id = CodecId::kTurboQuant;
   p.bits = bits;
   p.tq_variant = v;
   p.tq_rotation = r;
   p.tq_split = s;
+  p.tq_qjl = qjl;
   p.seed = 1234;
   return p;
+}
+
+// Prod with the structured QJL projection (qjl=hadamard).
+CodecParams TqHq(uint8_t bits, TurboQuantRotation r, TurboQuantSplit s = TurboQuantSplit::kNone) {
+  return Tq(bits, TurboQuantVariant::kProd, r, s, TurboQuantQjl::kHadamard);
 }
 
 struct Case {
@@ -113,20 +120,28 @@ struct Case {
 
 std::vector<Case> Cases() {
   std::vector<Case> cases;
+  // Every path for mse, prod (Gaussian QJL) and prod with qjl=hadamard ("prod-hq").
+  const std::pair<TurboQuantVariant, TurboQuantQjl> variants[] = {
+      {TurboQuantVariant::kMse, TurboQuantQjl::kGaussian},
+      {TurboQuantVariant::kProd, TurboQuantQjl::kGaussian},
+      {TurboQuantVariant::kProd, TurboQuantQjl::kHadamard}};
   for (auto rot : {TurboQuantRotation::kHadamard, TurboQuantRotation::kDense}) {
-    for (auto var : {TurboQuantVariant::kMse, TurboQuantVariant::kProd}) {
-      const std::string tag = std::string(rot == TurboQuantRotation::kDense ? "dense" : "hadamard") +
-                              (var == TurboQuantVariant::kProd ? "/prod" : "/mse");
+    for (const auto& [var, qjl] : variants) {
+      const std::string tag =
+          std::string(rot == TurboQuantRotation::kDense ? "dense" : "hadamard") +
+          (var == TurboQuantVariant::kMse ? "/mse"
+                                          : qjl == TurboQuantQjl::kHadamard ? "/prod-hq" : "/prod");
+      const auto none = TurboQuantSplit::kNone;
       for (uint8_t b = 1; b <= 4; ++b) {
-        cases.push_back({Tq(b, var, rot), Mha(2, 2, 128), 37, tag + "/b" + std::to_string(b)});
+        cases.push_back({Tq(b, var, rot, none, qjl), Mha(2, 2, 128), 37, tag + "/b" + std::to_string(b)});
       }
-      cases.push_back({Tq(2, var, rot, TurboQuantSplit::k2p5), Mha(2, 2, 128), 33, tag + "/2.5"});
-      cases.push_back({Tq(3, var, rot, TurboQuantSplit::k3p5), Mha(1, 2, 128), 64, tag + "/3.5"});
-      cases.push_back({Tq(3, var, rot), Mla(2, 512, 64), 9, tag + "/mla"});
-      cases.push_back({Tq(4, var, rot), Mha(1, 1, 96, DType::kBFloat16), 10, tag + "/bf16-d96"});
-      cases.push_back({Tq(3, var, rot), Mha(2, 2, 128, DType::kBFloat16), 21, tag + "/bf16-d128"});
-      cases.push_back({Tq(1, var, rot), Mha(1, 2, 128, DType::kFloat32), 21, tag + "/fp32-d128"});
-      cases.push_back({Tq(2, var, rot), Mha(1, 2, 64, DType::kFloat32), 10, tag + "/fp32-d64"});
+      cases.push_back({Tq(2, var, rot, TurboQuantSplit::k2p5, qjl), Mha(2, 2, 128), 33, tag + "/2.5"});
+      cases.push_back({Tq(3, var, rot, TurboQuantSplit::k3p5, qjl), Mha(1, 2, 128), 64, tag + "/3.5"});
+      cases.push_back({Tq(3, var, rot, none, qjl), Mla(2, 512, 64), 9, tag + "/mla"});
+      cases.push_back({Tq(4, var, rot, none, qjl), Mha(1, 1, 96, DType::kBFloat16), 10, tag + "/bf16-d96"});
+      cases.push_back({Tq(3, var, rot, none, qjl), Mha(2, 2, 128, DType::kBFloat16), 21, tag + "/bf16-d128"});
+      cases.push_back({Tq(1, var, rot, none, qjl), Mha(1, 2, 128, DType::kFloat32), 21, tag + "/fp32-d128"});
+      cases.push_back({Tq(2, var, rot, none, qjl), Mha(1, 2, 64, DType::kFloat32), 10, tag + "/fp32-d64"});
     }
   }
   // The quad path (2-byte dtypes, Hadamard, head_dim 128) for every width, bf16 too, and chunks
@@ -140,6 +155,13 @@ std::vector<Case> Cases() {
   for (uint8_t b : {1, 4}) {
     cases.push_back({Tq(b, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard),
                      Mha(4, 8, 128), 600, "hadamard/prod/large/b" + std::to_string(b)});
+  }
+  // The structured-QJL quad kernels: every mse width, bf16, several grid-stride rounds.
+  for (uint8_t b = 1; b <= 4; ++b) {
+    cases.push_back({TqHq(b, TurboQuantRotation::kHadamard), Mha(4, 8, 128), 600,
+                     "hadamard/prod-hq/large/b" + std::to_string(b)});
+    cases.push_back({TqHq(b, TurboQuantRotation::kHadamard), Mha(1, 3, 128, DType::kBFloat16), 19,
+                     "hadamard/prod-hq/bf16-d128/b" + std::to_string(b)});
   }
   // The split kernels (mse, Hadamard, 2-byte dtypes): several vectors per thread (T > 256), a
   // Llama-shaped 256-token chunk, bf16, and short streams.
@@ -258,11 +280,12 @@ TEST(TurboQuantGpuTest, PagedDeviceDecodeMatchesHostDecode) {
   const CodecImpl& c = TurboQuantCodec();
   const KvLayout l = Mha(2, 2, 128);
   const uint32_t T = 12, bs = 4;
-  const CodecParams params[4] = {
+  const CodecParams params[5] = {
       Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k3p5),
       Tq(4, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard),
       Tq(2, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard),
-      Tq(3, TurboQuantVariant::kProd, TurboQuantRotation::kDense)};
+      Tq(3, TurboQuantVariant::kProd, TurboQuantRotation::kDense),
+      TqHq(3, TurboQuantRotation::kHadamard)};
   for (const CodecParams& p : params) {
     for (int64_t pad : {32, 2}) {
       SCOPED_TRACE(std::to_string(int(p.bits)) + " pad " + std::to_string(pad));
@@ -304,7 +327,8 @@ TEST(TurboQuantGpuTest, PagedDeviceDecodeMatchesHostDecode) {
 
 // Scalars at the edges of fp16 (the largest finite norms, the smallest subnormals: outputs that
 // round to fp16 subnormals) decode on the device exactly as on the host, on the quad path (fp16,
-// bf16) and the register path (fp32). (Non-finite norms are left out: 0 * inf gives NaNs whose
+// bf16) and the register path (fp32), mse and prod with qjl=hadamard (the prod scalars are
+// norm, gamma pairs, so there the edits hit gammas and one norm). (Non-finite norms are left out: 0 * inf gives NaNs whose
 // sign differs between x86 and the GPU.)
 TEST(TurboQuantGpuTest, ExtremeNormsDecodeLikeHost) {
   const CodecImpl& c = TurboQuantCodec();
@@ -314,28 +338,32 @@ TEST(TurboQuantGpuTest, ExtremeNormsDecodeLikeHost) {
       const KvLayout l = Mha(1, 2, 128, dt);
       const uint32_t T = 16;
       const ChunkShape shape{l, T, 0, false};
-      const CodecParams p = Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard);
-      const auto in = MakeInput(l, T, 31);
-      std::vector<uint8_t> body(c.BodySize(p, shape));
-      ASSERT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body)).ok());
-      uint16_t* sc = reinterpret_cast<uint16_t*>(body.data());  // no masks: scalars first
-      sc[1] = 0x7BFF;  // 65504
-      sc[5] = 0x0001;  // 2^-24
-      sc[9] = 0xFBFF;  // -65504
-      sc[12] = 0x0010;  // 2^-20
-      std::vector<uint8_t> cpu_out(in.size(), 0x11), gpu_out(in.size());
-      ASSERT_TRUE(
-          c.DecodeHost(p, shape, body, Contiguous(cpu_out.data(), l, T, MemorySpace::kHost)).ok());
-      DevBuf d_body(body.size()), d_out(in.size());
-      ASSERT_EQ(cudaMemcpy(d_body.p, body.data(), body.size(), cudaMemcpyHostToDevice), cudaSuccess);
-      ASSERT_EQ(cudaMemset(d_out.p, 0x22, in.size()), cudaSuccess);
-      ASSERT_TRUE(c.DecodeDevice(p, shape, d_body.p,
-                                 Contiguous(d_out.u8(), l, T, MemorySpace::kDevice))
-                      .ok());
-      ASSERT_EQ(cudaMemcpy(gpu_out.data(), d_out.p, in.size(), cudaMemcpyDeviceToHost), cudaSuccess);
-      size_t diff = 0;
-      for (size_t i = 0; i < in.size(); ++i) diff += gpu_out[i] != cpu_out[i];
-      EXPECT_EQ(diff, 0u);
+      for (bool hq : {false, true}) {
+        const CodecParams p = hq ? TqHq(b, TurboQuantRotation::kHadamard)
+                                 : Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard);
+        SCOPED_TRACE(hq ? "prod qjl=hadamard" : "mse");
+        const auto in = MakeInput(l, T, 31);
+        std::vector<uint8_t> body(c.BodySize(p, shape));
+        ASSERT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body)).ok());
+        uint16_t* sc = reinterpret_cast<uint16_t*>(body.data());  // no masks: scalars first
+        sc[1] = 0x7BFF;  // 65504
+        sc[5] = 0x0001;  // 2^-24
+        sc[9] = 0xFBFF;  // -65504
+        sc[12] = 0x0010;  // 2^-20
+        std::vector<uint8_t> cpu_out(in.size(), 0x11), gpu_out(in.size());
+        ASSERT_TRUE(
+            c.DecodeHost(p, shape, body, Contiguous(cpu_out.data(), l, T, MemorySpace::kHost)).ok());
+        DevBuf d_body(body.size()), d_out(in.size());
+        ASSERT_EQ(cudaMemcpy(d_body.p, body.data(), body.size(), cudaMemcpyHostToDevice), cudaSuccess);
+        ASSERT_EQ(cudaMemset(d_out.p, 0x22, in.size()), cudaSuccess);
+        ASSERT_TRUE(c.DecodeDevice(p, shape, d_body.p,
+                                   Contiguous(d_out.u8(), l, T, MemorySpace::kDevice))
+                        .ok());
+        ASSERT_EQ(cudaMemcpy(gpu_out.data(), d_out.p, in.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+        size_t diff = 0;
+        for (size_t i = 0; i < in.size(); ++i) diff += gpu_out[i] != cpu_out[i];
+        EXPECT_EQ(diff, 0u);
+      }
     }
   }
 }
@@ -382,6 +410,11 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
         configs.push_back({rn + (var == TurboQuantVariant::kProd ? " prod b=" : " mse b=") +
                                std::to_string(b),
                            Tq(b, var, rot)});
+      }
+    }
+    if (rot == TurboQuantRotation::kHadamard) {
+      for (uint8_t b : {1, 2, 3, 4}) {
+        configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard", TqHq(b, rot)});
       }
     }
     configs.push_back({rn + " mse 2.5",

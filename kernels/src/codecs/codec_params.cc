@@ -1,5 +1,6 @@
 // CodecParams: validation and the text form used by configs, the API and the CLI.
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,13 +14,19 @@ namespace {
 
 bool TqFieldsDefault(const CodecParams& p) {
   return p.tq_variant == TurboQuantVariant::kMse && p.tq_rotation == TurboQuantRotation::kHadamard &&
-         p.tq_split == TurboQuantSplit::kNone && p.seed == 0;
+         p.tq_split == TurboQuantSplit::kNone && p.tq_qjl == TurboQuantQjl::kGaussian &&
+         p.seed == 0;
 }
 bool KiviFieldsDefault(const CodecParams& p) {
   return p.group_size == 0 && p.sink_tokens == 0 && p.tail_tokens == 0;
 }
 
 }  // namespace
+
+TurboQuantQjl TurboQuantDefaultQjl(TurboQuantRotation rotation) {
+  return rotation == TurboQuantRotation::kHadamard ? TurboQuantQjl::kHadamard
+                                                   : TurboQuantQjl::kGaussian;
+}
 
 const char* CodecName(CodecId id) {
   switch (id) {
@@ -91,6 +98,12 @@ absl::Status CodecParams::Validate() const {
           tq_split != TurboQuantSplit::k3p5) {
         return absl::InvalidArgumentError("turboquant: unknown split");
       }
+      if (tq_qjl != TurboQuantQjl::kGaussian && tq_qjl != TurboQuantQjl::kHadamard) {
+        return absl::InvalidArgumentError("turboquant: unknown qjl projection");
+      }
+      if (tq_qjl != TurboQuantQjl::kGaussian && tq_variant != TurboQuantVariant::kProd) {
+        return absl::InvalidArgumentError("turboquant: qjl applies to variant=prod only");
+      }
       return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown codec id ", static_cast<int>(id)));
@@ -108,6 +121,9 @@ std::string CodecParams::ToString() const {
     if (tq_rotation == TurboQuantRotation::kDense) absl::StrAppend(&s, ",rotation=dense");
     if (tq_split == TurboQuantSplit::k2p5) absl::StrAppend(&s, ",split=2.5");
     if (tq_split == TurboQuantSplit::k3p5) absl::StrAppend(&s, ",split=3.5");
+    if (tq_variant == TurboQuantVariant::kProd && tq_qjl != TurboQuantDefaultQjl(tq_rotation)) {
+      absl::StrAppend(&s, tq_qjl == TurboQuantQjl::kHadamard ? ",qjl=hadamard" : ",qjl=gaussian");
+    }
     if (seed) absl::StrAppend(&s, ",seed=", seed);
   }
   return s;
@@ -117,6 +133,7 @@ absl::StatusOr<CodecParams> CodecParams::Parse(const std::string& text) {
   const size_t colon = text.find(':');
   const std::string name = text.substr(0, colon);
   CodecParams p;
+  std::optional<TurboQuantQjl> qjl;  // applied after the loop: its default depends on rotation
   if (name == "raw") {
     p.id = CodecId::kRaw;
   } else if (name == "fp8") {
@@ -197,6 +214,10 @@ absl::StatusOr<CodecParams> CodecParams::Parse(const std::string& text) {
         else if (value == "2.5") p.tq_split = TurboQuantSplit::k2p5;
         else if (value == "3.5") p.tq_split = TurboQuantSplit::k3p5;
         else return bad_value();
+      } else if (key == "qjl" && tq) {
+        if (value == "gaussian") qjl = TurboQuantQjl::kGaussian;
+        else if (value == "hadamard") qjl = TurboQuantQjl::kHadamard;
+        else return bad_value();
       } else if (key == "seed" && tq) {
         if (!parse_uint(~uint64_t{0}, &v)) return bad_value();
         p.seed = v;
@@ -206,6 +227,13 @@ absl::StatusOr<CodecParams> CodecParams::Parse(const std::string& text) {
       }
     }
   }
+  if (qjl.has_value() && p.tq_variant != TurboQuantVariant::kProd) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("codec '", text, "': qjl applies to variant=prod only"));
+  }
+  if (p.id == CodecId::kTurboQuant && p.tq_variant == TurboQuantVariant::kProd) {
+    p.tq_qjl = qjl.value_or(TurboQuantDefaultQjl(p.tq_rotation));
+  }
   if (absl::Status s = p.Validate(); !s.ok()) return s;
   return p;
 }
@@ -214,7 +242,7 @@ bool operator==(const CodecParams& a, const CodecParams& b) {
   return a.id == b.id && a.bits == b.bits && a.group_size == b.group_size &&
          a.sink_tokens == b.sink_tokens && a.tail_tokens == b.tail_tokens &&
          a.tq_variant == b.tq_variant && a.tq_rotation == b.tq_rotation &&
-         a.tq_split == b.tq_split && a.seed == b.seed;
+         a.tq_split == b.tq_split && a.tq_qjl == b.tq_qjl && a.seed == b.seed;
 }
 
 }  // namespace kvtier::kernels

@@ -34,7 +34,7 @@ uint64_t Get64(const uint8_t* p) {
 // Offsets (docs/FORMAT.md).
 constexpr size_t kOffMagic = 0, kOffVersion = 4, kOffHeaderSize = 6, kOffCodec = 8,
                  kOffBits = 9, kOffGroup = 10, kOffSink = 12, kOffTail = 14, kOffVariant = 16,
-                 kOffRotation = 17, kOffSplit = 18, kOffReserved19 = 19, kOffSeed = 20,
+                 kOffRotation = 17, kOffSplit = 18, kOffQjl = 19, kOffSeed = 20,
                  kOffKind = 28, kOffDtype = 29, kOffReserved30 = 30, kOffLayers = 32,
                  kOffKvHeads = 36, kOffQueryHeads = 40, kOffHeadDim = 44, kOffLatent = 48,
                  kOffRope = 52, kOffTokens = 56, kOffFlags = 60, kOffFirstPos = 64,
@@ -56,6 +56,7 @@ void WriteHeader(const HeaderFields& h, uint8_t* out) {
   out[kOffVariant] = static_cast<uint8_t>(h.codec.tq_variant);
   out[kOffRotation] = static_cast<uint8_t>(h.codec.tq_rotation);
   out[kOffSplit] = static_cast<uint8_t>(h.codec.tq_split);
+  out[kOffQjl] = static_cast<uint8_t>(h.codec.tq_qjl);
   Put64(out + kOffSeed, h.codec.seed);
   out[kOffKind] = static_cast<uint8_t>(h.layout.kind);
   out[kOffDtype] = static_cast<uint8_t>(h.layout.dtype);
@@ -108,7 +109,7 @@ absl::StatusOr<HeaderFields> ParseHeader(absl::Span<const uint8_t> payload) {
                                             absl::Hex(want_crc), ", computed ",
                                             absl::Hex(got_crc), ")"));
   }
-  if (p[kOffReserved19] != 0 || Get16(p + kOffReserved30) != 0 || Get64(p + kOffReserved84) != 0) {
+  if (Get16(p + kOffReserved30) != 0 || Get64(p + kOffReserved84) != 0) {
     return absl::InvalidArgumentError("payload: reserved header bytes are not zero");
   }
   HeaderFields h;
@@ -120,6 +121,7 @@ absl::StatusOr<HeaderFields> ParseHeader(absl::Span<const uint8_t> payload) {
   h.codec.tq_variant = static_cast<TurboQuantVariant>(p[kOffVariant]);
   h.codec.tq_rotation = static_cast<TurboQuantRotation>(p[kOffRotation]);
   h.codec.tq_split = static_cast<TurboQuantSplit>(p[kOffSplit]);
+  h.codec.tq_qjl = static_cast<TurboQuantQjl>(p[kOffQjl]);  // checked by Validate()
   h.codec.seed = Get64(p + kOffSeed);
   h.layout.kind = static_cast<LayoutKind>(p[kOffKind]);
   h.layout.dtype = static_cast<DType>(p[kOffDtype]);

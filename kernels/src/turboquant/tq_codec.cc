@@ -83,6 +83,7 @@ absl::StatusOr<TqPlan> MakeTqPlan(const CodecParams& params, const ChunkShape& s
     vp.rotation = params.tq_rotation;
     vp.seed = params.seed;
     vp.part = static_cast<uint8_t>(p);
+    vp.qjl = params.tq_qjl;
     KVTIER_ASSIGN_OR_RETURN(plan.tables[p], GetTqTables(vp));
     TqPartShape& ps = g.parts[p];
     ps.dim = dims[p];

@@ -4,9 +4,10 @@
 // bit-identical to the CPU's. Three families, chosen per call:
 //  - quad kernels (MHA/GQA, no split, head_dim 128, fp16/bf16, 16-byte aligned): 4 lanes per
 //    vector, 8 vectors per warp, grid-stride; Hadamard mse/prod and dense mse/prod (the matvecs
-//    blocked over the warp's 8 vectors with the matrix in shared memory);
+//    blocked over the warp's 8 vectors with the matrix in shared memory); Hadamard prod with
+//    qjl=hadamard runs its QJL chain in registers instead of a matvec;
 //  - the register path (Hadamard at head_dim 128 where the quad kernels don't apply: fp32 or
-//    misaligned pointers; one warp per vector, 4 values per lane);
+//    misaligned pointers; one warp per vector, 4 values per lane; Gaussian QJL only);
 //  - the split kernels (2.5 / 3.5 outlier splits, mse, Hadamard, head_dim 128, fp16/bf16): one
 //    block per stream, the stream's rows in shared memory, one thread per vector;
 //  - the generic kernels (everything else: prod splits, MLA, other head_dims): one warp per
@@ -41,6 +42,12 @@ struct TqDevPart {
   uint32_t win_off[3] = {0, 0, 0}, win_len[3] = {0, 0, 0};
   float win_scale[3] = {0, 0, 0};
   float qjl_scale = 0;
+  // qjl=hadamard: the QJL window chain (TqTables::qjl_windows): qjl_nw windows of qjl_len at
+  // qjl_off[], scale qjl_wscale, window w's signs at qjl_signs + w * qjl_len.
+  uint32_t qjl_had = 0, qjl_nw = 0, qjl_len = 0;
+  uint32_t qjl_off[6] = {0, 0, 0, 0, 0, 0};
+  float qjl_wscale = 0;
+  const float* qjl_signs = nullptr;
   const float* centroids = nullptr;
   const float* boundaries = nullptr;
   const float* signs = nullptr;  // window w's signs at w * win_len[0]
@@ -176,7 +183,18 @@ absl::StatusOr<TqDevPart> DeviceTables(const std::shared_ptr<const TqTables>& t)
     p.win_scale[w] = t->windows[w].scale;
     signs.insert(signs.end(), t->windows[w].signs.begin(), t->windows[w].signs.end());
   }
+  std::vector<float> qjl_signs;
+  p.qjl_had = t->qjl_hadamard ? 1 : 0;
+  p.qjl_nw = static_cast<uint32_t>(std::min<size_t>(t->qjl_windows.size(), 6));
+  for (uint32_t w = 0; w < p.qjl_nw; ++w) {
+    p.qjl_off[w] = t->qjl_windows[w].offset;
+    p.qjl_len = t->qjl_windows[w].len;
+    p.qjl_wscale = t->qjl_windows[w].scale;
+    qjl_signs.insert(qjl_signs.end(), t->qjl_windows[w].signs.begin(),
+                     t->qjl_windows[w].signs.end());
+  }
   size_t o_signs = append(signs), o_rot = append(t->rot), o_rot_t = append(t->rot_t);
+  const size_t o_qjl_signs = append(qjl_signs);
   size_t o_qjl = append(t->qjl), o_qjl_t = append(t->qjl_t);
   const std::vector<float> lut = QuantLut(t->boundaries);  // any dim: the split parts use it too
   const size_t o_lut = append(lut);
@@ -192,6 +210,7 @@ absl::StatusOr<TqDevPart> DeviceTables(const std::shared_ptr<const TqTables>& t)
   p.rot_t = e.buf + o_rot_t;
   p.qjl = e.buf + o_qjl;
   p.qjl_t = e.buf + o_qjl_t;
+  p.qjl_signs = e.buf + o_qjl_signs;
   p.lut = lut.empty() ? nullptr : reinterpret_cast<const float2*>(e.buf + o_lut);
   e.part = p;
   cache->emplace(std::make_pair(dev, t.get()), e);
@@ -249,18 +268,35 @@ __device__ void WarpFwht(float* v, uint32_t len, uint32_t lane) {
   }
 }
 
+// A Hadamard window chain (TqApplyChain / TqApplyChainInverse): nw windows of len at off[],
+// window w's signs at signs + w * len, one scale.
+__device__ void WarpChain(float* x, uint32_t nw, const uint32_t* off, uint32_t len, float scale,
+                          const float* signs, uint32_t lane) {
+  for (uint32_t w = 0; w < nw; ++w) {
+    float* v = x + off[w];
+    const float* s = signs + w * len;
+    for (uint32_t i = lane; i < len; i += 32) v[i] = __fmul_rn(v[i], s[i]);
+    __syncwarp();
+    WarpFwht(v, len, lane);
+    for (uint32_t i = lane; i < len; i += 32) v[i] = __fmul_rn(v[i], scale);
+    __syncwarp();
+  }
+}
+__device__ void WarpChainInverse(float* x, uint32_t nw, const uint32_t* off, uint32_t len,
+                                 float scale, const float* signs, uint32_t lane) {
+  for (int w = static_cast<int>(nw) - 1; w >= 0; --w) {
+    float* v = x + off[w];
+    const float* s = signs + w * len;
+    WarpFwht(v, len, lane);
+    for (uint32_t i = lane; i < len; i += 32) v[i] = __fmul_rn(__fmul_rn(v[i], scale), s[i]);
+    __syncwarp();
+  }
+}
+
 // x <- Rot x (in place; tmp: dim floats).
 __device__ void WarpRotate(const TqDevPart& p, float* x, float* tmp, uint32_t lane) {
   if (!p.dense) {
-    for (uint32_t w = 0; w < p.num_windows; ++w) {
-      float* v = x + p.win_off[w];
-      const float* s = p.signs + w * p.win_len[0];
-      for (uint32_t i = lane; i < p.win_len[w]; i += 32) v[i] = __fmul_rn(v[i], s[i]);
-      __syncwarp();
-      WarpFwht(v, p.win_len[w], lane);
-      for (uint32_t i = lane; i < p.win_len[w]; i += 32) v[i] = __fmul_rn(v[i], p.win_scale[w]);
-      __syncwarp();
-    }
+    WarpChain(x, p.num_windows, p.win_off, p.win_len[0], p.win_scale[0], p.signs, lane);
     return;
   }
   const uint32_t d = p.dim;
@@ -276,15 +312,7 @@ __device__ void WarpRotate(const TqDevPart& p, float* x, float* tmp, uint32_t la
 
 __device__ void WarpRotateInverse(const TqDevPart& p, float* x, float* tmp, uint32_t lane) {
   if (!p.dense) {
-    for (int w = static_cast<int>(p.num_windows) - 1; w >= 0; --w) {
-      float* v = x + p.win_off[w];
-      const float* s = p.signs + w * p.win_len[0];
-      WarpFwht(v, p.win_len[w], lane);
-      for (uint32_t i = lane; i < p.win_len[w]; i += 32) {
-        v[i] = __fmul_rn(__fmul_rn(v[i], p.win_scale[w]), s[i]);
-      }
-      __syncwarp();
-    }
+    WarpChainInverse(x, p.num_windows, p.win_off, p.win_len[0], p.win_scale[0], p.signs, lane);
     return;
   }
   const uint32_t d = p.dim;
@@ -426,10 +454,18 @@ __global__ void EncodeKernel(const __grid_constant__ TqDevParams P, const typena
     uint16_t* sc = scalars + (v * P.g.num_parts + p) * (part.prod ? 2u : 1u);
     if (part.prod) {
       const float gamma = __fsqrt_rn(WarpSumSquares(s.r, n, lane));
-      for (uint32_t i = lane; i < n; i += 32) {
-        float acc = 0.0f;
-        for (uint32_t j = 0; j < n; ++j) acc = __fadd_rn(acc, __fmul_rn(part.qjl_t[j * n + i], s.r[j]));
-        s.codes[i] = acc >= 0.0f ? 1 : 0;
+      if (part.qjl_had) {
+        for (uint32_t j = lane; j < n; j += 32) s.tmp[j] = s.r[j];
+        __syncwarp();
+        WarpChain(s.tmp, part.qjl_nw, part.qjl_off, part.qjl_len, part.qjl_wscale, part.qjl_signs,
+                  lane);
+        for (uint32_t i = lane; i < n; i += 32) s.codes[i] = s.tmp[i] >= 0.0f ? 1 : 0;
+      } else {
+        for (uint32_t i = lane; i < n; i += 32) {
+          float acc = 0.0f;
+          for (uint32_t j = 0; j < n; ++j) acc = __fadd_rn(acc, __fmul_rn(part.qjl_t[j * n + i], s.r[j]));
+          s.codes[i] = acc >= 0.0f ? 1 : 0;
+        }
       }
       __syncwarp();
       for (uint32_t k = lane; k < part.sign_bytes; k += 32) {
@@ -472,7 +508,16 @@ __global__ void DecodeKernel(const __grid_constant__ TqDevParams P, const uint8_
     if (part.prod) {
       const float coef = __fmul_rn(part.qjl_scale, HalfToFloat(sc[1]));
       const uint8_t* signs = in + part.mse_bytes;
-      for (uint32_t j = lane; j < n; j += 32) {
+      if (part.qjl_had) {
+        for (uint32_t i = lane; i < n; i += 32) s.tmp[i] = ((signs[i / 8] >> (i % 8)) & 1u) ? 1.0f : -1.0f;
+        __syncwarp();
+        WarpChainInverse(s.tmp, part.qjl_nw, part.qjl_off, part.qjl_len, part.qjl_wscale,
+                         part.qjl_signs, lane);
+      }
+      for (uint32_t j = lane; j < n && part.qjl_had; j += 32) {
+        s.z[j] = __fadd_rn(s.z[j], __fmul_rn(coef, s.tmp[j]));
+      }
+      for (uint32_t j = lane; j < n && !part.qjl_had; j += 32) {
         float acc = 0.0f;
         for (uint32_t i = 0; i < n; ++i) {
           const float q = part.qjl[i * n + j];
@@ -1052,6 +1097,31 @@ void LaunchDecodeQuad(const TqDevParams& P, const uint8_t* body, const TqTarget&
   }
 }
 
+// Quad layout <-> the vector's 128 floats in shared memory.
+__device__ __forceinline__ void QuadToSmem(float* vec, const float x[32], uint32_t q) {
+  float4* d = reinterpret_cast<float4*>(vec);
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    d[8 * k + 2 * q] = make_float4(x[8 * k], x[8 * k + 1], x[8 * k + 2], x[8 * k + 3]);
+    d[8 * k + 2 * q + 1] = make_float4(x[8 * k + 4], x[8 * k + 5], x[8 * k + 6], x[8 * k + 7]);
+  }
+}
+__device__ __forceinline__ void QuadFromSmem(const float* vec, uint32_t q, float x[32]) {
+  const float4* s = reinterpret_cast<const float4*>(vec);
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    const float4 a = s[8 * k + 2 * q], b = s[8 * k + 2 * q + 1];
+    x[8 * k] = a.x; x[8 * k + 1] = a.y; x[8 * k + 2] = a.z; x[8 * k + 3] = a.w;
+    x[8 * k + 4] = b.x; x[8 * k + 5] = b.y; x[8 * k + 6] = b.z; x[8 * k + 7] = b.w;
+  }
+}
+// Matvec result (rows 4 lane + c of vector a) -> stage[a * 128 + row].
+__device__ __forceinline__ void AccToSmem(float* stage, const float acc[8][4], uint32_t lane) {
+  float4* d = reinterpret_cast<float4*>(stage);
+#pragma unroll
+  for (uint32_t a = 0; a < 8; ++a) d[a * 32u + lane] = make_float4(acc[a][0], acc[a][1], acc[a][2], acc[a][3]);
+}
+
 // ---- Quad path, prod variant: the QJL matvec of the warp's 8 vectors, blocked ------------------
 // After the mse stage (quad layout as above) the warp's 8 residuals go to shared memory; lane l
 // then computes sketch coordinates 4l..4l+3 of all 8 vectors, so every S entry read from shared
@@ -1160,7 +1230,84 @@ __device__ __forceinline__ void WarpMatvec8(const float* mt, const float* v, uin
   }
 }
 
-template <typename E, uint32_t kMb>
+// ---- Quad prod path, qjl=hadamard: the QJL chain in registers --------------------------------
+// The chain's windows are the quad kernels' Hadamard of 128 (QuadFwht, same butterflies as the
+// CPU's Fwht), so the sketch costs two more in-register transforms instead of the matvec: a +-1
+// sign multiply is exact, hence an xor of the float's sign bit (mask bit 8k + e of round w flips
+// register 8k + e); the scale multiply is the CPU's. Sign byte 4k + q of a vector's record holds
+// registers 8k .. 8k + 7 of quad lane q.
+
+// qm[w] bit 8k + e = window w's sign of element 32k + 8q + e is -1.
+__device__ __forceinline__ void QuadQjlMasks(const TqDevPart& part, uint32_t q, uint32_t qm[2]) {
+#pragma unroll
+  for (uint32_t w = 0; w < 2; ++w) {
+    uint32_t m = 0;
+    if (w < part.qjl_nw) {
+      for (uint32_t j = 0; j < 32; ++j) {
+        const uint32_t i = 32u * (j / 8u) + 8u * q + (j % 8u);
+        m |= (part.qjl_signs[w * 128u + i] < 0.0f ? 1u : 0u) << j;
+      }
+    }
+    qm[w] = m;
+  }
+}
+
+__device__ __forceinline__ void QuadFlip(float x[32], uint32_t m) {
+#pragma unroll
+  for (uint32_t j = 0; j < 32; ++j) x[j] = __uint_as_float(__float_as_uint(x[j]) ^ ((m >> j) << 31));
+}
+
+// Sign bits of H r (r in the quad layout) to the record's 16 sign bytes at `out`; lane q of each
+// quad stores word q.
+__device__ __forceinline__ void QuadQjlEncode(const float r[32], const uint32_t qm[2], uint32_t nw,
+                                              float wscale, float neg1, float neg2, uint32_t q,
+                                              uint8_t* out, bool live) {
+  float y[32];
+#pragma unroll
+  for (uint32_t j = 0; j < 32; ++j) y[j] = r[j];
+#pragma unroll 1
+  for (uint32_t w = 0; w < nw; ++w) {
+    QuadFlip(y, qm[w]);
+    QuadFwht(y, neg1, neg2);
+#pragma unroll
+    for (uint32_t j = 0; j < 32; ++j) y[j] = __fmul_rn(y[j], wscale);
+  }
+  uint32_t word[4];
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    uint32_t b = 0;
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) b |= (y[8 * k + e] >= 0.0f ? 1u : 0u) << e;
+    b <<= 8u * q;
+    b |= __shfl_xor_sync(kFull, b, 1);
+    word[k] = b | __shfl_xor_sync(kFull, b, 2);
+  }
+  const uint32_t mine = q == 0 ? word[0] : q == 1 ? word[1] : q == 2 ? word[2] : word[3];
+  if (live) reinterpret_cast<uint32_t*>(out)[q] = mine;
+}
+
+// t = H^T s from the record's sign bytes at `in` (s_i = +-1), quad layout.
+__device__ __forceinline__ void QuadQjlDecode(const uint8_t* in, const uint32_t qm[2], uint32_t nw,
+                                              float wscale, float neg1, float neg2, uint32_t q,
+                                              float t[32]) {
+  const uint4 sw = __ldcs(reinterpret_cast<const uint4*>(in));
+  const uint32_t words[4] = {sw.x, sw.y, sw.z, sw.w};
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    const uint32_t b = words[k] >> (8u * q);
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) t[8 * k + e] = ((b >> e) & 1u) ? 1.0f : -1.0f;
+  }
+#pragma unroll 1
+  for (int w = static_cast<int>(nw) - 1; w >= 0; --w) {
+    QuadFwht(t, neg1, neg2);
+#pragma unroll
+    for (uint32_t j = 0; j < 32; ++j) t[j] = __fmul_rn(t[j], wscale);
+    QuadFlip(t, qm[w]);
+  }
+}
+
+template <typename E, uint32_t kMb, bool kHad>
 __global__ void __launch_bounds__(32 * kQuadWarps, 2)
     EncodeQuadProdKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
                          uint8_t* body) {
@@ -1173,12 +1320,13 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
   if constexpr (kMb >= 3) {
     for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) sb[i] = part.lut[i];
   }
-  QuadLoadMatrix(part.qjl_t, st);
+  if constexpr (!kHad) QuadLoadMatrix(part.qjl_t, st);
   __syncthreads();
   const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2, warp = threadIdx.x / 32;
   float* rs = st + 128u * 128u + warp * 1024u;  // the warp's residuals, vector g at g * 128
-  uint32_t m[16];
+  uint32_t m[16], qm[2];
   QuadSignMasks(part.signs, q, m);
+  if constexpr (kHad) QuadQjlMasks(part, q, qm);
   const float neg1 = (q & 1u) ? -1.0f : 1.0f, neg2 = (q & 2u) ? -1.0f : 1.0f;
   const float scale = part.win_scale[0];
   const uint64_t nv = P.g.Vectors();
@@ -1230,12 +1378,15 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
       for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], scale);
     }
     const float gamma = __fsqrt_rn(QuadSumSquares(x));
-    float4* rq = reinterpret_cast<float4*>(rs + g * 128u);
-#pragma unroll
-    for (uint32_t k = 0; k < 4; ++k) {
-      rq[8 * k + 2 * q] = make_float4(x[8 * k], x[8 * k + 1], x[8 * k + 2], x[8 * k + 3]);
-      rq[8 * k + 2 * q + 1] = make_float4(x[8 * k + 4], x[8 * k + 5], x[8 * k + 6], x[8 * k + 7]);
+    if constexpr (kHad) {
+      QuadQjlEncode(x, qm, part.qjl_nw, part.qjl_wscale, neg1, neg2, q, rec + mse_bytes, live);
+      if (live && q == 0) {
+        scalars[2 * v] = FloatToHalfSaturate(norm);
+        scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
+      }
+      continue;
     }
+    QuadToSmem(rs + g * 128u, x, q);
     __syncwarp();
     // sketch_i for i = 4 lane + ii of the 8 vectors: sum over j ascending of S[i][j] r_j.
     float acc[8][4];
@@ -1302,7 +1453,7 @@ __device__ __forceinline__ void QuadQjlSignMatvec(const float* sq, const uint8_t
   }
 }
 
-template <typename E, uint32_t kMb>
+template <typename E, uint32_t kMb, bool kHad>
 __global__ void __launch_bounds__(32 * kQuadWarps, 2)
     DecodeQuadProdKernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
                          const TqTarget view) {
@@ -1311,12 +1462,13 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
   float* sq = reinterpret_cast<float*>(dyn_smem);  // sq[i * 128 + j] = S[i][j]
   const TqDevPart& part = P.parts[0];
   if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
-  QuadLoadMatrix(part.qjl, sq);
+  if constexpr (!kHad) QuadLoadMatrix(part.qjl, sq);
   __syncthreads();
   const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2, warp = threadIdx.x / 32;
   float* ts = sq + 128u * 128u + warp * 1024u;
-  uint32_t m[16];
+  uint32_t m[16], qm[2];
   QuadSignMasks(part.signs, q, m);
+  if constexpr (kHad) QuadQjlMasks(part, q, qm);
   const float neg1 = (q & 1u) ? -1.0f : 1.0f, neg2 = (q & 2u) ? -1.0f : 1.0f;
   const float scale = part.win_scale[0], qjl_scale = part.qjl_scale;
   const uint64_t nv = P.g.Vectors();
@@ -1329,13 +1481,13 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
     const uint64_t v = base + g;
     const bool live = v < nv;
     const uint64_t vv = live ? v : nv - 1;
-    // t_j for j = 4 lane + jj of the 8 vectors: sum over i ascending of +-S[i][j].
-    float acc[8][4];
-    QuadQjlSignMatvec(sq, codes, base, nv, rec_bytes, mse_bytes, lane, acc);
-    float4* ts4 = reinterpret_cast<float4*>(ts);
-#pragma unroll
-    for (uint32_t a = 0; a < 8; ++a) ts4[a * 32u + lane] = make_float4(acc[a][0], acc[a][1], acc[a][2], acc[a][3]);
-    __syncwarp();
+    if constexpr (!kHad) {
+      // t_j for j = 4 lane + jj of the 8 vectors: sum over i ascending of +-S[i][j].
+      float acc[8][4];
+      QuadQjlSignMatvec(sq, codes, base, nv, rec_bytes, mse_bytes, lane, acc);
+      AccToSmem(ts, acc, lane);
+      __syncwarp();
+    }
     const uint8_t* rec = codes + vv * rec_bytes;
     const float norm = __half2float(__ushort_as_half(scalars[2 * vv]));
     const float coef = __fmul_rn(qjl_scale, __half2float(__ushort_as_half(scalars[2 * vv + 1])));
@@ -1352,15 +1504,15 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
 #pragma unroll
       for (uint32_t j = 0; j < 32; ++j) x[j] = 0.0f;
     }
-    const float4* tq = reinterpret_cast<const float4*>(ts + g * 128u);
-#pragma unroll
-    for (uint32_t k = 0; k < 4; ++k) {
-      const float4 t0 = tq[8 * k + 2 * q], t1 = tq[8 * k + 2 * q + 1];
-      const float t[8] = {t0.x, t0.y, t0.z, t0.w, t1.x, t1.y, t1.z, t1.w};
-#pragma unroll
-      for (uint32_t e = 0; e < 8; ++e) x[8 * k + e] = __fadd_rn(x[8 * k + e], __fmul_rn(coef, t[e]));
+    float t[32];
+    if constexpr (kHad) {
+      QuadQjlDecode(rec + mse_bytes, qm, part.qjl_nw, part.qjl_wscale, neg1, neg2, q, t);
+    } else {
+      QuadFromSmem(ts + g * 128u, q, t);
+      __syncwarp();  // ts is rewritten by the next iteration
     }
-    __syncwarp();  // ts is rewritten by the next iteration
+#pragma unroll
+    for (uint32_t j = 0; j < 32; ++j) x[j] = __fadd_rn(x[j], __fmul_rn(coef, t[j]));
     QuadFwht(x, neg1, neg2);
     uint32_t layer, kv, head;
     const uint32_t v32 = static_cast<uint32_t>(vv);
@@ -1370,28 +1522,31 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
   }
 }
 
-template <typename E>
+// kHad (qjl=hadamard) kernels need no matrix in shared memory.
+template <typename E, bool kHad>
 void LaunchEncodeQuadProd(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
   const uint64_t n = P.g.Vectors();
-#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, kProdSmem), 32 * kQuadWarps, kProdSmem>>>(P, in, body)
+  constexpr uint32_t smem = kHad ? 0u : kProdSmem;
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem>>>(P, in, body)
   switch (P.parts[0].mse_bits) {
-    case 0: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 0>)); break;
-    case 1: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 1>)); break;
-    case 2: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 2>)); break;
-    default: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 3>)); break;
+    case 0: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 0, kHad>)); break;
+    case 1: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 1, kHad>)); break;
+    case 2: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 2, kHad>)); break;
+    default: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 3, kHad>)); break;
   }
 #undef KVTIER_TQ_GO
 }
 
-template <typename E>
+template <typename E, bool kHad>
 void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
   const uint64_t n = P.g.Vectors();
-#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, kProdSmem), 32 * kQuadWarps, kProdSmem>>>(P, body, view)
+  constexpr uint32_t smem = kHad ? 0u : kProdSmem;
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem>>>(P, body, view)
   switch (P.parts[0].mse_bits) {
-    case 0: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 0>)); break;
-    case 1: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 1>)); break;
-    case 2: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 2>)); break;
-    default: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 3>)); break;
+    case 0: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 0, kHad>)); break;
+    case 1: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 1, kHad>)); break;
+    case 2: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 2, kHad>)); break;
+    default: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 3, kHad>)); break;
   }
 #undef KVTIER_TQ_GO
 }
@@ -1402,30 +1557,6 @@ void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTar
 // ascending, as on the CPU) and the result returns to the quad layout through shared memory
 // (WarpMatvec8, above).
 
-// Quad layout <-> the vector's 128 floats in shared memory.
-__device__ __forceinline__ void QuadToSmem(float* vec, const float x[32], uint32_t q) {
-  float4* d = reinterpret_cast<float4*>(vec);
-#pragma unroll
-  for (uint32_t k = 0; k < 4; ++k) {
-    d[8 * k + 2 * q] = make_float4(x[8 * k], x[8 * k + 1], x[8 * k + 2], x[8 * k + 3]);
-    d[8 * k + 2 * q + 1] = make_float4(x[8 * k + 4], x[8 * k + 5], x[8 * k + 6], x[8 * k + 7]);
-  }
-}
-__device__ __forceinline__ void QuadFromSmem(const float* vec, uint32_t q, float x[32]) {
-  const float4* s = reinterpret_cast<const float4*>(vec);
-#pragma unroll
-  for (uint32_t k = 0; k < 4; ++k) {
-    const float4 a = s[8 * k + 2 * q], b = s[8 * k + 2 * q + 1];
-    x[8 * k] = a.x; x[8 * k + 1] = a.y; x[8 * k + 2] = a.z; x[8 * k + 3] = a.w;
-    x[8 * k + 4] = b.x; x[8 * k + 5] = b.y; x[8 * k + 6] = b.z; x[8 * k + 7] = b.w;
-  }
-}
-// Matvec result (rows 4 lane + c of vector a) -> stage[a * 128 + row].
-__device__ __forceinline__ void AccToSmem(float* stage, const float acc[8][4], uint32_t lane) {
-  float4* d = reinterpret_cast<float4*>(stage);
-#pragma unroll
-  for (uint32_t a = 0; a < 8; ++a) d[a * 32u + lane] = make_float4(acc[a][0], acc[a][1], acc[a][2], acc[a][3]);
-}
 
 template <bool kProd>
 constexpr uint32_t DenseSmem() {
@@ -1639,7 +1770,8 @@ void LaunchDecodeQuadDense(const TqDevParams& P, const uint8_t* body, const TqTa
 bool DensePath(const TqPlan& plan) {
   return plan.g.shape.mha && !plan.g.split && plan.g.num_parts == 1 &&
          plan.g.shape.width == 128 &&
-         plan.tables[0]->params.rotation == TurboQuantRotation::kDense;
+         plan.tables[0]->params.rotation == TurboQuantRotation::kDense &&
+         !plan.tables[0]->qjl_hadamard;  // dense + qjl=hadamard: the generic kernels
 }
 
 // The register fast path: MHA/GQA without split, head_dim 128, one Hadamard window of 128.
@@ -2163,15 +2295,17 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
       }
       // The quad kernels quantize 3 and 4 mse bits through the lookup table.
       if (fast && (P.parts[0].mse_bits < 3 || P.parts[0].lut != nullptr)) {
-        if (P.g.prod) {
-          LaunchEncodeQuadProd<E>(P, in, body);
+        if (P.g.prod && P.parts[0].qjl_had) {
+          LaunchEncodeQuadProd<E, true>(P, in, body);
+        } else if (P.g.prod) {
+          LaunchEncodeQuadProd<E, false>(P, in, body);
         } else {
           LaunchEncodeQuad<E>(P, in, body);
         }
         return;
       }
     }
-    if (fast) {
+    if (fast && !P.parts[0].qjl_had) {
       P.warps = 8;
       const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
       if (P.g.prod) {
@@ -2267,13 +2401,15 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
         }
       } else if (quad) {
         if constexpr (sizeof(typename E::Storage) == 2) {
-          if (P.g.prod) {
-            LaunchDecodeQuadProd<E>(P, body, view);
+          if (P.g.prod && P.parts[0].qjl_had) {
+            LaunchDecodeQuadProd<E, true>(P, body, view);
+          } else if (P.g.prod) {
+            LaunchDecodeQuadProd<E, false>(P, body, view);
           } else {
             LaunchDecodeQuad<E>(P, body, view);
           }
         }
-      } else if (fast) {
+      } else if (fast && !P.parts[0].qjl_had) {
         P.warps = 8;
         const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
         if (P.g.prod) {

@@ -30,6 +30,12 @@ absl::Status TurboQuantVectorParams::Validate() const {
     return absl::InvalidArgumentError("turboquant: unknown rotation");
   }
   if (part > 1) return absl::InvalidArgumentError("turboquant: part must be 0 or 1");
+  if (qjl != TurboQuantQjl::kGaussian && qjl != TurboQuantQjl::kHadamard) {
+    return absl::InvalidArgumentError("turboquant: unknown qjl projection");
+  }
+  if (qjl != TurboQuantQjl::kGaussian && variant != TurboQuantVariant::kProd) {
+    return absl::InvalidArgumentError("turboquant: qjl applies to variant=prod only");
+  }
   return absl::OkStatus();
 }
 
@@ -142,6 +148,40 @@ class GaussianStream {
   double spare_ = 0;
 };
 
+// `rounds` repetitions of the window layout of dim d (docs/FORMAT.md), signs drawn in order
+// from one SplitMix64 stream.
+std::vector<internal::TqHadamardWindow> HadamardChain(uint32_t d, uint32_t rounds, uint64_t state) {
+  internal::SplitMix64 rng(state);
+  uint32_t len = 1;
+  while (len * 2 <= d) len *= 2;
+  std::vector<uint32_t> layout = {0};
+  if (len != d) layout = {0, d - len, 0};
+  std::vector<internal::TqHadamardWindow> chain;
+  for (uint32_t round = 0; round < rounds; ++round) {
+    for (uint32_t off : layout) {
+      internal::TqHadamardWindow w;
+      w.offset = off;
+      w.len = len;
+      w.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(len)));
+      uint64_t word = 0;
+      for (uint32_t i = 0; i < len; ++i) {
+        if (i % 64 == 0) word = rng.Next();
+        w.signs.push_back(((word >> (i % 64)) & 1) ? -1.0f : 1.0f);
+      }
+      chain.push_back(std::move(w));
+    }
+  }
+  return chain;
+}
+
+// E|u_1| for u uniform on the unit sphere of R^n: m_1 = 1, m_2 = 2/pi, m_{n+2} = m_n n/(n+1)
+// (ratios of Gamma functions), in double with +, *, / only.
+double SphereAbsMean(uint32_t n) {
+  double m = (n % 2) ? 1.0 : 2.0 / M_PI;
+  for (uint32_t k = (n % 2) ? 1 : 2; k + 2 <= n; k += 2) m = m * k / (k + 1);
+  return m;
+}
+
 std::shared_ptr<const TqTables> BuildTables(const TurboQuantVectorParams& p,
                                             const TurboQuantCodebook* cb) {
   auto t = std::make_shared<TqTables>();
@@ -155,24 +195,8 @@ std::shared_ptr<const TqTables> BuildTables(const TurboQuantVectorParams& p,
   }
   const uint32_t d = p.dim;
   if (p.rotation == TurboQuantRotation::kHadamard) {
-    internal::SplitMix64 rng(
-        internal::TqStreamState(p.seed, internal::TqStream::kHadamardSigns, d, p.part));
-    uint32_t len = 1;
-    while (len * 2 <= d) len *= 2;
-    std::vector<uint32_t> offsets = {0};
-    if (len != d) offsets = {0, d - len, 0};
-    for (uint32_t off : offsets) {
-      internal::TqHadamardWindow w;
-      w.offset = off;
-      w.len = len;
-      w.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(len)));
-      uint64_t word = 0;
-      for (uint32_t i = 0; i < len; ++i) {
-        if (i % 64 == 0) word = rng.Next();
-        w.signs.push_back(((word >> (i % 64)) & 1) ? -1.0f : 1.0f);
-      }
-      t->windows.push_back(std::move(w));
-    }
+    t->windows = HadamardChain(d, 1, internal::TqStreamState(
+                                         p.seed, internal::TqStream::kHadamardSigns, d, p.part));
   } else {
     GaussianStream g(internal::TqStreamState(p.seed, internal::TqStream::kDenseRotation, d, p.part));
     std::vector<double> m(static_cast<size_t>(d) * d);
@@ -204,7 +228,15 @@ std::shared_ptr<const TqTables> BuildTables(const TurboQuantVectorParams& p,
       }
     }
   }
-  if (t->prod) {
+  if (t->prod && p.qjl == TurboQuantQjl::kHadamard) {
+    // Rows of the chain H are unit vectors close to uniform on the sphere, and
+    // E[H^T sign(H r)] = d m_d r/|r| for a uniform orthogonal H: scale by 1/(d m_d).
+    t->qjl_hadamard = true;
+    t->qjl_windows = HadamardChain(
+        d, internal::kTqQjlRounds,
+        internal::TqStreamState(p.seed, internal::TqStream::kQjlHadamardSigns, d, p.part));
+    t->qjl_scale = static_cast<float>(1.0 / (d * SphereAbsMean(d)));
+  } else if (t->prod) {
     GaussianStream g(internal::TqStreamState(p.seed, internal::TqStream::kQjlMatrix, d, p.part));
     t->qjl.resize(static_cast<size_t>(d) * d);
     t->qjl_t.resize(t->qjl.size());
@@ -254,10 +286,10 @@ uint64_t TqStreamState(uint64_t seed, TqStream stream, uint32_t dim, uint32_t pa
 
 absl::StatusOr<std::shared_ptr<const TqTables>> GetTqTables(const TurboQuantVectorParams& p) {
   if (auto s = p.Validate(); !s.ok()) return s;
-  using Key = std::tuple<uint32_t, uint8_t, uint8_t, uint8_t, uint64_t, uint8_t>;
+  using Key = std::tuple<uint32_t, uint8_t, uint8_t, uint8_t, uint64_t, uint8_t, uint8_t>;
   static auto* cache = new std::map<Key, std::shared_ptr<const TqTables>>();
-  const Key key{p.dim, p.bits, static_cast<uint8_t>(p.variant), static_cast<uint8_t>(p.rotation),
-                p.seed, p.part};
+  const Key key{p.dim,  p.bits, static_cast<uint8_t>(p.variant), static_cast<uint8_t>(p.rotation),
+                p.seed, p.part, static_cast<uint8_t>(p.qjl)};
   {
     std::lock_guard<std::mutex> lock(g_cache_mu);
     auto it = cache->find(key);
@@ -306,15 +338,28 @@ void Fwht(float* x, uint32_t len) {
 }
 }  // namespace
 
+void TqApplyChain(const std::vector<TqHadamardWindow>& chain, float* x) {
+  for (const auto& w : chain) {
+    float* v = x + w.offset;
+    for (uint32_t i = 0; i < w.len; ++i) v[i] = v[i] * w.signs[i];
+    Fwht(v, w.len);
+    for (uint32_t i = 0; i < w.len; ++i) v[i] = v[i] * w.scale;
+  }
+}
+
+void TqApplyChainInverse(const std::vector<TqHadamardWindow>& chain, float* x) {
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const auto& w = *it;
+    float* v = x + w.offset;
+    Fwht(v, w.len);
+    for (uint32_t i = 0; i < w.len; ++i) v[i] = v[i] * w.scale * w.signs[i];
+  }
+}
+
 void TqRotate(const TqTables& t, float* x, float* scratch) {
   const uint32_t d = t.dim;
   if (t.params.rotation == TurboQuantRotation::kHadamard) {
-    for (const auto& w : t.windows) {
-      float* v = x + w.offset;
-      for (uint32_t i = 0; i < w.len; ++i) v[i] = v[i] * w.signs[i];
-      Fwht(v, w.len);
-      for (uint32_t i = 0; i < w.len; ++i) v[i] = v[i] * w.scale;
-    }
+    TqApplyChain(t.windows, x);
     return;
   }
   // z_i = sum over j ascending of rot[i][j] x_j. The loops run j-outer so that they vectorize;
@@ -331,12 +376,7 @@ void TqRotate(const TqTables& t, float* x, float* scratch) {
 void TqRotateInverse(const TqTables& t, float* x, float* scratch) {
   const uint32_t d = t.dim;
   if (t.params.rotation == TurboQuantRotation::kHadamard) {
-    for (auto it = t.windows.rbegin(); it != t.windows.rend(); ++it) {
-      const auto& w = *it;
-      float* v = x + w.offset;
-      Fwht(v, w.len);
-      for (uint32_t i = 0; i < w.len; ++i) v[i] = v[i] * w.scale * w.signs[i];
-    }
+    TqApplyChainInverse(t.windows, x);
     return;
   }
   // x_j = sum over i ascending of rot[i][j] y_i (i-outer to vectorize, same order per x_j).
@@ -399,6 +439,15 @@ void TqEncodeVector(const TqTables& t, const float* x, uint8_t* out, float* norm
   *gamma = std::sqrt(TqSumSquares(r, d));
   uint8_t* signs = out + t.MseBytes();
   std::fill(signs, signs + t.SignBytes(), 0);
+  if (t.qjl_hadamard) {
+    // sketch = H r (the factor sqrt(d) of S does not change a sign).
+    std::copy(r, r + d, tmp);
+    TqApplyChain(t.qjl_windows, tmp);
+    for (uint32_t i = 0; i < d; ++i) {
+      if (tmp[i] >= 0.0f) signs[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
+    }
+    return;
+  }
   // sketch_i = sum over j ascending of S[i][j] r_j (j-outer to vectorize, same order per i).
   float* sk = tmp;
   std::fill(sk, sk + d, 0.0f);
@@ -425,16 +474,22 @@ void TqDecodeVector(const TqTables& t, const uint8_t* in, float norm, float gamm
   if (t.prod && include_qjl) {
     const uint8_t* signs = in + t.MseBytes();
     const float coef = t.qjl_scale * gamma;
-    // t_j = sum over i ascending of (+-S[i][j]); i-outer to vectorize (acc - s == acc + (-s)
-    // exactly in IEEE arithmetic), same order per t_j.
     float* acc = scratch;
-    std::fill(acc, acc + d, 0.0f);
-    for (uint32_t i = 0; i < d; ++i) {
-      const float* row = &t.qjl[static_cast<size_t>(i) * d];
-      if ((signs[i / 8] >> (i % 8)) & 1) {
-        for (uint32_t j = 0; j < d; ++j) acc[j] = acc[j] + row[j];
-      } else {
-        for (uint32_t j = 0; j < d; ++j) acc[j] = acc[j] - row[j];
+    if (t.qjl_hadamard) {
+      // t = H^T s (s_i = +-1).
+      for (uint32_t i = 0; i < d; ++i) acc[i] = ((signs[i / 8] >> (i % 8)) & 1) ? 1.0f : -1.0f;
+      TqApplyChainInverse(t.qjl_windows, acc);
+    } else {
+      // t_j = sum over i ascending of (+-S[i][j]); i-outer to vectorize (acc - s == acc + (-s)
+      // exactly in IEEE arithmetic), same order per t_j.
+      std::fill(acc, acc + d, 0.0f);
+      for (uint32_t i = 0; i < d; ++i) {
+        const float* row = &t.qjl[static_cast<size_t>(i) * d];
+        if ((signs[i / 8] >> (i % 8)) & 1) {
+          for (uint32_t j = 0; j < d; ++j) acc[j] = acc[j] + row[j];
+        } else {
+          for (uint32_t j = 0; j < d; ++j) acc[j] = acc[j] - row[j];
+        }
       }
     }
     for (uint32_t j = 0; j < d; ++j) out[j] = out[j] + coef * acc[j];
@@ -490,6 +545,10 @@ std::vector<float> TurboQuantVectorQuantizer::TransformQuery(const float* y) con
   std::vector<float> z(y, y + d), scratch(d), out(d, 0.0f);
   if (!t.prod) return out;
   internal::TqRotate(t, z.data(), scratch.data());
+  if (t.qjl_hadamard) {
+    internal::TqApplyChain(t.qjl_windows, z.data());
+    return z;
+  }
   for (uint32_t i = 0; i < d; ++i) {
     double acc = 0;
     for (uint32_t j = 0; j < d; ++j) acc += static_cast<double>(t.qjl[i * d + j]) * z[j];
@@ -514,7 +573,8 @@ float TurboQuantVectorQuantizer::EstimateInnerProduct(const float* y,
   for (uint32_t i = 0; i < d; ++i) {
     s += ((signs[i / 8] >> (i % 8)) & 1) ? transformed_query[i] : -transformed_query[i];
   }
-  return static_cast<float>(ip + std::sqrt(M_PI / 2.0) / d * gamma * norm * s);
+  const double scale = t.qjl_hadamard ? t.qjl_scale : std::sqrt(M_PI / 2.0) / d;
+  return static_cast<float>(ip + scale * gamma * norm * s);
 }
 
 }  // namespace kvtier::kernels

@@ -1,6 +1,6 @@
 // Internal: everything one TurboQuant instance needs besides the data — codebook, rotation and
 // QJL matrices — generated deterministically on the CPU from (dim, bits, variant, rotation, seed,
-// part) and shared by the CPU reference and the CUDA kernels (which receive copies), so that both
+// part, qjl) and shared by the CPU reference and the CUDA kernels (which receive copies), so that both
 // sides quantize with identical numbers. Generation rules are specified in docs/FORMAT.md.
 #ifndef KVTIER_KERNELS_SRC_TURBOQUANT_TQ_TABLES_H_
 #define KVTIER_KERNELS_SRC_TURBOQUANT_TQ_TABLES_H_
@@ -30,7 +30,12 @@ class SplitMix64 {
   uint64_t state_;
 };
 
-enum class TqStream : uint64_t { kHadamardSigns = 1, kDenseRotation = 2, kQjlMatrix = 3 };
+enum class TqStream : uint64_t {
+  kHadamardSigns = 1,
+  kDenseRotation = 2,
+  kQjlMatrix = 3,
+  kQjlHadamardSigns = 4,
+};
 // Initial SplitMix64 state of one table's stream.
 uint64_t TqStreamState(uint64_t seed, TqStream stream, uint32_t dim, uint32_t part);
 
@@ -53,9 +58,16 @@ struct TqTables {
   std::vector<TqHadamardWindow> windows;  // Hadamard rotation, applied in order
   std::vector<float> rot;             // dense rotation, dim x dim row-major: z = rot * u
   std::vector<float> rot_t;           // its transpose (coalesced reads on the GPU)
-  std::vector<float> qjl;             // S, dim x dim row-major (prod only)
-  std::vector<float> qjl_t;           // S^T
-  float qjl_scale = 0;                // (float)(sqrt(pi/2) / dim)
+  // Prod, qjl=gaussian: S, dim x dim row-major, and its transpose.
+  std::vector<float> qjl;
+  std::vector<float> qjl_t;
+  // Prod, qjl=hadamard: S = sqrt(dim) * H, H the chain of these windows (kTqQjlRounds rounds of
+  // the rotation's window layout, own signs), applied like `windows`.
+  bool qjl_hadamard = false;
+  std::vector<TqHadamardWindow> qjl_windows;
+  // Decode coefficient per unit of gamma: gaussian (float)(sqrt(pi/2) / dim) on S^T signs;
+  // hadamard (float)(1 / (dim * m_dim)) on H^T signs, m_dim = E|u_1| of a uniform unit vector.
+  float qjl_scale = 0;
 
   size_t MseBytes() const { return (static_cast<size_t>(dim) * mse_bits + 7) / 8; }
   size_t SignBytes() const { return prod ? (dim + 7) / 8 : 0; }
@@ -72,6 +84,14 @@ absl::StatusOr<std::shared_ptr<const TqTables>> GetTqTables(const TurboQuantVect
 // ascending order) combined by an xor butterfly (offsets 16, 8, 4, 2, 1); the GPU's warp
 // reduction computes the same tree (with head_dim 128 each lane holds 4 consecutive values).
 float TqSumSquares(const float* x, uint32_t n);
+
+// Rounds of the structured QJL projection (docs/FORMAT.md; docs/QUALITY.md for why this many).
+constexpr uint32_t kTqQjlRounds = 2;
+
+// A window chain (TqTables::windows or qjl_windows) applied to x in place, and its inverse
+// (= transpose: every window is orthogonal).
+void TqApplyChain(const std::vector<TqHadamardWindow>& chain, float* x);
+void TqApplyChainInverse(const std::vector<TqHadamardWindow>& chain, float* x);
 
 // u -> Rot u (forward) and back, in place; scratch holds dim floats.
 void TqRotate(const TqTables& t, float* x, float* scratch);

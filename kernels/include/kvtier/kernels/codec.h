@@ -36,6 +36,10 @@ enum class TurboQuantRotation : uint8_t { kHadamard = 0, kDense = 1 };
 // Outlier split: kNone = every channel at `bits`; k2p5 = 32 outlier channels at 3 bits + 96 at 2
 // (requires bits == 2, head_dim == 128); k3p5 = 64 at 4 bits + 64 at 3 (bits == 3, head_dim 128).
 enum class TurboQuantSplit : uint8_t { kNone = 0, k2p5 = 1, k3p5 = 2 };
+// QJL projection of the prod variant: kGaussian = a dense n x n N(0,1) matrix (the paper's; every
+// payload written before this field existed has it); kHadamard = sqrt(n) x a seeded two-round
+// randomized Hadamard transform (docs/FORMAT.md), one more Hadamard transform on each side.
+enum class TurboQuantQjl : uint8_t { kGaussian = 0, kHadamard = 1 };
 
 // A codec and its parameters. Fields not used by `id` must stay at their defaults (Validate()
 // rejects anything else, so equal settings always serialize to equal bytes).
@@ -48,16 +52,25 @@ struct CodecParams {
   TurboQuantVariant tq_variant = TurboQuantVariant::kMse;
   TurboQuantRotation tq_rotation = TurboQuantRotation::kHadamard;
   TurboQuantSplit tq_split = TurboQuantSplit::kNone;
+  // Prod only (mse must keep kGaussian). The text form's default, when `qjl=` is absent, is
+  // TurboQuantDefaultQjl(rotation) below; the struct's default stays 0 so that zeroed bytes mean
+  // what they always meant.
+  TurboQuantQjl tq_qjl = TurboQuantQjl::kGaussian;
   uint64_t seed = 0;          // turboquant: rotation and QJL matrix seed
 
   absl::Status Validate() const;
   // Text form used by configs, the API and the CLI, e.g. "raw", "fp8", "kivi:b=2,g=32,sink=4",
-  // "turboquant:b=3,variant=prod,rotation=dense,seed=7", "turboquant:b=2,split=2.5".
+  // "turboquant:b=3,variant=prod,rotation=dense,seed=7", "turboquant:b=2,split=2.5",
+  // "turboquant:b=3,variant=prod,qjl=gaussian".
   std::string ToString() const;
   static absl::StatusOr<CodecParams> Parse(const std::string& text);
   friend bool operator==(const CodecParams& a, const CodecParams& b);
   friend bool operator!=(const CodecParams& a, const CodecParams& b) { return !(a == b); }
 };
+
+// The QJL projection a prod text form without `qjl=` gets (docs/QUALITY.md has the measurements
+// behind the choice); ToString() omits `qjl=` exactly when it equals this.
+TurboQuantQjl TurboQuantDefaultQjl(TurboQuantRotation rotation);
 
 // Where a buffer lives.
 enum class MemorySpace : uint8_t { kHost = 0, kDevice = 1 };

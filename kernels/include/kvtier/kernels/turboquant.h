@@ -42,7 +42,7 @@ absl::StatusOr<std::shared_ptr<const TurboQuantCodebook>> GetTurboQuantCodebook(
 
 // Which instance of a vector: the chunk codec uses part 0 for a whole head vector (or the
 // outlier channels of a split, or an MLA latent), part 1 for the non-outlier channels of a split
-// (or an MLA rope part). Rotation and QJL matrices depend on (seed, dim, part).
+// (or an MLA rope part). Rotation and QJL projection depend on (seed, dim, part, qjl).
 struct TurboQuantVectorParams {
   uint32_t dim = 128;     // 8..4096; any dim (Hadamard on non-powers of two: docs/FORMAT.md)
   uint8_t bits = 2;       // total bits per coordinate, 1..4 (prod: bits - 1 for the mse stage)
@@ -50,6 +50,8 @@ struct TurboQuantVectorParams {
   TurboQuantRotation rotation = TurboQuantRotation::kHadamard;
   uint64_t seed = 0;
   uint8_t part = 0;       // 0 or 1
+  // Prod only (mse must keep kGaussian): the QJL projection S (CodecParams::tq_qjl).
+  TurboQuantQjl qjl = TurboQuantQjl::kGaussian;
 
   absl::Status Validate() const;
 };
@@ -69,16 +71,18 @@ class TurboQuantVectorQuantizer {
   // x: dim floats. codes: CodeBytes() bytes. norm = ||x||; gamma = ||residual|| of the unit
   // vector (prod only, 0 for mse).
   void Encode(const float* x, uint8_t* codes, float* norm, float* gamma) const;
-  // out: dim floats. For prod, out = x_mse + sqrt(pi/2)/dim * gamma * S'^T signs (times norm),
+  // out: dim floats. For prod, out = x_mse + c * gamma * S'^T signs (times norm; c below),
   // whose inner product with any y is an unbiased estimate of <y, x>.
   void Decode(const uint8_t* codes, float norm, float gamma, float* out) const;
 
   // Prod estimator without decoding the QJL part: S' = S * Rot is the effective sketch matrix
-  // (S the seeded Gaussian, Rot the rotation; S' is itself iid Gaussian). TransformQuery
-  // returns S' y (dim floats), computed once per query.
+  // (S the seeded Gaussian or structured projection, Rot the rotation; with a Gaussian S, S' is
+  // itself iid Gaussian). TransformQuery returns S' y (dim floats), computed once per query.
   std::vector<float> TransformQuery(const float* y) const;
-  // <y, x> ~ <y, x_mse> + sqrt(pi/2)/dim * gamma * norm * <S' y, signs>, with x_mse the decoded
-  // mse stage (DecodeMse) and signs in {-1, +1} from `codes`. mse variant: <y, x_mse>.
+  // <y, x> ~ <y, x_mse> + c * gamma * norm * <S' y, signs>, with x_mse the decoded mse stage
+  // (DecodeMse), signs in {-1, +1} from `codes`, c = sqrt(pi/2)/dim for the Gaussian S and
+  // 1/(dim E|u_1|) for the structured one, whose S' here is Q * Rot without the sqrt(dim)
+  // (docs/FORMAT.md). mse variant: <y, x_mse>.
   float EstimateInnerProduct(const float* y, const float* transformed_query, const uint8_t* codes,
                              float norm, float gamma) const;
   // The mse stage alone, times norm (= Decode for the mse variant).
