@@ -58,6 +58,10 @@ std::vector<ConfigField> ConfigFields(DaemonOptions* o) {
        &v.gpu_tier},
       {"service.gpu_tier_bytes", "GPU tier size when enabled by auto/on (bytes)",
        &v.gpu_tier_bytes},
+      {"service.disk_open_timeout_s",
+       "While another process holds the RocksDB lock, retry opening this long, NOT_SERVING "
+       "(seconds; 0 = fail at once)",
+       &v.disk_open_timeout_s},
       {"storage.policy", "Eviction policy: lru, prefix_lru or s3fifo", &t.policy},
       {"storage.max_chunk_bytes", "Largest payload storage accepts (bytes)", &t.max_chunk_bytes},
       {"storage.default_lease_ms", "Lease length when a Lookup gives none (ms)",

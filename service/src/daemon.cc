@@ -1,31 +1,33 @@
 #include "kvtier/service/daemon.h"
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <fstream>
+#include <thread>
 
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kvtier/common/logging.h"
 #include "kvtier/common/status.h"
 #include "kvtier/kernels/device.h"
 #include "kvtier/storage/tier_manager.h"
+#include "health_service.h"
 #include "kvtier_service.h"
 #include "metrics.h"
 #include "namespace_registry.h"
 
 namespace kvtier::service {
 namespace {
-
-constexpr char kServiceName[] = "kvtier.v1.KvTier";
 
 absl::Status MakeDirs(const std::string& path) {
   if (path.empty()) return absl::OkStatus();
@@ -64,6 +66,30 @@ void WritePortFile(const std::string& path, int port) {
   ::rename(tmp.c_str(), path.c_str());
 }
 
+// The pid of another process holding a lock on RocksDB's LOCK file in `db_dir` (RocksDB takes an
+// fcntl write lock on it while the database is open), -1 when the holder's pid is unknown (an
+// open-file-description lock), 0 when nobody else holds it. Only called while this process holds
+// no lock on that file: closing any descriptor of a file drops the process's fcntl locks on it.
+pid_t DiskLockHolder(const std::string& db_dir) {
+  const int fd = ::open((db_dir + "/LOCK").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  struct flock fl = {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  pid_t holder = 0;
+  if (::fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) holder = fl.l_pid > 0 ? fl.l_pid : -1;
+  ::close(fd);
+  return holder;
+}
+
+// True when SIGTERM or SIGINT is pending. kvtierd blocks both in every thread and waits for them
+// only once started (main.cc), so a wait inside Start polls for them to stay stoppable.
+bool StopSignalPending() {
+  sigset_t pending;
+  if (::sigpending(&pending) != 0) return false;
+  return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
 }  // namespace
 
 class Daemon::Impl {
@@ -75,6 +101,7 @@ class Daemon::Impl {
   std::unique_ptr<prometheus::Exposer> exposer;
   std::unique_ptr<NamespaceRegistry> namespaces;
   std::unique_ptr<KvTierService> service;
+  std::unique_ptr<HealthService> health;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<storage::TierManager> tm;
   int tcp_port = 0;
@@ -84,6 +111,9 @@ class Daemon::Impl {
   absl::Status Start();
   absl::Status StartMetrics();
   absl::Status StartGrpc();
+  // Opens the storage engine; while another process holds the disk tier's lock, retries for up to
+  // service.disk_open_timeout_s.
+  absl::StatusOr<std::unique_ptr<storage::TierManager>> OpenStorage();
   void SetServing(bool serving);
   void Shutdown();
 };
@@ -109,8 +139,11 @@ absl::Status Daemon::Impl::StartMetrics() {
 absl::Status Daemon::Impl::StartGrpc() {
   const ServerOptions& so = options.server;
   service = std::make_unique<KvTierService>(so, options.service.default_tokens_per_chunk,
-                                            namespaces.get(), metrics.get());
-  grpc::EnableDefaultHealthCheckService(true);
+                                            /*registry=*/nullptr, metrics.get());
+  // kvtier's own grpc.health.v1 (health_service.h): NOT_SERVING before the first call is accepted.
+  // gRPC's built-in one would say SERVING from BuildAndStart until told otherwise.
+  health = std::make_unique<HealthService>();
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::ServerBuilder builder;
   if (!so.unix_socket.empty()) {
     KVTIER_RETURN_IF_ERROR(MakeDirs(DirName(so.unix_socket)));
@@ -155,6 +188,7 @@ absl::Status Daemon::Impl::StartGrpc() {
                                                            : so.max_inflight_calls + 8));
   builder.SetResourceQuota(quota);
   builder.RegisterService(service.get());
+  builder.RegisterService(health.get());
   server = builder.BuildAndStart();
   if (server == nullptr) {
     return absl::UnavailableError(absl::StrCat("cannot listen on unix:", so.unix_socket, " / ",
@@ -170,14 +204,68 @@ absl::Status Daemon::Impl::StartGrpc() {
 }
 
 void Daemon::Impl::SetServing(bool serving) {
-  if (server != nullptr) {
-    grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-    if (health != nullptr) {
-      health->SetServingStatus(serving);
-      health->SetServingStatus(kServiceName, serving);
-    }
+  // Health says SERVING only after the metric does, and NOT_SERVING before it, so whoever sees
+  // health SERVING also scrapes kvtier_serving 1.
+  if (serving && metrics) metrics->SetServing(true);
+  if (health) health->SetServing(serving);
+  if (!serving && metrics) metrics->SetServing(false);
+}
+
+absl::StatusOr<std::unique_ptr<storage::TierManager>> Daemon::Impl::OpenStorage() {
+  const std::string& db_dir = options.storage.disk.path;
+  auto with_prefix = [](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("storage: ", s.message()));
+  };
+  if (db_dir.empty()) {  // no disk tier: no lock to wait for
+    absl::StatusOr<std::unique_ptr<storage::TierManager>> created =
+        storage::TierManager::Create(options.storage);
+    if (!created.ok()) return with_prefix(created.status());
+    return created;
   }
-  if (metrics) metrics->SetServing(serving);
+  const uint32_t timeout_s = options.service.disk_open_timeout_s;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::seconds(timeout_s);
+  auto next_log = start;
+  for (;;) {
+    // While the lock is visibly held, don't even try: a failed open still builds the memory tiers.
+    pid_t holder = DiskLockHolder(db_dir);
+    absl::Status failure;
+    if (holder == 0) {
+      absl::StatusOr<std::unique_ptr<storage::TierManager>> created =
+          storage::TierManager::Create(options.storage);
+      if (created.ok()) return created;
+      failure = created.status();
+      // A lock failure is an I/O error (UNAVAILABLE) naming the LOCK file; the probe confirms it
+      // unless the holder let go in the meantime.
+      holder = DiskLockHolder(db_dir);
+      const bool lock_error = failure.code() == absl::StatusCode::kUnavailable &&
+                              absl::StrContains(failure.message(), "/LOCK");
+      if (holder == 0 && !lock_error) return with_prefix(failure);
+    }
+    const std::string who = holder > 0 ? fmt::format("process {}", holder) : "another process";
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      return absl::UnavailableError(fmt::format(
+          "storage: the disk tier {} is locked by {} (another kvtierd on the same data "
+          "directory?) and stayed locked for service.disk_open_timeout_s = {} s; giving up{}",
+          db_dir, who, timeout_s,
+          failure.ok() ? "" : fmt::format(" (last error: {})", std::string(failure.message()))));
+    }
+    if (now >= next_log) {
+      KVTIER_LOG(WARNING,
+                 "the disk tier {} is locked by {} (a previous kvtierd still shutting down?); "
+                 "NOT_SERVING, retrying for up to {} s more (service.disk_open_timeout_s = {})",
+                 db_dir, who,
+                 std::chrono::duration_cast<std::chrono::seconds>(deadline - now).count(),
+                 timeout_s);
+      next_log = now + std::chrono::seconds(5);
+    }
+    if (StopSignalPending()) {
+      return absl::CancelledError(
+          fmt::format("stop signal received while waiting for the disk tier lock on {}", db_dir));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 absl::Status Daemon::Impl::Start() {
@@ -195,9 +283,6 @@ absl::Status Daemon::Impl::Start() {
   }
   KVTIER_RETURN_IF_ERROR(options.Validate());
   KVTIER_RETURN_IF_ERROR(MakeDirs(options.service.data_dir));
-  KVTIER_ASSIGN_OR_RETURN(namespaces,
-                          NamespaceRegistry::Open(options.service.data_dir + "/namespaces.toml",
-                                                  options.service.max_namespaces));
   KVTIER_RETURN_IF_ERROR(StartMetrics());
   KVTIER_RETURN_IF_ERROR(StartGrpc());
   KVTIER_LOG(INFO, "kvtierd listening: unix:{} tcp:{} (port {}, TLS {}, token {}); metrics {}",
@@ -212,13 +297,13 @@ absl::Status Daemon::Impl::Start() {
 
   // The disk tier opens (and the index is rebuilt) while health says NOT_SERVING.
   const auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<std::unique_ptr<storage::TierManager>> created =
-      storage::TierManager::Create(options.storage);
-  if (!created.ok()) {
-    return absl::Status(created.status().code(),
-                        absl::StrCat("storage: ", created.status().message()));
-  }
-  tm = std::move(*created);
+  KVTIER_ASSIGN_OR_RETURN(tm, OpenStorage());
+  // The namespace registry is read only now: until the disk tier's lock was ours, another kvtierd
+  // on this data directory (a previous one still draining) could still be writing it.
+  KVTIER_ASSIGN_OR_RETURN(namespaces,
+                          NamespaceRegistry::Open(options.service.data_dir + "/namespaces.toml",
+                                                  options.service.max_namespaces));
+  service->SetRegistry(namespaces.get());
   storage::StorageStats stats = tm->Stats();
   std::array<bool, storage::kNumTiers> enabled{};
   for (int i = 0; i < storage::kNumTiers; ++i) enabled[i] = stats.tiers[i].enabled;
@@ -243,6 +328,8 @@ void Daemon::Impl::Shutdown() {
   KVTIER_LOG(INFO, "draining: health NOT_SERVING, new calls refused, {} in flight",
              service ? service->inflight() : 0);
   SetServing(false);
+  // Ends the Watch streams (after their NOT_SERVING), so server->Shutdown never waits on them.
+  if (health) health->Shutdown();
   if (service) service->StartDraining();
   if (server) {
     server->Shutdown(std::chrono::system_clock::now() +

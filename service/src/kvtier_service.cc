@@ -106,7 +106,7 @@ absl::Status KvTierService::ParseKeys(const google::protobuf::RepeatedPtrField<s
 grpc::Status KvTierService::CreateNamespace(grpc::ServerContext* ctx,
                                             const v1::CreateNamespaceRequest* req,
                                             v1::CreateNamespaceResponse* resp) {
-  return Run(ctx, "CreateNamespace", false, [&](storage::TierManager*) -> absl::Status {
+  return Run(ctx, "CreateNamespace", true, [&](storage::TierManager*) -> absl::Status {
     if (!req->has_namespace_()) return absl::InvalidArgumentError("namespace is required");
     KVTIER_ASSIGN_OR_RETURN(NamespaceInfo info,
                             NamespaceFromProto(req->namespace_(), default_tokens_per_chunk_));
@@ -122,7 +122,7 @@ grpc::Status KvTierService::CreateNamespace(grpc::ServerContext* ctx,
 grpc::Status KvTierService::GetNamespace(grpc::ServerContext* ctx,
                                          const v1::GetNamespaceRequest* req,
                                          v1::GetNamespaceResponse* resp) {
-  return Run(ctx, "GetNamespace", false, [&](storage::TierManager*) -> absl::Status {
+  return Run(ctx, "GetNamespace", true, [&](storage::TierManager*) -> absl::Status {
     KVTIER_ASSIGN_OR_RETURN(auto entry, registry_->Get(req->name()));
     NamespaceToProto(*entry, resp->mutable_namespace_());
     return absl::OkStatus();
@@ -132,7 +132,7 @@ grpc::Status KvTierService::GetNamespace(grpc::ServerContext* ctx,
 grpc::Status KvTierService::ListNamespaces(grpc::ServerContext* ctx,
                                            const v1::ListNamespacesRequest*,
                                            v1::ListNamespacesResponse* resp) {
-  return Run(ctx, "ListNamespaces", false, [&](storage::TierManager*) -> absl::Status {
+  return Run(ctx, "ListNamespaces", true, [&](storage::TierManager*) -> absl::Status {
     for (const auto& entry : registry_->List()) NamespaceToProto(*entry, resp->add_namespaces());
     return absl::OkStatus();
   });

@@ -33,9 +33,13 @@ class KvTierService final
     : public v1::KvTier::WithRawCallbackMethod_Put<
           v1::KvTier::WithRawCallbackMethod_Get<v1::KvTier::Service>> {
  public:
+  // `registry` may be nullptr until SetRegistry (no call is admitted before SetTierManager).
   KvTierService(const ServerOptions& options, uint32_t default_tokens_per_chunk,
                 NamespaceRegistry* registry, ServiceMetrics* metrics);
 
+  // The namespace registry, when it is opened after the listeners: call once, before
+  // SetTierManager (whose release store publishes it to the handlers).
+  void SetRegistry(NamespaceRegistry* registry) { registry_ = registry; }
   // The tier manager once open (nullptr before; handlers answer UNAVAILABLE until then).
   void SetTierManager(storage::TierManager* tm) { tm_.store(tm, std::memory_order_release); }
   // Start refusing new calls with UNAVAILABLE (drain). Running calls continue.
@@ -67,8 +71,9 @@ class KvTierService final
 
  private:
   // Runs `body` under the common prologue (auth, serving, in-flight limit) and epilogue (latency
-  // metric, status conversion). `needs_storage` = false lets namespace calls run before the disk
-  // tier is open.
+  // metric, status conversion). `needs_storage` = false would let a call run before the disk
+  // tier is open; every call passes true, namespace calls included: until kvtierd holds the disk
+  // tier's lock, another kvtierd may still own the data directory (and namespaces.toml).
   grpc::Status Run(grpc::ServerContext* ctx, const char* method, bool needs_storage,
                    const std::function<absl::Status(storage::TierManager*)>& body);
 
@@ -116,7 +121,7 @@ class KvTierService final
 
   const ServerOptions options_;
   const uint32_t default_tokens_per_chunk_;
-  NamespaceRegistry* const registry_;
+  NamespaceRegistry* registry_;  // set before the first call is admitted, then constant
   ServiceMetrics* const metrics_;
   const TokenAuthenticator auth_;
   std::atomic<storage::TierManager*> tm_{nullptr};

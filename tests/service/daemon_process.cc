@@ -109,7 +109,7 @@ bool DaemonProcess::Start(bool wait, std::chrono::seconds timeout) {
 int DaemonProcess::WaitExit(std::chrono::seconds timeout) {
   if (pid_ <= 0) return -1;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
+  for (;;) {  // checks at least once, so a zero timeout asks "has it exited yet?"
     int status;
     pid_t r = ::waitpid(pid_, &status, WNOHANG);
     if (r == pid_) {
@@ -118,9 +118,9 @@ int DaemonProcess::WaitExit(std::chrono::seconds timeout) {
       if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
       return -1;
     }
+    if (std::chrono::steady_clock::now() >= deadline) return -1;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  return -1;
 }
 
 void DaemonProcess::Signal(int sig) {
@@ -180,6 +180,18 @@ absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> DaemonProce
     return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
   }
   return resp.status();
+}
+
+grpc::Status CreateNamespace(kvtier::v1::KvTier::Stub* stub, grpc::ClientContext* ctx,
+                             const std::string& name, const std::string& codec,
+                             const kvtier::v1::Layout& layout, uint32_t tokens_per_chunk) {
+  kvtier::v1::CreateNamespaceRequest req;
+  req.mutable_namespace_()->set_name(name);
+  req.mutable_namespace_()->set_codec(codec);
+  *req.mutable_namespace_()->mutable_layout() = layout;
+  req.mutable_namespace_()->set_tokens_per_chunk(tokens_per_chunk);
+  kvtier::v1::CreateNamespaceResponse resp;
+  return stub->CreateNamespace(ctx, req, &resp);
 }
 
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {

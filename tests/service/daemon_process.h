@@ -47,7 +47,8 @@ class DaemonProcess {
 
   // Starts kvtierd; with `wait`, until health says SERVING (false after `timeout`).
   bool Start(bool wait = true, std::chrono::seconds timeout = std::chrono::seconds(30));
-  // Waits for the process to exit; its exit code (or 128 + signal). -1 on timeout.
+  // Waits for the process to exit; its exit code (or 128 + signal). -1 on timeout (a zero
+  // timeout checks once) or when it is not running.
   int WaitExit(std::chrono::seconds timeout = std::chrono::seconds(30));
   void Signal(int sig);
   void Kill9();
@@ -76,6 +77,12 @@ class DaemonProcess {
   std::string dir_;
   pid_t pid_ = -1;
 };
+
+// CreateNamespace `name` with `codec`, `layout` and `tokens_per_chunk`; `ctx` carries whatever
+// the test sets on it (token, deadline).
+grpc::Status CreateNamespace(kvtier::v1::KvTier::Stub* stub, grpc::ClientContext* ctx,
+                             const std::string& name, const std::string& codec,
+                             const kvtier::v1::Layout& layout, uint32_t tokens_per_chunk);
 
 // HTTP/1.0 GET to 127.0.0.1:port; the body, or an error.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);

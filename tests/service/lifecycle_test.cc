@@ -28,13 +28,7 @@ grpc::Status CreateNs(v1::KvTier::Stub* stub, const std::string& name,
                       const rpc::CallSettings& call = {}) {
   grpc::ClientContext ctx;
   rpc::Prepare(&ctx, call);
-  v1::CreateNamespaceRequest req;
-  req.mutable_namespace_()->set_name(name);
-  req.mutable_namespace_()->set_codec("fp8");
-  *req.mutable_namespace_()->mutable_layout() = kLayout;
-  req.mutable_namespace_()->set_tokens_per_chunk(kTpc);
-  v1::CreateNamespaceResponse resp;
-  return stub->CreateNamespace(&ctx, req, &resp);
+  return testing::CreateNamespace(stub, &ctx, name, "fp8", kLayout, kTpc);
 }
 
 std::string Chunk(uint64_t seed) {

@@ -233,9 +233,13 @@ TEST(MetricsTest, RealPrometheusSeesExactCounterDeltas) {
 TEST(MetricsTest, EveryDocumentedFamilyIsExposedWithItsType) {
   TempDir dir;
   DaemonProcess d(KVTIER_KVTIERD, dir.path());
+  // Start() returns once health says SERVING, and kvtierd says SERVING only after the storage
+  // engine is open and its metrics are registered (health starts NOT_SERVING; tests/service/
+  // health_test.cc), so every family, storage-owned ones included, must be in the first scrape.
   ASSERT_TRUE(d.Start()) << d.ReadLog();
   auto body = testing::HttpGet(d.metrics_port(), "/metrics");
   ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_NE(body->find("\nkvtier_serving 1\n"), std::string::npos) << *body;
   const std::vector<std::pair<std::string, std::string>> families = {
       {"kvtier_rpc_duration_seconds", "histogram"},
       {"kvtier_rpcs_in_flight", "gauge"},

@@ -10,7 +10,7 @@ kvtier_add_test(NAME service_config_test SOURCES service/config_test.cc
 target_include_directories(service_config_test PRIVATE ${PROJECT_SOURCE_DIR}/service/src)
 
 # Integration tests: each binary starts its own daemons.
-foreach(t rpc lifecycle metrics)
+foreach(t rpc lifecycle metrics health)
   kvtier_add_test(NAME service_${t}_test SOURCES service/${t}_test.cc
                   LIBS kvtier_daemon_process kvtier_rpc_util kvtier::kernels kvtier::common
                   LABELS integration TIMEOUT 120)

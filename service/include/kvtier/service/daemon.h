@@ -3,7 +3,8 @@
 //
 // Start order: data directory, metrics endpoint, gRPC listeners with health NOT_SERVING (so
 // orchestrators see the process early), then the storage engine (the disk tier opens and the index
-// is rebuilt), then health SERVING. Calls needing storage answer UNAVAILABLE until then.
+// is rebuilt; while another process holds the disk tier's lock, retried for up to
+// ServiceOptions::disk_open_timeout_s), then health SERVING. Calls answer UNAVAILABLE until then.
 //
 // Shutdown (SIGTERM in kvtierd): health NOT_SERVING, new calls UNAVAILABLE, in-flight calls get
 // ServerOptions::drain_timeout_s to finish (then are cancelled), listeners close, the storage

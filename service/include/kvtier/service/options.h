@@ -94,6 +94,10 @@ struct ServiceOptions {
   std::string gpu_tier = "auto";
   // Size of the GPU tier when enabled, in bytes (4 GiB).
   uint64_t gpu_tier_bytes = 4ull << 30;
+  // While another process holds the disk tier's RocksDB lock (a previous kvtierd of a rolling
+  // restart still draining), keep retrying this long, NOT_SERVING, before giving up, in seconds
+  // (60). 0 = fail at once. Other disk tier open errors fail the start at once.
+  uint32_t disk_open_timeout_s = 60;
   absl::Status Validate() const;
 };
 
