@@ -9,9 +9,12 @@
 //   read_k    K bytes / copy bandwidth (= copy time / 2): the reference for the ratio;
 //   select    the selection pipeline from the first kernel to the kept positions on the host
 //             (row stats, column mass, pooling + top-k, copy of the positions), for several
-//             numbers of (layer, KV head) pairs per attention launch ([lh=...]) and key tiles
-//             per block barrier in the attention kernels ([tpb=...]);
-//   api       a whole SelectSnapKv() call (host clock), scratch allocation included.
+//             settings: (layer, KV head) pairs per attention launch ([lh=...]), both ways the
+//             attention kernels' warps synchronise on K tiles ([sync=block] / [sync=halves]),
+//             and pass 2 in 1 to 4 launches, each followed by its pairs' top-k and copy-out
+//             ([groups=...]);
+//   api       a whole SelectSnapKv() call (host clock), scratch allocation included (the
+//             default settings; [sync=...] with the other attention sync setting).
 // Usage: selection_speed [--json PATH] [--tokens T] [--layers L] [--repeats N]
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -157,20 +160,30 @@ int main(int argc, char** argv) {
     }
     struct Variant {
       uint32_t batch;
-      int tiles_per_barrier;
+      int sync;         // 1 = block barrier, 2 = one barrier per key half
+      uint32_t groups;  // pass-2 launches, each followed by its pairs' top-k and copy-out
     };
-    const int default_tpb = kvtier::kernels::internal::DefaultTilesPerBarrier();
-    const Variant variants[] = {{default_batch, default_tpb},
-                                {default_batch, 3 - default_tpb},
-                                {16u, default_tpb},
-                                {8u, default_tpb}};
+    const int default_sync = kvtier::kernels::internal::DefaultAttentionSync();
+    const uint32_t default_groups = kvtier::kernels::internal::DefaultMassGroups();
+    const Variant variants[] = {{default_batch, default_sync, default_groups},
+                                {default_batch, 3 - default_sync, default_groups},
+                                {default_batch, default_sync, 1},
+                                {default_batch, default_sync, 2},
+                                {default_batch, default_sync, 4}};
     for (const Variant& v : variants) {
       const uint32_t batch = v.batch;
-      if (!kvtier::kernels::internal::SetTilesPerBarrierForBench(v.tiles_per_barrier).ok()) return 1;
-      const bool is_default = batch == default_batch && v.tiles_per_barrier == default_tpb;
-      const std::string name = std::string(pyramid ? "pyramidkv" : "snapkv") + "_select[lh=" +
-                               (batch == 0 ? std::string("all") : std::to_string(batch)) +
-                               ",tpb=" + std::to_string(v.tiles_per_barrier) + "]";
+      if (&v != &variants[0] && v.groups == default_groups && v.sync == default_sync) {
+        continue;  // the default again
+      }
+      if (!kvtier::kernels::internal::SetAttentionSyncForBench(v.sync).ok()) return 1;
+      if (!kvtier::kernels::internal::SetMassGroupsForBench(v.groups).ok()) return 1;
+      const bool is_default =
+          batch == default_batch && v.sync == default_sync && v.groups == default_groups;
+      const std::string settings =
+          std::string("lh=") + (batch == 0 ? std::string("all") : std::to_string(batch)) +
+          ",sync=" + (v.sync == 1 ? "block" : "halves") + ",groups=" + std::to_string(v.groups);
+      const std::string name =
+          std::string(pyramid ? "pyramidkv" : "snapkv") + "_select[" + settings + "]";
       std::vector<double> total_t, api_t;
       std::vector<std::vector<double>> phase_t;
       std::vector<std::string> phase_names;
@@ -201,7 +214,7 @@ int main(int argc, char** argv) {
           phase_names.push_back(phases[j].first);
         }
         total_t.push_back(total);
-        if (!is_default) continue;
+        if (batch != default_batch || v.groups != default_groups) continue;  // both syncs
         const auto t0 = std::chrono::steady_clock::now();
         auto api = kvtier::kernels::SelectSnapKv(o, in);
         const auto t1 = std::chrono::steady_clock::now();
@@ -213,16 +226,18 @@ int main(int argc, char** argv) {
       }
       const double t_sel = Median(total_t);
       rows.push_back({name, t_sel, t_sel / t_read_k});
-      if (is_default) {
+      if (!api_t.empty()) {
         const double t_api = Median(api_t);
-        rows.push_back({std::string(pyramid ? "pyramidkv" : "snapkv") + "_api", t_api,
-                        t_api / t_read_k});
+        rows.push_back({std::string(pyramid ? "pyramidkv" : "snapkv") + "_api" +
+                            (is_default ? "" : "[" + settings + "]"),
+                        t_api, t_api / t_read_k});
       }
       for (size_t j = 0; j < phase_names.size(); ++j) {
         phase_rows.push_back({name + "." + phase_names[j], Median(phase_t[j])});
       }
     }
-    if (!kvtier::kernels::internal::SetTilesPerBarrierForBench(default_tpb).ok()) return 1;
+    if (!kvtier::kernels::internal::SetAttentionSyncForBench(default_sync).ok()) return 1;
+    if (!kvtier::kernels::internal::SetMassGroupsForBench(default_groups).ok()) return 1;
   }
 
   std::printf("card: %s\n", card.c_str());

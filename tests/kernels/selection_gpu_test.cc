@@ -191,13 +191,26 @@ TEST(SelectionGpuTest, BatchedLaunchesMatchCpu) {
     ExpectSameKeptSets(*cpu, *gpu, *cpu_scores, 900 - 32, 900 - 32, o.pooling, o.pool_kernel,
                        &swaps);
   }
+  // One launch batch, pass 2 (each launch followed by its pairs' top-k and copy-out) in 1 to 8
+  // launches over the 6 pairs.
+  for (uint32_t groups : {1u, 2u, 4u, 8u}) {
+    SCOPED_TRACE(::testing::Message() << "mass groups " << groups);
+    ASSERT_TRUE(internal::SetMassGroupsForBench(groups).ok());
+    auto gpu = internal::SnapKvSelectDeviceTimed(o, dev, *caps, nullptr, 0);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    ExpectSameKeptSets(*cpu, *gpu, *cpu_scores, 900 - 32, 900 - 32, o.pooling, o.pool_kernel,
+                       &swaps);
+  }
+  ASSERT_TRUE(internal::SetMassGroupsForBench(internal::DefaultMassGroups()).ok());
+  EXPECT_FALSE(internal::SetMassGroupsForBench(0).ok());
   std::printf("near-tie swaps: %d\n", swaps);
 }
 
-TEST(SelectionGpuTest, BothTilesPerBarrierSettingsMatchCpu) {
-  // The fp16/bf16 attention kernels advance one or two key tiles per block barrier; odd tile
-  // counts (T = 1000: 16 tiles, W = 40: two row chunks, H2O: causal masking in pass 2) end on a
-  // partial group.
+TEST(SelectionGpuTest, BothAttentionSyncSettingsMatchCpu) {
+  // The fp16/bf16 attention kernels synchronise K tiles with a block barrier (1) or one barrier
+  // per key half (2); ragged shapes (T = 1000: a partial last tile, T = 600 / head_dim 64,
+  // W = 40: two row chunks that take block barriers inside the key loop, H2O: causal masking
+  // in pass 2).
   struct Shape {
     uint32_t L, H_kv, H_q, D, T, W;
     DType dtype;
@@ -208,10 +221,10 @@ TEST(SelectionGpuTest, BothTilesPerBarrierSettingsMatchCpu) {
       {1, 1, 4, 128, 500, 40, DType::kFloat16},
   };
   int swaps = 0;
-  for (int tiles : {1, 2}) {
-    ASSERT_TRUE(internal::SetTilesPerBarrierForBench(tiles).ok());
+  for (int sync : {1, 2}) {
+    ASSERT_TRUE(internal::SetAttentionSyncForBench(sync).ok());
     for (const Shape& s : shapes) {
-      SCOPED_TRACE(::testing::Message() << "tiles per barrier " << tiles << " T=" << s.T
+      SCOPED_TRACE(::testing::Message() << "attention sync " << sync << " T=" << s.T
                                         << " D=" << s.D << " W=" << s.W);
       Case c = MakeCase(s.L, s.H_kv, s.H_q, s.D, s.T, s.W, s.dtype, 300 + s.T);
       DeviceBytes dk(c.k), dq(c.q);
@@ -244,8 +257,8 @@ TEST(SelectionGpuTest, BothTilesPerBarrierSettingsMatchCpu) {
     ASSERT_TRUE(cpu_cols.ok() && gpu_cols.ok());
     ExpectScoresClose(*cpu_cols, *gpu_cols);
   }
-  ASSERT_TRUE(internal::SetTilesPerBarrierForBench(internal::DefaultTilesPerBarrier()).ok());
-  EXPECT_FALSE(internal::SetTilesPerBarrierForBench(3).ok());
+  ASSERT_TRUE(internal::SetAttentionSyncForBench(internal::DefaultAttentionSync()).ok());
+  EXPECT_FALSE(internal::SetAttentionSyncForBench(3).ok());
   std::printf("near-tie swaps: %d\n", swaps);
 }
 
@@ -274,6 +287,33 @@ TEST(SelectionGpuTest, EqualScoresKeepLowerPositionsOnTheDevice) {
   EXPECT_THAT(sel->Kept(0, 0), ::testing::ElementsAreArray(want));
 }
 
+// SelectH2o on engine-supplied scores [L][score_heads][T], from the host and from the device:
+// the group mean (if any) is computed identically, so the kept sets must be equal exactly.
+void ExpectH2oScoresSelectionsEqual(const std::vector<float>& scores, uint32_t L,
+                                    uint32_t score_heads, uint32_t kv_heads, uint32_t q_heads,
+                                    uint32_t T, const H2oOptions& o) {
+  std::vector<uint8_t> bytes(scores.size() * 4);
+  std::memcpy(bytes.data(), scores.data(), bytes.size());
+  DeviceBytes ds(bytes);
+  H2oScoresInput in;
+  in.scores = scores.data();
+  in.num_layers = L;
+  in.num_score_heads = score_heads;
+  in.num_kv_heads = kv_heads;
+  in.num_query_heads = q_heads;
+  in.num_tokens = T;
+  auto cpu = SelectH2o(o, in);
+  H2oScoresInput dev_in = in;
+  dev_in.scores = static_cast<const float*>(ds.get());
+  dev_in.space = MemorySpace::kDevice;
+  auto gpu = SelectH2o(o, dev_in);
+  ASSERT_TRUE(cpu.ok());
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  EXPECT_EQ(cpu->kept_per_layer, gpu->kept_per_layer);
+  EXPECT_EQ(cpu->positions, gpu->positions);
+  EXPECT_TRUE(gpu->Validate().ok());
+}
+
 TEST(SelectionGpuTest, H2oMatchesCpu) {
   int swaps = 0;
   for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
@@ -299,41 +339,35 @@ TEST(SelectionGpuTest, H2oMatchesCpu) {
   }
   std::printf("near-tie swaps: %d\n", swaps);
 
-  // Engine-supplied scores per query head: the group mean is computed identically, so the kept
-  // sets must be equal exactly.
+  // Engine-supplied scores per query head, then per KV head (the first L * Hkv * T of them).
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(0.0f, 10.0f);
   const uint32_t L = 3, Hq = 8, Hkv = 2, T = 513;
   std::vector<float> scores(size_t(L) * Hq * T);
   for (float& x : scores) x = std::floor(u(rng) * 4) / 4;  // many exact ties
-  std::vector<uint8_t> bytes(scores.size() * 4);
-  std::memcpy(bytes.data(), scores.data(), bytes.size());
-  DeviceBytes ds(bytes);
-  H2oScoresInput in;
-  in.scores = scores.data();
-  in.num_layers = L;
-  in.num_score_heads = Hq;
-  in.num_kv_heads = Hkv;
-  in.num_query_heads = Hq;
-  in.num_tokens = T;
   H2oOptions o;
   o.heavy_budget = 60;
   o.recent_budget = 40;
-  auto cpu = SelectH2o(o, in);
-  H2oScoresInput dev_in = in;
-  dev_in.scores = static_cast<const float*>(ds.get());
-  dev_in.space = MemorySpace::kDevice;
-  auto gpu = SelectH2o(o, dev_in);
-  ASSERT_TRUE(cpu.ok());
-  ASSERT_TRUE(gpu.ok()) << gpu.status();
-  EXPECT_EQ(cpu->kept_per_layer, gpu->kept_per_layer);
-  EXPECT_EQ(cpu->positions, gpu->positions);
-  dev_in.num_score_heads = Hkv;
-  in.num_score_heads = Hkv;
-  cpu = SelectH2o(o, in);
-  gpu = SelectH2o(o, dev_in);
-  ASSERT_TRUE(gpu.ok());
-  EXPECT_EQ(cpu->positions, gpu->positions);
+  ExpectH2oScoresSelectionsEqual(scores, L, Hq, Hkv, Hq, T, o);
+  ExpectH2oScoresSelectionsEqual(scores, L, Hkv, Hkv, Hq, T, o);
+}
+
+TEST(SelectionGpuTest, LongTopKMatchesCpuExactly) {
+  // Top-k over tens of thousands of scores (keys in shared memory, then past its limit in global
+  // memory; the radix rounds see crowded bins) with many exact ties, a heavy budget that cuts
+  // through a run of equal scores, and odd lengths.
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (uint32_t T : {33000u, 70001u}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T);
+    const uint32_t L = 2, H = 2;
+    std::vector<float> scores(size_t(L) * H * T);
+    for (float& x : scores) x = std::floor(u(rng) * 64) / 64 * 1e-3f + 1e-6f;
+    H2oOptions o;
+    o.heavy_budget = 2016;
+    o.recent_budget = 32;
+    ExpectH2oScoresSelectionsEqual(scores, L, H, H, H, T, o);
+  }
 }
 
 TEST(SelectionGpuTest, UnsupportedHeadDimIsAClearError) {

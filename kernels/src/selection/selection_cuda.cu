@@ -4,8 +4,8 @@
 // Attention runs in two passes over K per (layer, KV head), both tiled as
 //   S[128 query rows][64 keys] = Q_chunk K_tile^T
 // with tensor cores (mma.sync m16n8k16, fp32 accumulation, logits kept in registers) for
-// fp16/bf16, and scalar fp32 FMA through a shared-memory logit tile for fp32. K tiles are
-// double-buffered with cp.async:
+// fp16/bf16, and scalar fp32 FMA through a shared-memory logit tile for fp32. K tiles stream
+// through cp.async buffers (fp16/bf16: a 4-deep ring per key half, see AttentionSync below):
 //   pass 1 (RowStatsKernel): per query row the running max and sum of exp over its causal keys,
 //          one partial per key split, merged by ReduceStatsKernel;
 //   pass 2 (ColumnMassKernel): per key the sum over rows of exp(s - M) / Z, divided by the group
@@ -17,11 +17,10 @@
 #include <cuda_runtime.h>
 #include <cuda_pipeline.h>
 
-#include <cub/block/block_scan.cuh>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -359,16 +358,32 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassKernel(AttnParams p) {
 // Warp w of a block owns query rows 32 (w % 4) .. + 31 of the chunk and keys 32 (w / 4) .. + 31
 // of each 64-key tile; in the PTX ISA's m16n8k16 accumulator layout a thread holds keys
 // 16 mt + g + {0, 8} (g = lane / 4, mt = 0, 1) and rows 8 nt + 2 (lane % 4) + {0, 1} (nt = 0..3).
-// K tiles stream through a kStages-deep cp.async ring so that several tiles are in flight while
-// the tensor cores work on an earlier one.
-
+// K tiles stream through a kStages-deep cp.async ring per key half (32 keys x D each) so that
+// several tiles are in flight while the tensor cores work on an earlier one.
+//
+// Synchronisation (AttentionSync): the four warps of a key half share nothing with the other
+// half inside the key loop except the block's Q, so each half can advance through its own ring
+// behind its own named barrier (kHalfSync: bar.sync 1 + half, 128 threads). Warps of the two
+// halves that share a scheduler (warp w and w + 4) then drift apart and one's exp work overlaps
+// the other's tensor-core work; with kBlockSync both halves step together behind __syncthreads.
 constexpr int kStages = 4;
-// Tiles per block barrier (1 or 2): with 2, the ring advances two tiles at a time, so warps
-// drift further apart between barriers (tensor-core and exp phases of different warps overlap)
-// at the cost of one fewer tile in flight.
-constexpr int kMaxTilesPerBarrier = 2;
-constexpr int kDefaultTilesPerBarrier = 1;
-int g_tiles_per_barrier = kDefaultTilesPerBarrier;
+constexpr int kHalfKeys = kKeys / 2;
+constexpr int kHalfThreads = kThreads / 2;
+constexpr int kBlockSync = 1;
+constexpr int kHalfSync = 2;
+constexpr int kDefaultAttentionSync = kHalfSync;
+int g_attention_sync = kDefaultAttentionSync;
+
+template <bool kHalves>
+__device__ __forceinline__ void KeyHalfSync(int half) {
+  if constexpr (kHalves) {
+    // A register barrier id makes ptxas reserve all 16 named barriers (harmless: they are per
+    // block); two constant-id branches cost pass 2 a register spill.
+    asm volatile("bar.sync %0, %1;\n" ::"r"(half + 1), "n"(kHalfThreads) : "memory");
+  } else {
+    __syncthreads();
+  }
+}
 
 template <typename T>
 struct MmaOp;
@@ -404,23 +419,60 @@ __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* smem_pt
 template <typename T, int D>
 struct MmaSmem {
   static constexpr size_t kQ = size_t(kRows) * Ld<D>::kValue * sizeof(T);
-  static constexpr size_t kK = size_t(kKeys) * Ld<D>::kValue * sizeof(T);
-  static constexpr size_t kBytes = kQ + kStages * kK + kMaxTilesPerBarrier * 4 * kKeys * 4 +
-                                   2 * 2 * kRows * 4;
+  static constexpr size_t kHalfTile = size_t(kHalfKeys) * Ld<D>::kValue * sizeof(T);
+  static constexpr size_t kRed = size_t(2) * 2 * 4 * kHalfKeys * 4;
+  static constexpr size_t kBytes = kQ + 2 * kStages * kHalfTile + kRed + 2 * 2 * kRows * 4;
   T* qs;
   T* ks0;
-  float* red;      // [tiles per barrier][4 row groups][64 keys]
+  float* red;      // [2 key halves][2 tile parities][4 row groups][32 keys]
   float* merge_m;  // [2 key halves][128 rows]
   float* merge_z;
   __device__ explicit MmaSmem(unsigned char* base) {
     qs = reinterpret_cast<T*>(base);
     ks0 = reinterpret_cast<T*>(base + kQ);
-    red = reinterpret_cast<float*>(base + kQ + kStages * kK);
-    merge_m = red + kMaxTilesPerBarrier * 4 * kKeys;
+    red = reinterpret_cast<float*>(base + kQ + 2 * kStages * kHalfTile);
+    merge_m = red + kRed / 4;
     merge_z = merge_m + 2 * kRows;
   }
-  __device__ T* Ks(int b) const { return ks0 + b * (kK / sizeof(T)); }
+  // Ring slot `stage` of key half `half`: 32 keys x D.
+  __device__ T* Ks(int half, int stage) const {
+    return ks0 + (half * kStages + stage) * (kHalfTile / sizeof(T));
+  }
+  __device__ float* Red(int half, int parity) const { return red + (half * 2 + parity) * 4 * kHalfKeys; }
 };
+
+// cp.async of one key half of a tile (32 rows of D) by the half's 128 threads (`tid` 0..127);
+// rows past `valid_rows` (which may be <= 0) are zeroed. The caller commits.
+template <typename T, int D>
+__device__ __forceinline__ void LoadHalfTileAsync(T* sh, const T* g, int valid_rows, int tid) {
+  constexpr int kVec = 16 / sizeof(T);
+  constexpr int kPerRow = D / kVec;
+#pragma unroll
+  for (int i = tid; i < kHalfKeys * kPerRow; i += kHalfThreads) {
+    const int r = i / kPerRow, c = (i % kPerRow) * kVec;
+    if (r < valid_rows) {
+      __pipeline_memcpy_async(sh + r * Ld<D>::kValue + c, g + size_t(r) * D + c, 16);
+    } else {
+      *reinterpret_cast<int4*>(sh + r * Ld<D>::kValue + c) = make_int4(0, 0, 0, 0);
+    }
+  }
+}
+
+// Key half `half`'s 32 keys of tile `tile_begin + rel` into its ring slot, if that tile is
+// before `tile_end`; commits a cp.async group either way (the ring's waits count groups).
+template <typename T, int D>
+__device__ __forceinline__ void PrefetchHalfTile(const MmaSmem<T, D>& sm, const T* kbase,
+                                                 uint32_t num_tokens, uint32_t tile_begin,
+                                                 uint32_t tile_end, uint32_t rel, int half,
+                                                 int tid) {
+  const uint32_t tile = tile_begin + rel;
+  if (tile < tile_end) {
+    const int k0 = int(tile * kKeys) + half * kHalfKeys;
+    LoadHalfTileAsync<T, D>(sm.Ks(half, int(rel % kStages)), kbase + size_t(k0) * D,
+                            int(num_tokens) - k0, tid);
+  }
+  __pipeline_commit();
+}
 
 // B fragments of the warp's 32 query rows: b[nt][k] = rows 8 nt + g, dims 16 k + 2 tig (+8).
 template <typename T, int D>
@@ -520,9 +572,8 @@ __device__ __forceinline__ void RowStatsTile(const AttnParams& p, const float (&
 }
 
 // grid (stats_splits, row_chunks, lh in this launch)
-template <typename T, int D, int G>
+template <typename T, int D, bool kHalves>
 __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
-  constexpr int kRing = kStages / G;  // groups of G tiles in the ring
   extern __shared__ __align__(128) unsigned char smem_raw[];
   MmaSmem<T, D> sm(smem_raw);
   const uint32_t lh = p.lh_base + blockIdx.z, chunk = blockIdx.y, split = blockIdx.x;
@@ -537,23 +588,14 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
   const uint32_t tile_begin = split * p.stats_tiles_per_split;
   uint32_t tile_end = min(total_tiles, tile_begin + p.stats_tiles_per_split);
   tile_end = min(tile_end, uint32_t(max_pos / kKeys) + 1);
-  auto prefetch = [&](uint32_t group) {  // tiles of group `group`; always commits (maybe empty)
-#pragma unroll
-    for (int u = 0; u < G; ++u) {
-      const uint32_t rel = group * G + u, tile = tile_begin + rel;
-      if (tile < tile_end) {
-        const int t0 = int(tile * kKeys);
-        LoadRowsAsync<T, D>(sm.Ks(int(rel % kStages)), kbase + size_t(t0) * D,
-                            min(kKeys, int(p.num_tokens) - t0), kKeys);
-      }
-    }
-    __pipeline_commit();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
+  const int row_group = warp % 4, key_half = warp / 4, htid = threadIdx.x % kHalfThreads;
+  auto prefetch = [&](uint32_t rel) {
+    PrefetchHalfTile<T, D>(sm, kbase, p.num_tokens, tile_begin, tile_end, rel, key_half, htid);
   };
 #pragma unroll
-  for (int s = 0; s < kRing - 1; ++s) prefetch(s);
+  for (int s = 0; s < kStages - 1; ++s) prefetch(s);
   LoadRows<T, D>(sm.qs, qbase, valid, kRows);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
-  const int row_group = warp % 4, key_half = warp / 4;
   float m[8], z[8];
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
@@ -565,19 +607,15 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
   __syncthreads();
   WarpQ<T, D> wq;
   wq.Load(sm.qs, row_group);
-  const uint32_t groups = tile_end > tile_begin ? (tile_end - tile_begin + G - 1) / G : 0;
-  for (uint32_t gi = 0; gi < groups; ++gi) {
-    __pipeline_wait_prior(kRing - 2);
-    __syncthreads();  // group landed everywhere; every warp is done with the buffers refilled next
-    prefetch(gi + kRing - 1);
-#pragma unroll
-    for (int u = 0; u < G; ++u) {
-    const uint32_t rel = gi * G + u, tile = tile_begin + rel;
-    if (tile >= tile_end) break;
+  for (uint32_t rel = 0; tile_begin + rel < tile_end; ++rel) {
+    __pipeline_wait_prior(kStages - 2);
+    KeyHalfSync<kHalves>(key_half);  // tile landed for the half; slot refilled next is free
+    prefetch(rel + kStages - 1);
+    const uint32_t tile = tile_begin + rel;
     float acc[2][4][4];
-    WarpLogits<T, D>(wq, sm.Ks(int(rel % kStages)), key_half, acc);
+    WarpLogits<T, D>(wq, sm.Ks(key_half, int(rel % kStages)), 0, acc);
     const int t0 = int(tile * kKeys);
-    const int tkey = t0 + key_half * 32 + g;
+    const int tkey = t0 + key_half * kHalfKeys + g;
     if (t0 + kKeys - 1 <= full_limit) {
       const int no_pos[8] = {};
       RowStatsTile<true>(p, acc, tkey, no_pos, m, z);
@@ -588,7 +626,6 @@ __global__ void __launch_bounds__(kThreads, 2) RowStatsMmaKernel(AttnParams p) {
         pos[j] = RowPos(p, row0, row_group * 32 + (j >> 1) * 8 + tig * 2 + (j & 1), valid);
       }
       RowStatsTile<false>(p, acc, tkey, pos, m, z);
-    }
     }
   }
   __pipeline_wait_prior(0);
@@ -635,9 +672,8 @@ __device__ __forceinline__ void ColumnTile(const AttnParams& p, const float (&ac
 }
 
 // grid (mass_splits, lh in this launch)
-template <typename T, int D, int G>
+template <typename T, int D, bool kHalves>
 __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p) {
-  constexpr int kRing = kStages / G;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   MmaSmem<T, D> sm(smem_raw);
   const uint32_t lh = p.lh_base + blockIdx.y, split = blockIdx.x;
@@ -650,12 +686,13 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p)
   const uint32_t tile_begin = split * p.mass_tiles_per_split;
   const uint32_t tile_end = min(col_tiles, tile_begin + p.mass_tiles_per_split);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tig = lane & 3;
-  const int row_group = warp % 4, key_half = warp / 4;
+  const int row_group = warp % 4, key_half = warp / 4, htid = threadIdx.x % kHalfThreads;
   const float inv_group = 1.0f / float(p.group);
   WarpQ<T, D> wq;
-  int pos[8];
   float row_c[8];
   int full_limit = -1;
+  uint32_t cur_row0 = 0;  // the chunk whose rows are in registers
+  int cur_valid = 0;
 
   auto load_chunk = [&](uint32_t chunk) {  // Q into shared memory; caller syncs before and after
     const uint32_t row0 = chunk * kRows;
@@ -670,60 +707,72 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p)
       const int r = row_group * 32 + (j >> 1) * 8 + tig * 2 + (j & 1);
       const float2 st = p.stats[size_t(lh) * rows_pad + row0 + r];
       row_c[j] = st.y > 0.0f ? st.x - log2f(st.y) : INFINITY;  // st = (max, 1 / sum)
-      pos[j] = RowPos(p, row0, r, valid);
     }
     full_limit = valid == kRows ? int(p.q_pos0) : -1;
+    cur_row0 = row0;
+    cur_valid = valid;
   };
-  auto prefetch = [&](uint32_t group) {  // tiles of group `group`; always commits (maybe empty)
-#pragma unroll
-    for (int u = 0; u < G; ++u) {
-      const uint32_t rel = group * G + u, tile = tile_begin + rel;
-      if (tile < tile_end) {
-        const int t0 = int(tile * kKeys);
-        LoadRowsAsync<T, D>(sm.Ks(int(rel % kStages)), kbase + size_t(t0) * D,
-                            min(kKeys, int(p.num_tokens) - t0), kKeys);
-      }
+  auto prefetch = [&](uint32_t rel) {
+    PrefetchHalfTile<T, D>(sm, kbase, p.num_tokens, tile_begin, tile_end, rel, key_half, htid);
+  };
+  // Column sums of tile `rel` for this half's 32 keys (one thread per key, htid < 32), summed
+  // over the 4 row groups in a fixed order; red slot (rel & 1) was filled before a half barrier.
+  auto emit = [&](uint32_t rel) {
+    const int t = int((tile_begin + rel) * kKeys) + key_half * kHalfKeys + htid;
+    if (t < int(p.num_columns)) {
+      const float* r = sm.Red(key_half, int(rel & 1)) + htid;
+      const float total = r[0] + r[kHalfKeys] + r[2 * kHalfKeys] + r[3 * kHalfKeys];
+      p.scores[size_t(lh) * p.num_columns + t] = total * inv_group;
     }
-    __pipeline_commit();
   };
 #pragma unroll
-  for (int s = 0; s < kRing - 1; ++s) prefetch(s);
+  for (int s = 0; s < kStages - 1; ++s) prefetch(s);
   if (p.row_chunks == 1) {
     load_chunk(0);
     __syncthreads();
     chunk_registers(0);
   }
-  const uint32_t groups = tile_end > tile_begin ? (tile_end - tile_begin + G - 1) / G : 0;
-  for (uint32_t gi = 0; gi < groups; ++gi) {
-    __pipeline_wait_prior(kRing - 2);
-    __syncthreads();  // also: the previous group's column sums were read out of sm.red
-    prefetch(gi + kRing - 1);
-#pragma unroll
-    for (int u = 0; u < G; ++u) {
-    const uint32_t rel = gi * G + u, tile = tile_begin + rel;
-    if (tile >= tile_end) break;
-    const int t0 = int(tile * kKeys);
-    const T* ks = sm.Ks(int(rel % kStages));
+  const uint32_t num_rel = tile_end > tile_begin ? tile_end - tile_begin : 0;
+  const int chunk0_max_pos = ChunkMaxPos(p, 0, min(kRows, int(p.rows)));
+  for (uint32_t rel = 0; rel < num_rel; ++rel) {
+    __pipeline_wait_prior(kStages - 2);
+    // Tile landed for the half; the slot refilled next and red slot (rel & 1) are free; the
+    // previous tile's partial sums are complete.
+    KeyHalfSync<kHalves>(key_half);
+    if (rel > 0 && htid < kHalfKeys) emit(rel - 1);
+    prefetch(rel + kStages - 1);
+    const int t0 = int((tile_begin + rel) * kKeys);
+    const T* ks = sm.Ks(key_half, int(rel % kStages));
     float col[2][2] = {{0, 0}, {0, 0}};
-    const int tkey = t0 + key_half * 32 + g;
+    const int tkey = t0 + key_half * kHalfKeys + g;
     for (uint32_t chunk = 0; chunk < p.row_chunks; ++chunk) {
       const uint32_t row0 = chunk * kRows;
-      if (t0 > ChunkMaxPos(p, row0, min(kRows, int(p.rows - row0)))) continue;
-      if (p.row_chunks > 1) {
+      const int chunk_max_pos =
+          chunk == 0 ? chunk0_max_pos : ChunkMaxPos(p, row0, min(kRows, int(p.rows - row0)));
+      if (t0 > chunk_max_pos) continue;  // the whole tile is in these rows' future
+      if (p.row_chunks > 1) {  // both halves take this path for the same (tile, chunk)
         __syncthreads();
         load_chunk(chunk);
         __syncthreads();
         chunk_registers(chunk);
       }
       float acc[2][4][4];
-      WarpLogits<T, D>(wq, ks, key_half, acc);
+      WarpLogits<T, D>(wq, ks, 0, acc);
       if (t0 + kKeys - 1 <= full_limit) {
-        ColumnTile<true>(p, acc, tkey, pos, row_c, col);
-      } else {
+        const int no_pos[8] = {};
+        ColumnTile<true>(p, acc, tkey, no_pos, row_c, col);
+      } else {  // causal or ragged tiles only: row positions recomputed here to spare registers
+        int pos[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          pos[j] = RowPos(p, cur_row0, row_group * 32 + (j >> 1) * 8 + tig * 2 + (j & 1),
+                          cur_valid);
+        }
         ColumnTile<false>(p, acc, tkey, pos, row_c, col);
       }
     }
-    // Sum over the quad's row slots (lanes with equal g), then over the 4 row groups.
+    // Sum over the quad's row slots (lanes with equal g), then (emit) over the 4 row groups.
+    float* red = sm.Red(key_half, int(rel & 1));
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
@@ -731,26 +780,13 @@ __global__ void __launch_bounds__(kThreads, 2) ColumnMassMmaKernel(AttnParams p)
         float v = col[mt][hh];
         v += __shfl_xor_sync(0xffffffffu, v, 1);
         v += __shfl_xor_sync(0xffffffffu, v, 2);
-        if (tig == 0) {
-          sm.red[(u * 4 + row_group) * kKeys + key_half * 32 + mt * 16 + hh * 8 + g] = v;
-        }
-      }
-    }
-    }
-    __syncthreads();
-    // Column sums of the group's tiles, in a fixed order (4 row groups).
-    if (threadIdx.x < G * kKeys) {
-      const int u = threadIdx.x / kKeys, c = threadIdx.x % kKeys;
-      const uint32_t tile = tile_begin + gi * G + u;
-      const int t = int(tile * kKeys) + c;
-      if (tile < tile_end && t < int(p.num_columns)) {
-        const float* r = sm.red + u * 4 * kKeys + c;
-        const float total = r[0] + r[kKeys] + r[2 * kKeys] + r[3 * kKeys];
-        p.scores[size_t(lh) * p.num_columns + t] = total * inv_group;
+        if (tig == 0) red[row_group * kHalfKeys + mt * 16 + hh * 8 + g] = v;
       }
     }
   }
   __pipeline_wait_prior(0);
+  KeyHalfSync<kHalves>(key_half);
+  if (num_rel > 0 && htid < kHalfKeys) emit(num_rel - 1);
 }
 
 // Scores of a KV head's group of query heads -> their mean (the CPU reference's order, in double).
@@ -776,6 +812,7 @@ struct TopKParams {
   const uint32_t* caps;     // [L]
   const size_t* out_offset; // [LH]
   uint32_t* out;            // positions
+  uint32_t lh_base;         // first (layer, KV head) of this launch
   uint32_t* keys;           // scratch [LH][num_scored]
   int pooling;              // 0 max, 1 avg
   int kernel;
@@ -787,21 +824,33 @@ __device__ __forceinline__ uint32_t OrderedKey(float f) {
 }
 
 constexpr int kTopKThreads = 1024;
+constexpr int kTopKWarps = kTopKThreads / 32;
+// Scored positions up to this many keep their keys in shared memory (160 KiB), longer ones in
+// the global scratch.
+constexpr int kTopKSmemKeys = 40960;
+// Copies of the radix histogram: lane l adds into copy l % 8, so lanes whose keys share a bin
+// (scores crowd into few exponent bins) collide at most 4 to a word; the copies' stride of 257
+// words puts a bin's 8 copies in 8 different banks.
+constexpr int kHistCopies = 8;
+constexpr int kHistStride = 257;
 
-// One block per (layer, KV head): pooling, radix select of the cap-th largest key, then an
-// ascending scan that keeps every larger key and the lowest-positioned equal keys.
+// One block per (layer, KV head): pooling, radix select of the cap-th largest key (8 bits per
+// round), then an ascending compaction that keeps every larger key and the lowest-positioned
+// equal keys. The compaction gives warp w a contiguous range of positions and works through it
+// 32 at a time with ballots, so it needs one block-wide exchange of per-warp counts in all.
 __global__ void __launch_bounds__(kTopKThreads) PoolTopKKernel(TopKParams p) {
-  using Scan = cub::BlockScan<int, kTopKThreads>;
-  __shared__ typename Scan::TempStorage scan_storage;
+  extern __shared__ __align__(16) uint32_t topk_smem[];  // keys, when n <= kTopKSmemKeys
+  __shared__ uint32_t hist_copies[kHistCopies * kHistStride];
   __shared__ uint32_t hist[256];
   __shared__ uint32_t s_prefix, s_remaining;
-  __shared__ int s_carry_eq, s_carry_out;
-  const uint32_t lh = blockIdx.x;
+  __shared__ int s_greater[kTopKWarps], s_equal[kTopKWarps];
+  const uint32_t lh = p.lh_base + blockIdx.x;
   const uint32_t cap = p.caps[lh / p.num_kv_heads];
   const float* sc = p.scores + size_t(lh) * p.stride;
-  uint32_t* keys = p.keys + size_t(lh) * p.num_scored;
-  uint32_t* out = p.out + p.out_offset[lh];
   const int n = int(p.num_scored), half = p.kernel / 2;
+  uint32_t* keys = n <= kTopKSmemKeys ? topk_smem : p.keys + size_t(lh) * p.num_scored;
+  uint32_t* out = p.out + p.out_offset[lh];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   for (int t = threadIdx.x; t < n; t += blockDim.x) {
     const int lo = max(0, t - half), hi = min(n - 1, t + half);
     float v;
@@ -815,66 +864,116 @@ __global__ void __launch_bounds__(kTopKThreads) PoolTopKKernel(TopKParams p) {
     }
     keys[t] = OrderedKey(v);
   }
-  if (threadIdx.x == 0) {
-    s_prefix = 0;
-    s_remaining = cap;
-  }
-  __syncthreads();
-  uint32_t mask = 0;
+  uint32_t prefix = 0, mask = 0, remaining = min(cap, uint32_t(n));  // callers keep cap <= n
   if (cap > 0) {
     for (int shift = 24; shift >= 0; shift -= 8) {
-      for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
-      __syncthreads();
-      const uint32_t prefix = s_prefix;
+      for (int i = threadIdx.x; i < kHistCopies * kHistStride; i += blockDim.x) hist_copies[i] = 0;
+      __syncthreads();  // also: keys written (first round), previous round's hist read
+      uint32_t* my_hist = hist_copies + (lane % kHistCopies) * kHistStride;
       for (int t = threadIdx.x; t < n; t += blockDim.x) {
         const uint32_t k = keys[t];
-        if ((k & mask) == prefix) atomicAdd(&hist[(k >> shift) & 255u], 1u);
+        if ((k & mask) == prefix) atomicAdd(&my_hist[(k >> shift) & 255u], 1u);
       }
       __syncthreads();
-      if (threadIdx.x == 0) {
-        uint32_t remaining = s_remaining, above = 0;
-        int d = 255;
-        for (; d > 0; --d) {
-          if (above + hist[d] >= remaining) break;
-          above += hist[d];
+      if (threadIdx.x < 256) {
+        uint32_t sum = 0;
+#pragma unroll
+        for (int c = 0; c < kHistCopies; ++c) sum += hist_copies[c * kHistStride + threadIdx.x];
+        hist[threadIdx.x] = sum;
+      }
+      __syncthreads();
+      if (warp == 0) {
+        // Lane l holds bins 8l .. 8l + 7; `above` = keys in higher lanes' bins.
+        uint32_t c[8], sum = 0;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          c[i] = hist[8 * lane + i];
+          sum += c[i];
         }
-        s_remaining = remaining - above;
-        s_prefix = prefix | (uint32_t(d) << shift);
+        uint32_t incl = sum;  // inclusive suffix sum over lanes >= l
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const uint32_t v = __shfl_down_sync(0xffffffffu, incl, o);
+          if (lane + o < 32) incl += v;
+        }
+        uint32_t above = incl - sum;
+        if (above < remaining && remaining <= incl) {  // exactly one lane
+#pragma unroll
+          for (int i = 7; i >= 0; --i) {
+            if (above + c[i] >= remaining || i == 0) {
+              s_remaining = remaining - above;
+              s_prefix = prefix | (uint32_t(8 * lane + i) << shift);
+              break;
+            }
+            above += c[i];
+          }
+        }
       }
       mask |= 255u << shift;
       __syncthreads();
+      prefix = s_prefix;
+      remaining = s_remaining;
     }
   }
-  const uint32_t threshold = s_prefix;
-  const int take_equal = cap > 0 ? int(s_remaining) : 0;
-  if (threadIdx.x == 0) {
-    s_carry_eq = 0;
-    s_carry_out = 0;
-  }
-  __syncthreads();
-  for (int base = 0; base < n && cap > 0; base += blockDim.x) {
-    const int t = base + threadIdx.x;
-    const uint32_t k = t < n ? keys[t] : 0u;
-    const int eq = (t < n && k == threshold) ? 1 : 0;
-    int eq_before, eq_total;
-    Scan(scan_storage).ExclusiveSum(eq, eq_before, eq_total);
-    const int carry_eq = s_carry_eq;
-    const int keep = (t < n) && (k > threshold || (eq && carry_eq + eq_before < take_equal));
-    __syncthreads();
-    int out_before, out_total;
-    Scan(scan_storage).ExclusiveSum(keep, out_before, out_total);
-    const int carry_out = s_carry_out;
-    if (keep) out[carry_out + out_before] = uint32_t(t);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      s_carry_eq = carry_eq + eq_total;
-      s_carry_out = carry_out + out_total;
+  if (cap > 0) {
+    __syncthreads();  // keys visible to every thread
+    const uint32_t threshold = prefix;
+    const int take_equal = int(remaining);
+    // Warp w compacts positions [w * seg, (w + 1) * seg), 32 consecutive ones per step.
+    const int seg = (n + kTopKWarps * 32 - 1) / (kTopKWarps * 32) * 32;
+    const int wb = min(n, warp * seg), we = min(n, wb + seg);
+    int greater = 0, equal = 0;
+    for (int base = wb; base < we; base += 32) {
+      const int t = base + lane;
+      const uint32_t k = t < we ? keys[t] : 0u;
+      greater += __popc(__ballot_sync(0xffffffffu, t < we && k > threshold));
+      equal += __popc(__ballot_sync(0xffffffffu, t < we && k == threshold));
+    }
+    if (lane == 0) {
+      s_greater[warp] = greater;
+      s_equal[warp] = equal;
     }
     __syncthreads();
+    // Every warp scans the 32 warps' counts: lane l = warp l; equal keys go to the lowest
+    // positions first, so warp l keeps min(its equals, take_equal - equals before it).
+    const int eq_l = s_equal[lane], gt_l = s_greater[lane];
+    int eq_incl = eq_l;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, eq_incl, o);
+      if (lane >= o) eq_incl += v;
+    }
+    const int kept_l = gt_l + max(0, min(eq_l, take_equal - (eq_incl - eq_l)));
+    int kept_incl = kept_l;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, kept_incl, o);
+      if (lane >= o) kept_incl += v;
+    }
+    int o = __shfl_sync(0xffffffffu, kept_incl - kept_l, warp);
+    int eq_seen = __shfl_sync(0xffffffffu, eq_incl - eq_l, warp);
+    const uint32_t lanes_below = (1u << lane) - 1u;
+    for (int base = wb; base < we; base += 32) {
+      const int t = base + lane;
+      const uint32_t k = t < we ? keys[t] : 0u;
+      const uint32_t eq_bits = __ballot_sync(0xffffffffu, t < we && k == threshold);
+      const bool keep = t < we && (k > threshold ||
+                                   (k == threshold &&
+                                    eq_seen + __popc(eq_bits & lanes_below) < take_equal));
+      const uint32_t keep_bits = __ballot_sync(0xffffffffu, keep);
+      if (keep) out[o + __popc(keep_bits & lanes_below)] = uint32_t(t);
+      o += __popc(keep_bits);
+      eq_seen += __popc(eq_bits);
+    }
   }
   for (uint32_t t = p.num_scored + threadIdx.x; t < p.num_tokens; t += blockDim.x) {
     out[cap + (t - p.num_scored)] = t;
   }
+}
+
+// Dynamic shared memory of PoolTopKKernel for `num_scored` positions.
+size_t TopKSmemBytes(uint32_t num_scored) {
+  return num_scored <= uint32_t(kTopKSmemKeys) ? size_t(num_scored) * 4 : 0;
 }
 
 // Compile-time dispatch over dtype and head_dim, in this one place.
@@ -928,10 +1027,34 @@ uint32_t ChooseSplits(uint32_t units, uint32_t tiles, uint32_t resident) {
   return best_s;
 }
 
-// Column mass into device memory `scores` ([LH][num_columns]).
+// Pass 2 of all (layer, KV head) pairs runs in this many launches (MassGroupBounds), so that
+// top-k and the copy of one group's positions to the host overlap the next group's attention.
+constexpr uint32_t kDefaultMassGroups = 3;
+uint32_t g_mass_groups = kDefaultMassGroups;
+
+// Boundaries of `groups` consecutive ranges over [0, lh): each range takes half of the pairs
+// still left, the last one the rest (256 pairs, 3 groups: 128, 64, 64), so that the work left
+// after the last launch (its top-k and copy-out) is small.
+std::vector<uint32_t> MassGroupBounds(uint32_t lh, uint32_t groups) {
+  std::vector<uint32_t> b{0};
+  uint32_t left = lh;
+  for (uint32_t g = 0; g + 1 < groups && left > 1; ++g) {
+    b.push_back(b.back() + left / 2);
+    left -= left / 2;
+  }
+  b.push_back(lh);
+  return b;
+}
+
+// Called once the column mass of pairs [begin, end) is enqueued on the stream.
+using MassDoneFn = std::function<absl::Status(uint32_t begin, uint32_t end)>;
+
+// Column mass into device memory `scores` ([LH][num_columns]). With `mass_done`, pass 2 runs in
+// `mass_groups` launches (when all pairs share one launch batch) and `mass_done` follows each.
 absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, float* scores,
                                 Scratch* scratch, cudaStream_t stream, SelectionTimings* timings,
-                                uint32_t lh_per_launch = kDefaultLhPerLaunch) {
+                                uint32_t lh_per_launch = kDefaultLhPerLaunch,
+                                uint32_t mass_groups = 1, const MassDoneFn& mass_done = nullptr) {
   AttnParams p{};
   p.q = in.queries;
   p.k = in.keys;
@@ -961,12 +1084,12 @@ absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, 
     void (*row_stats)(AttnParams);
     void (*column_mass)(AttnParams);
     if constexpr (kMma) {
-      if (g_tiles_per_barrier == 1) {
-        row_stats = RowStatsMmaKernel<T, D, 1>;
-        column_mass = ColumnMassMmaKernel<T, D, 1>;
+      if (g_attention_sync == kHalfSync) {
+        row_stats = RowStatsMmaKernel<T, D, true>;
+        column_mass = ColumnMassMmaKernel<T, D, true>;
       } else {
-        row_stats = RowStatsMmaKernel<T, D, 2>;
-        column_mass = ColumnMassMmaKernel<T, D, 2>;
+        row_stats = RowStatsMmaKernel<T, D, false>;
+        column_mass = ColumnMassMmaKernel<T, D, false>;
       }
     } else {
       row_stats = RowStatsKernel<T, D>;
@@ -993,6 +1116,20 @@ absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, 
     KVTIER_ASSIGN_OR_RETURN(p.partial, scratch->Get<float2>(lh * rows_pad * p.stats_splits));
     KVTIER_ASSIGN_OR_RETURN(p.stats, scratch->Get<float2>(lh * rows_pad));
     if (timings) timings->Mark(stream, "start");
+    // Pass 2 over pairs [begin, end), then the caller's follow-up work for them.
+    auto mass = [&](uint32_t begin, uint32_t end, uint32_t splits) -> absl::Status {
+      AttnParams q = p;
+      q.lh_base = begin;
+      q.mass_tiles_per_split = (col_tiles + splits - 1) / splits;
+      column_mass<<<dim3(splits, end - begin), kThreads, smem, stream>>>(q);
+      KVTIER_SEL_CUDA(cudaGetLastError());
+      if (!mass_done) return absl::OkStatus();
+      if (timings) {
+        timings->Mark(stream, ((batch == lh ? "column_mass#" : "attention#") +
+                               std::to_string(begin)).c_str());
+      }
+      return mass_done(begin, end);
+    };
     // Batches of (layer, KV head) pairs run both passes back to back, so that the second pass
     // can find the batch's K in L2.
     for (uint32_t base = 0; base < lh; base += batch) {
@@ -1003,114 +1140,228 @@ absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, 
       const uint32_t rows = uint32_t(n * rows_pad);
       ReduceStatsKernel<<<(rows + 255) / 256, 256, 0, stream>>>(p, size_t(base) * rows_pad, rows);
       KVTIER_SEL_CUDA(cudaGetLastError());
-      if (timings && batch == lh) timings->Mark(stream, "row_stats");
-      column_mass<<<dim3(mass_splits, n), kThreads, smem, stream>>>(p);
-      KVTIER_SEL_CUDA(cudaGetLastError());
+      if (batch < lh) {
+        KVTIER_RETURN_IF_ERROR(mass(base, base + n, mass_splits));
+        continue;
+      }
+      if (timings) timings->Mark(stream, "row_stats");
+      const std::vector<uint32_t> bounds = MassGroupBounds(lh, mass_done ? mass_groups : 1);
+      for (size_t i = 0; i + 1 < bounds.size(); ++i) {
+        const uint32_t pairs = bounds[i + 1] - bounds[i];
+        KVTIER_RETURN_IF_ERROR(mass(bounds[i], bounds[i + 1],
+                                    ChooseSplits(pairs, col_tiles, sms * per_sm_mass)));
+      }
     }
-    if (timings) timings->Mark(stream, batch == lh ? "column_mass" : "attention");
+    if (timings && !mass_done) timings->Mark(stream, batch == lh ? "column_mass" : "attention");
     return absl::OkStatus();
   });
 }
 
 // Device positions -> host vector through a pinned staging buffer kept per thread (a pageable
-// copy goes through the driver's own bounce buffers at a fraction of the link speed). The copy
-// runs in kCopyPieces pieces so that the host copies piece i out of the staging buffer while
-// the DMA engine transfers piece i + 1.
-constexpr int kCopyPieces = 4;
-struct PinnedStaging {
+// copy goes through the driver's own bounce buffers at a fraction of the link speed). Each
+// piece is copied on a copy stream as soon as the work on the main stream that wrote it is
+// done, so that it overlaps later kernels; Finish() copies the pieces out of the staging buffer
+// in order, each as soon as it has landed, while later pieces are still computed or in flight.
+struct CopyResources {
+  int device = -1;
+  cudaStream_t copy_stream = nullptr;
   uint32_t* buf = nullptr;
   size_t capacity = 0;  // elements
-  cudaEvent_t done[kCopyPieces] = {};
-  ~PinnedStaging() {  // at thread exit; errors (e.g. a torn-down context) are ignored
+  std::vector<cudaEvent_t> events;
+  void Release() {  // errors (e.g. a torn-down context at thread exit) are ignored
     if (buf) cudaFreeHost(buf);
-    for (cudaEvent_t e : done) {
-      if (e) cudaEventDestroy(e);
-    }
+    for (cudaEvent_t e : events) cudaEventDestroy(e);
+    if (copy_stream) cudaStreamDestroy(copy_stream);
+    buf = nullptr;
+    capacity = 0;
+    events.clear();
+    copy_stream = nullptr;
   }
+  ~CopyResources() { Release(); }
 };
 
-absl::Status CopyPositionsToHost(const uint32_t* device, size_t count, uint32_t* host,
-                                 cudaStream_t stream) {
-  thread_local PinnedStaging staging;
-  if (count == 0) return absl::OkStatus();
-  if (staging.done[0] == nullptr) {
-    for (cudaEvent_t& e : staging.done) {
-      KVTIER_SEL_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-    }
+class PositionsToHost {
+ public:
+  explicit PositionsToHost(cudaStream_t stream) : stream_(stream) {}
+  // Scratch freed on the main stream after this object goes must wait for the copies.
+  ~PositionsToHost() {
+    if (last_event_) cudaStreamWaitEvent(stream_, last_event_, 0);
   }
-  if (staging.capacity < count) {
-    if (staging.buf) KVTIER_SEL_CUDA(cudaFreeHost(staging.buf));
-    staging.buf = nullptr;
-    staging.capacity = 0;
-    const size_t want = std::max<size_t>(count, size_t(1) << 18);
-    KVTIER_SEL_CUDA(cudaMallocHost(&staging.buf, want * sizeof(uint32_t)));
-    staging.capacity = want;
-  }
-  const size_t piece = (count + kCopyPieces - 1) / kCopyPieces;
-  for (int i = 0; i < kCopyPieces; ++i) {
-    const size_t begin = std::min(count, i * piece), n = std::min(count, begin + piece) - begin;
-    if (n > 0) {
-      KVTIER_SEL_CUDA(cudaMemcpyAsync(staging.buf + begin, device + begin, n * sizeof(uint32_t),
-                                      cudaMemcpyDeviceToHost, stream));
-    }
-    KVTIER_SEL_CUDA(cudaEventRecord(staging.done[i], stream));
-  }
-  for (int i = 0; i < kCopyPieces; ++i) {
-    const size_t begin = std::min(count, i * piece), n = std::min(count, begin + piece) - begin;
-    KVTIER_SEL_CUDA(cudaEventSynchronize(staging.done[i]));
-    if (n > 0) std::memcpy(host + begin, staging.buf + begin, n * sizeof(uint32_t));
-  }
-  return absl::OkStatus();
-}
+  PositionsToHost(const PositionsToHost&) = delete;
+  PositionsToHost& operator=(const PositionsToHost&) = delete;
 
-// Pooling + top-k on device scores, result copied into a host Selection.
+  absl::Status Reserve(size_t count) {
+    int dev = 0;
+    KVTIER_SEL_CUDA(cudaGetDevice(&dev));
+    if (res().device != dev) {
+      res().Release();
+      res().device = dev;
+    }
+    if (!res().copy_stream) {
+      KVTIER_SEL_CUDA(cudaStreamCreateWithFlags(&res().copy_stream, cudaStreamNonBlocking));
+    }
+    if (res().capacity < count) {
+      if (res().buf) KVTIER_SEL_CUDA(cudaFreeHost(res().buf));
+      res().buf = nullptr;
+      res().capacity = 0;
+      const size_t want = std::max<size_t>(count, size_t(1) << 18);
+      KVTIER_SEL_CUDA(cudaMallocHost(&res().buf, want * sizeof(uint32_t)));
+      res().capacity = want;
+    }
+    return absl::OkStatus();
+  }
+
+  // Positions [begin, begin + count) of `device`, written by work already enqueued on the main
+  // stream; copied in up to 4 sub-pieces (so that Finish overlaps the later ones' transfer).
+  absl::Status Enqueue(const uint32_t* device, size_t begin, size_t count) {
+    if (count == 0) return absl::OkStatus();
+    if (begin + count > res().capacity) {
+      return absl::InternalError("selection (CUDA): positions staging buffer too small");
+    }
+    KVTIER_ASSIGN_OR_RETURN(cudaEvent_t ready, NextEvent());
+    KVTIER_SEL_CUDA(cudaEventRecord(ready, stream_));
+    KVTIER_SEL_CUDA(cudaStreamWaitEvent(res().copy_stream, ready, 0));
+    const size_t subs = std::min<size_t>(4, std::max<size_t>(1, count / 65536));
+    const size_t per = (count + subs - 1) / subs;
+    for (size_t b = begin; b < begin + count; b += per) {
+      const size_t n = std::min(per, begin + count - b);
+      KVTIER_SEL_CUDA(cudaMemcpyAsync(res().buf + b, device + b, n * sizeof(uint32_t),
+                                      cudaMemcpyDeviceToHost, res().copy_stream));
+      KVTIER_ASSIGN_OR_RETURN(cudaEvent_t done, NextEvent());
+      KVTIER_SEL_CUDA(cudaEventRecord(done, res().copy_stream));
+      pieces_.push_back({b, n, done});
+      last_event_ = done;
+    }
+    return absl::OkStatus();
+  }
+
+  // Waits for every enqueued piece and copies it to `host` (indexed like `device`).
+  absl::Status Finish(uint32_t* host) {
+    for (const Piece& piece : pieces_) {
+      KVTIER_SEL_CUDA(cudaEventSynchronize(piece.done));
+      std::memcpy(host + piece.begin, res().buf + piece.begin, piece.count * sizeof(uint32_t));
+    }
+    pieces_.clear();
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Piece {
+    size_t begin, count;
+    cudaEvent_t done;
+  };
+  static CopyResources& res() {
+    thread_local CopyResources r;
+    return r;
+  }
+  absl::StatusOr<cudaEvent_t> NextEvent() {
+    if (next_event_ == res().events.size()) {
+      cudaEvent_t e;
+      KVTIER_SEL_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      res().events.push_back(e);
+    }
+    return res().events[next_event_++];
+  }
+
+  cudaStream_t stream_;
+  std::vector<Piece> pieces_;
+  size_t next_event_ = 0;
+  cudaEvent_t last_event_ = nullptr;
+};
+
+// Pooling + top-k of (layer, KV head) pairs into device positions: the host-side layout and the
+// device scratch, set up once; Launch() runs a range of pairs.
+class TopKPlan {
+ public:
+  // Fills `sel`'s shape and kept_per_layer, allocates scratch and uploads caps and offsets.
+  absl::Status Prepare(const float* scores, size_t stride, uint32_t num_layers,
+                       uint32_t num_kv_heads, uint32_t num_tokens, uint32_t num_scored,
+                       const std::vector<uint32_t>& caps, Pooling pooling, uint32_t pool_kernel,
+                       Scratch* scratch, cudaStream_t stream, Selection* sel) {
+    stream_ = stream;
+    sel->num_layers = num_layers;
+    sel->num_kv_heads = num_kv_heads;
+    sel->num_tokens = num_tokens;
+    sel->kept_per_layer.clear();
+    const uint32_t tail = num_tokens - num_scored;
+    const uint32_t lh = num_layers * num_kv_heads;
+    offsets_.assign(lh + 1, 0);
+    size_t total = 0;
+    for (uint32_t l = 0; l < num_layers; ++l) {
+      sel->kept_per_layer.push_back(caps[l] + tail);
+      for (uint32_t h = 0; h < num_kv_heads; ++h) {
+        offsets_[l * num_kv_heads + h] = total;
+        total += caps[l] + tail;
+      }
+    }
+    offsets_[lh] = total;
+    p_ = TopKParams{};
+    p_.scores = scores;
+    p_.stride = stride;
+    p_.num_scored = num_scored;
+    p_.num_tokens = num_tokens;
+    p_.num_kv_heads = num_kv_heads;
+    p_.pooling = pooling == Pooling::kMax ? 0 : 1;
+    p_.kernel = int(pool_kernel);
+    uint32_t* d_caps;
+    size_t* d_offsets;
+    KVTIER_ASSIGN_OR_RETURN(d_caps, scratch->Get<uint32_t>(num_layers));
+    KVTIER_ASSIGN_OR_RETURN(d_offsets, scratch->Get<size_t>(lh));
+    KVTIER_ASSIGN_OR_RETURN(p_.out, scratch->Get<uint32_t>(total));
+    KVTIER_ASSIGN_OR_RETURN(  // keys in global memory only past kTopKSmemKeys
+        p_.keys, scratch->Get<uint32_t>(TopKSmemBytes(num_scored) > 0 || num_scored == 0
+                                            ? 1
+                                            : size_t(lh) * num_scored));
+    KVTIER_SEL_CUDA(cudaMemcpyAsync(d_caps, caps.data(), 4 * caps.size(), cudaMemcpyHostToDevice,
+                                    stream));
+    KVTIER_SEL_CUDA(cudaMemcpyAsync(d_offsets, offsets_.data(), sizeof(size_t) * lh,
+                                    cudaMemcpyHostToDevice, stream));
+    p_.caps = d_caps;
+    p_.out_offset = d_offsets;
+    return absl::OkStatus();
+  }
+  // Pairs [begin, end) on the stream.
+  absl::Status Launch(uint32_t begin, uint32_t end) {
+    if (end <= begin) return absl::OkStatus();
+    TopKParams q = p_;
+    q.lh_base = begin;
+    const size_t smem = TopKSmemBytes(p_.num_scored);
+    if (smem > 0) {
+      KVTIER_SEL_CUDA(cudaFuncSetAttribute(
+          PoolTopKKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    }
+    PoolTopKKernel<<<end - begin, kTopKThreads, smem, stream_>>>(q);
+    KVTIER_SEL_CUDA(cudaGetLastError());
+    return absl::OkStatus();
+  }
+  const uint32_t* out() const { return p_.out; }
+  size_t offset(uint32_t lh) const { return offsets_[lh]; }
+  size_t total() const { return offsets_.back(); }
+
+ private:
+  TopKParams p_{};
+  std::vector<size_t> offsets_;  // [LH + 1]
+  cudaStream_t stream_ = nullptr;
+};
+
+// Pooling + top-k on device scores (all pairs in one launch), result copied into a host
+// Selection.
 absl::StatusOr<Selection> TopKOnDevice(const float* scores, size_t stride, uint32_t num_layers,
                                        uint32_t num_kv_heads, uint32_t num_tokens,
                                        uint32_t num_scored, const std::vector<uint32_t>& caps,
                                        Pooling pooling, uint32_t pool_kernel, Scratch* scratch,
-                                       cudaStream_t stream, SelectionTimings* timings) {
+                                       cudaStream_t stream) {
   Selection sel;
-  sel.num_layers = num_layers;
-  sel.num_kv_heads = num_kv_heads;
-  sel.num_tokens = num_tokens;
-  const uint32_t tail = num_tokens - num_scored;
-  const uint32_t lh = num_layers * num_kv_heads;
-  std::vector<size_t> offsets(lh);
-  size_t total = 0;
-  for (uint32_t l = 0; l < num_layers; ++l) {
-    sel.kept_per_layer.push_back(caps[l] + tail);
-    for (uint32_t h = 0; h < num_kv_heads; ++h) {
-      offsets[l * num_kv_heads + h] = total;
-      total += caps[l] + tail;
-    }
-  }
-  TopKParams p{};
-  p.scores = scores;
-  p.stride = stride;
-  p.num_scored = num_scored;
-  p.num_tokens = num_tokens;
-  p.num_kv_heads = num_kv_heads;
-  p.pooling = pooling == Pooling::kMax ? 0 : 1;
-  p.kernel = int(pool_kernel);
-  uint32_t* d_caps;
-  size_t* d_offsets;
-  KVTIER_ASSIGN_OR_RETURN(d_caps, scratch->Get<uint32_t>(num_layers));
-  KVTIER_ASSIGN_OR_RETURN(d_offsets, scratch->Get<size_t>(lh));
-  KVTIER_ASSIGN_OR_RETURN(p.out, scratch->Get<uint32_t>(total));
-  KVTIER_ASSIGN_OR_RETURN(p.keys, scratch->Get<uint32_t>(size_t(lh) * num_scored));
-  KVTIER_SEL_CUDA(cudaMemcpyAsync(d_caps, caps.data(), 4 * caps.size(), cudaMemcpyHostToDevice,
-                                  stream));
-  KVTIER_SEL_CUDA(cudaMemcpyAsync(d_offsets, offsets.data(), sizeof(size_t) * lh,
-                                  cudaMemcpyHostToDevice, stream));
-  p.caps = d_caps;
-  p.out_offset = d_offsets;
-  // Host pages for the result are touched while the device still works.
-  sel.positions.resize(total);
-  PoolTopKKernel<<<lh, kTopKThreads, 0, stream>>>(p);
-  KVTIER_SEL_CUDA(cudaGetLastError());
-  if (timings) timings->Mark(stream, "pool_topk");
-  KVTIER_RETURN_IF_ERROR(CopyPositionsToHost(p.out, total, sel.positions.data(), stream));
-  if (timings) timings->Mark(stream, "copy_out");
+  TopKPlan plan;
+  KVTIER_RETURN_IF_ERROR(plan.Prepare(scores, stride, num_layers, num_kv_heads, num_tokens,
+                                      num_scored, caps, pooling, pool_kernel, scratch, stream,
+                                      &sel));
+  PositionsToHost copy(stream);
+  KVTIER_RETURN_IF_ERROR(copy.Reserve(plan.total()));
+  KVTIER_RETURN_IF_ERROR(plan.Launch(0, num_layers * num_kv_heads));
+  KVTIER_RETURN_IF_ERROR(copy.Enqueue(plan.out(), 0, plan.total()));
+  sel.positions.resize(plan.total());  // host pages touched while the device works
+  KVTIER_RETURN_IF_ERROR(copy.Finish(sel.positions.data()));
   return sel;
 }
 
@@ -1163,16 +1414,35 @@ absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
                                                   uint32_t lh_per_launch) {
   cudaStream_t stream = 0;
   const uint32_t n = input.num_tokens - options.window;
+  const uint32_t lh = input.num_layers * input.num_kv_heads;
   auto run = [&]() -> absl::StatusOr<Selection> {
     Scratch scratch(stream);
-    KVTIER_ASSIGN_OR_RETURN(float* scores,
-                            scratch.Get<float>(size_t(input.num_layers) * input.num_kv_heads * n));
+    KVTIER_ASSIGN_OR_RETURN(float* scores, scratch.Get<float>(size_t(lh) * n));
+    Selection sel;
+    TopKPlan plan;
+    KVTIER_RETURN_IF_ERROR(plan.Prepare(scores, n, input.num_layers, input.num_kv_heads,
+                                        input.num_tokens, n, caps, options.pooling,
+                                        options.pool_kernel, &scratch, stream, &sel));
+    PositionsToHost copy(stream);  // after `scratch`: its destructor orders the frees
+    KVTIER_RETURN_IF_ERROR(copy.Reserve(plan.total()));
+    // Top-k of each group of pairs right after its column mass; its positions go to the host
+    // while the next group's attention runs.
+    auto topk = [&](uint32_t begin, uint32_t end) -> absl::Status {
+      KVTIER_RETURN_IF_ERROR(plan.Launch(begin, end));
+      if (timings) timings->Mark(stream, ("pool_topk#" + std::to_string(begin)).c_str());
+      return copy.Enqueue(plan.out(), plan.offset(begin), plan.offset(end) - plan.offset(begin));
+    };
     if (n > 0) {
       KVTIER_RETURN_IF_ERROR(ColumnMassOnDevice(input, n, scores, &scratch, stream, timings,
-                                                lh_per_launch));
+                                                lh_per_launch, g_mass_groups, topk));
+    } else {
+      if (timings) timings->Mark(stream, "start");
+      KVTIER_RETURN_IF_ERROR(topk(0, lh));
     }
-    return TopKOnDevice(scores, n, input.num_layers, input.num_kv_heads, input.num_tokens, n,
-                          caps, options.pooling, options.pool_kernel, &scratch, stream, timings);
+    sel.positions.resize(plan.total());  // host pages touched while the device works
+    KVTIER_RETURN_IF_ERROR(copy.Finish(sel.positions.data()));
+    if (timings) timings->Mark(stream, "copy_out");
+    return sel;
   };
   absl::StatusOr<Selection> result = run();
   KVTIER_SEL_CUDA(cudaStreamSynchronize(stream));
@@ -1181,13 +1451,24 @@ absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
 
 uint32_t DefaultLhPerLaunch() { return kDefaultLhPerLaunch; }
 
-int DefaultTilesPerBarrier() { return kDefaultTilesPerBarrier; }
+uint32_t DefaultMassGroups() { return kDefaultMassGroups; }
 
-absl::Status SetTilesPerBarrierForBench(int tiles) {
-  if (tiles < 1 || tiles > kMaxTilesPerBarrier) {
-    return absl::InvalidArgumentError("selection (CUDA): tiles per barrier must be 1 or 2");
+absl::Status SetMassGroupsForBench(uint32_t groups) {
+  if (groups < 1 || groups > 8) {
+    return absl::InvalidArgumentError("selection (CUDA): mass groups must be 1 to 8");
   }
-  g_tiles_per_barrier = tiles;
+  g_mass_groups = groups;
+  return absl::OkStatus();
+}
+
+int DefaultAttentionSync() { return kDefaultAttentionSync; }
+
+absl::Status SetAttentionSyncForBench(int mode) {
+  if (mode != kBlockSync && mode != kHalfSync) {
+    return absl::InvalidArgumentError(
+        "selection (CUDA): attention sync must be 1 (block) or 2 (key halves)");
+  }
+  g_attention_sync = mode;
   return absl::OkStatus();
 }
 
@@ -1215,7 +1496,7 @@ absl::StatusOr<Selection> H2oSelectDevice(const H2oOptions& options, const H2oSc
     return TopKOnDevice(scores, T, input.num_layers, input.num_kv_heads, T,
                           T - options.recent_budget,
                           std::vector<uint32_t>(input.num_layers, options.heavy_budget),
-                          Pooling::kMax, 1, &scratch, stream, nullptr);
+                          Pooling::kMax, 1, &scratch, stream);
   };
   absl::StatusOr<Selection> result = run();
   KVTIER_SEL_CUDA(cudaStreamSynchronize(stream));
@@ -1234,7 +1515,7 @@ absl::StatusOr<Selection> H2oFromQueriesSelectDevice(const H2oOptions& options,
     return TopKOnDevice(scores, T, input.num_layers, input.num_kv_heads, T,
                           T - options.recent_budget,
                           std::vector<uint32_t>(input.num_layers, options.heavy_budget),
-                          Pooling::kMax, 1, &scratch, stream, nullptr);
+                          Pooling::kMax, 1, &scratch, stream);
   };
   absl::StatusOr<Selection> result = run();
   KVTIER_SEL_CUDA(cudaStreamSynchronize(stream));

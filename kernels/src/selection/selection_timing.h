@@ -40,10 +40,18 @@ absl::StatusOr<Selection> SnapKvSelectDeviceTimed(const SnapKvOptions& options,
                                                   uint32_t lh_per_launch);
 uint32_t DefaultLhPerLaunch();
 
-// Key tiles per block barrier in the fp16/bf16 attention kernels (1 or 2; process-wide, for
-// bench/selection_speed to compare both; set it before selecting, from one thread).
-int DefaultTilesPerBarrier();
-absl::Status SetTilesPerBarrierForBench(int tiles);
+// With all pairs in one launch batch, pass 2 runs in this many launches (1 to 8; process-wide,
+// for bench/selection_speed and the GPU tests), each followed by the top-k of its pairs, whose
+// positions then travel to the host while the next launch runs. 1 = top-k after all of pass 2.
+uint32_t DefaultMassGroups();
+absl::Status SetMassGroupsForBench(uint32_t groups);
+
+// How the fp16/bf16 attention kernels' warps synchronise on K tiles: 1 = block barrier (both
+// key halves step together), 2 = one named barrier per key half (the halves drift apart).
+// Process-wide, for bench/selection_speed and the GPU tests to compare both; set it before
+// selecting, from one thread.
+int DefaultAttentionSync();
+absl::Status SetAttentionSyncForBench(int mode);
 
 }  // namespace kvtier::kernels::internal
 
