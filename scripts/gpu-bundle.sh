@@ -51,6 +51,9 @@ set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 export LD_LIBRARY_PATH="$HERE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export NCCL_NVLS_ENABLE=0
+# Tests that start the daemon find it here (the build path they were compiled with is not on
+# the GPU machine).
+[ -x "$HERE/bin/kvtierd" ] && export KVTIER_KVTIERD="$HERE/bin/kvtierd"
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 case "${1:-tests}" in

@@ -7,11 +7,15 @@
 
 #include <chrono>
 #include <fstream>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_posix.h>
+#include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
@@ -20,7 +24,9 @@
 #include "kvtier/common/logging.h"
 #include "kvtier/common/status.h"
 #include "kvtier/kernels/device.h"
+#include "kvtier/kernels/gpu_stager.h"
 #include "kvtier/storage/tier_manager.h"
+#include "connection_limiter.h"
 #include "health_service.h"
 #include "kvtier_service.h"
 #include "metrics.h"
@@ -90,6 +96,38 @@ bool StopSignalPending() {
   return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
 }
 
+// kvtier_connections_open / kvtier_connections_refused_total, read from the ConnectionLimiter at
+// each scrape (the open count is recounted then, so closed connections drop out).
+class ConnectionCollector : public prometheus::Collectable {
+ public:
+  void Set(ConnectionLimiter* limiter) {
+    std::lock_guard<std::mutex> lock(mu_);
+    limiter_ = limiter;
+  }
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (limiter_ == nullptr) return {};
+    prometheus::MetricFamily open;
+    open.name = "kvtier_connections_open";
+    open.help = "Client connections open on the Unix socket and plaintext TCP (TLS connections "
+                "are not counted).";
+    open.type = prometheus::MetricType::Gauge;
+    open.metric.emplace_back();
+    open.metric.back().gauge.value = static_cast<double>(limiter_->Recount());
+    prometheus::MetricFamily refused;
+    refused.name = "kvtier_connections_refused_total";
+    refused.help = "Connections closed at once because server.max_connections were open.";
+    refused.type = prometheus::MetricType::Counter;
+    refused.metric.emplace_back();
+    refused.metric.back().counter.value = static_cast<double>(limiter_->refused());
+    return {std::move(open), std::move(refused)};
+  }
+
+ private:
+  mutable std::mutex mu_;
+  ConnectionLimiter* limiter_ = nullptr;
+};
+
 }  // namespace
 
 class Daemon::Impl {
@@ -103,6 +141,10 @@ class Daemon::Impl {
   std::unique_ptr<KvTierService> service;
   std::unique_ptr<HealthService> health;
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<ConnectionLimiter> limiter;  // accepts for the plaintext listeners
+  std::shared_ptr<ConnectionCollector> connection_collector =
+      std::make_shared<ConnectionCollector>();
+  std::unique_ptr<kernels::GpuStager> gpu_codec;
   std::unique_ptr<storage::TierManager> tm;
   int tcp_port = 0;
   int metrics_port = 0;
@@ -130,6 +172,7 @@ absl::Status Daemon::Impl::StartMetrics() {
   }
   exposer->RegisterCollectable(registry);
   exposer->RegisterCollectable(collector);
+  exposer->RegisterCollectable(connection_collector);
   std::vector<int> ports = exposer->GetListeningPorts();
   metrics_port = ports.empty() ? 0 : ports[0];
   WritePortFile(options.metrics.port_file, metrics_port);
@@ -145,6 +188,14 @@ absl::Status Daemon::Impl::StartGrpc() {
   health = std::make_unique<HealthService>();
   grpc::EnableDefaultHealthCheckService(false);
   grpc::ServerBuilder builder;
+  // Plaintext listeners (the Unix socket, TCP without TLS) are kvtierd's own: a ConnectionLimiter
+  // accepts on them and hands each connection to gRPC, so server.max_connections holds. gRPC
+  // accepts TLS connections itself (it can only be handed plaintext sockets).
+  std::vector<int> plain_fds;
+  auto close_plain = [&plain_fds] {
+    for (int fd : plain_fds) ::close(fd);
+    plain_fds.clear();
+  };
   if (!so.unix_socket.empty()) {
     KVTIER_RETURN_IF_ERROR(MakeDirs(DirName(so.unix_socket)));
     struct stat st;
@@ -155,20 +206,29 @@ absl::Status Daemon::Impl::StartGrpc() {
       }
       ::unlink(so.unix_socket.c_str());  // stale socket of a previous run
     }
-    builder.AddListeningPort("unix:" + so.unix_socket, grpc::InsecureServerCredentials());
+    KVTIER_ASSIGN_OR_RETURN(const int fd, ListenUnix(so.unix_socket));
+    plain_fds.push_back(fd);
   }
   if (!so.tcp_address.empty()) {
-    std::shared_ptr<grpc::ServerCredentials> creds;
     if (!so.tls_cert_file.empty()) {
-      KVTIER_ASSIGN_OR_RETURN(std::string cert, ReadFile(so.tls_cert_file));
-      KVTIER_ASSIGN_OR_RETURN(std::string key, ReadFile(so.tls_key_file));
+      auto cert = ReadFile(so.tls_cert_file);
+      auto key = ReadFile(so.tls_key_file);
+      if (!cert.ok() || !key.ok()) {
+        close_plain();
+        return cert.ok() ? key.status() : cert.status();
+      }
       grpc::SslServerCredentialsOptions ssl;
-      ssl.pem_key_cert_pairs.push_back({key, cert});
-      creds = grpc::SslServerCredentials(ssl);
+      ssl.pem_key_cert_pairs.push_back({*key, *cert});
+      builder.AddListeningPort(so.tcp_address, grpc::SslServerCredentials(ssl), &tcp_port);
     } else {
-      creds = grpc::InsecureServerCredentials();
+      auto tcp = ListenTcp(so.tcp_address);
+      if (!tcp.ok()) {
+        close_plain();
+        return tcp.status();
+      }
+      plain_fds.push_back(tcp->first);
+      tcp_port = tcp->second;
     }
-    builder.AddListeningPort(so.tcp_address, creds, &tcp_port);
   }
   builder.SetMaxReceiveMessageSize(static_cast<int>(so.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(so.max_message_bytes));
@@ -191,13 +251,21 @@ absl::Status Daemon::Impl::StartGrpc() {
   builder.RegisterService(health.get());
   server = builder.BuildAndStart();
   if (server == nullptr) {
+    close_plain();
     return absl::UnavailableError(absl::StrCat("cannot listen on unix:", so.unix_socket, " / ",
                                                so.tcp_address, " (address in use?)"));
   }
   if (!so.tcp_address.empty() && tcp_port == 0) {
+    close_plain();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", so.tcp_address));
   }
-  if (!so.unix_socket.empty()) ::chmod(so.unix_socket.c_str(), 0600);
+  if (!plain_fds.empty()) {
+    grpc::Server* srv = server.get();
+    KVTIER_ASSIGN_OR_RETURN(
+        limiter, ConnectionLimiter::Start(std::move(plain_fds), static_cast<int>(so.max_connections),
+                                          [srv](int fd) { grpc::AddInsecureChannelFromFd(srv, fd); }));
+    connection_collector->Set(limiter.get());
+  }
   WritePortFile(so.port_file, tcp_port);
   SetServing(false);
   return absl::OkStatus();
@@ -282,9 +350,24 @@ absl::Status Daemon::Impl::Start() {
     options.storage.gpu.capacity_bytes = options.service.gpu_tier_bytes;
   }
   KVTIER_RETURN_IF_ERROR(options.Validate());
+  // Codecs: the GPU kernels (staged through device memory) when asked or, on auto, when a GPU is
+  // visible; the CPU reference otherwise. Both write the same payload bytes.
+  const std::string& codec_device = options.service.codec_device;
+  if (codec_device == "gpu" || (codec_device == "auto" && have_gpu)) {
+    kernels::GpuStager::Options go;
+    go.slots = static_cast<int>(options.service.gpu_codec_slots);
+    go.max_tensor_bytes = options.server.max_value_bytes;
+    auto stager = kernels::GpuStager::Create(go);
+    if (!stager.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("service.codec_device = ", codec_device, ": ", stager.status().message()));
+    }
+    gpu_codec = std::move(*stager);
+  }
   KVTIER_RETURN_IF_ERROR(MakeDirs(options.service.data_dir));
   KVTIER_RETURN_IF_ERROR(StartMetrics());
   KVTIER_RETURN_IF_ERROR(StartGrpc());
+  service->SetGpuCodec(gpu_codec.get());
   KVTIER_LOG(INFO, "kvtierd listening: unix:{} tcp:{} (port {}, TLS {}, token {}); metrics {}",
              options.server.unix_socket.empty() ? "-" : options.server.unix_socket,
              options.server.tcp_address.empty() ? "-" : options.server.tcp_address, tcp_port,
@@ -313,12 +396,12 @@ absl::Status Daemon::Impl::Start() {
   SetServing(true);
   KVTIER_LOG(INFO,
              "serving: tiers gpu={} host={} disk={} ({}), {} chunks indexed, {} namespaces, "
-             "storage opened in {:.3f} s",
+             "codecs on the {}, storage opened in {:.3f} s",
              enabled[0] ? fmt::format("{} B", stats.tiers[0].capacity_bytes) : "off",
              enabled[1] ? fmt::format("{} B", stats.tiers[1].capacity_bytes) : "off",
              enabled[2] ? fmt::format("{} B", stats.tiers[2].capacity_bytes) : "off",
              options.storage.disk.path, stats.indexed_chunks, namespaces->size(),
-             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+             gpu_codec ? "GPU" : "CPU", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return absl::OkStatus();
 }
 
@@ -331,6 +414,9 @@ void Daemon::Impl::Shutdown() {
   // Ends the Watch streams (after their NOT_SERVING), so server->Shutdown never waits on them.
   if (health) health->Shutdown();
   if (service) service->StartDraining();
+  // No new connections from here on (the listeners close); open ones drain below.
+  connection_collector->Set(nullptr);
+  if (limiter) limiter->Stop();
   if (server) {
     server->Shutdown(std::chrono::system_clock::now() +
                      std::chrono::seconds(options.server.drain_timeout_s));

@@ -94,9 +94,10 @@ absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::G
     // Decode at the last step, only when the caller asked for a tensor.
     decoded.resize(info->DecodedBytes());
     const Clock::time_point t0 = Clock::now();
-    absl::Status s = kernels::Decode(
-        payload, kernels::DecodeTarget::Contiguous(decoded.data(), info->layout,
-                                                   info->num_tokens));
+    bool on_gpu = false;
+    absl::Status s = DecodeTensor(
+        payload, *info,
+        absl::MakeSpan(reinterpret_cast<uint8_t*>(decoded.data()), decoded.size()), &on_gpu);
     if (!s.ok()) {
       if (s.code() == absl::StatusCode::kDataLoss) {
         metrics_->CountChecksumFailure(ChecksumSource::kFetch);
@@ -104,7 +105,7 @@ absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::G
       return absl::DataLossError(absl::StrCat("decode failed: ", s.message()));
     }
     metrics_->ObserveCodec(info->codec.id, CodecOp::kDecode, decoded.size(), payload.size(),
-                           SecondsSince(t0));
+                           SecondsSince(t0), on_gpu);
     out = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(decoded.data()),
                                     decoded.size());
     out_crc = Crc32c(out.data(), out.size());

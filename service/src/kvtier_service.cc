@@ -87,6 +87,46 @@ grpc::Status KvTierService::Run(grpc::ServerContext* ctx, const char* method, bo
   return ToGrpc(status);
 }
 
+namespace {
+// Outcomes of a GPU codec call that send the chunk to the CPU instead: no kernels for this codec
+// or layout, a chunk larger than the staging buffers, or the device failing.
+bool CpuCanStillDoIt(const absl::Status& s) {
+  return absl::IsUnimplemented(s) || absl::IsFailedPrecondition(s) || absl::IsResourceExhausted(s) ||
+         absl::IsInternal(s) || absl::IsUnavailable(s);
+}
+}  // namespace
+
+absl::Status KvTierService::EncodeTensor(const kernels::CodecParams& params,
+                                         const kernels::ChunkInput& in,
+                                         std::vector<uint8_t>* payload, bool* on_gpu) {
+  *on_gpu = false;
+  if (gpu_codec_ != nullptr) {
+    absl::Status s = gpu_codec_->Encode(params, in, payload);
+    if (s.ok()) {
+      *on_gpu = true;
+      return s;
+    }
+    if (!CpuCanStillDoIt(s)) return s;
+  }
+  return kernels::Encode(params, in, payload);
+}
+
+absl::Status KvTierService::DecodeTensor(absl::Span<const uint8_t> payload,
+                                         const kernels::PayloadInfo& info,
+                                         absl::Span<uint8_t> out, bool* on_gpu) {
+  *on_gpu = false;
+  if (gpu_codec_ != nullptr) {
+    absl::Status s = gpu_codec_->DecodeContiguous(payload, out);
+    if (s.ok()) {
+      *on_gpu = true;
+      return s;
+    }
+    if (!CpuCanStillDoIt(s)) return s;
+  }
+  return kernels::Decode(payload,
+                         kernels::DecodeTarget::Contiguous(out.data(), info.layout, info.num_tokens));
+}
+
 absl::Status KvTierService::ParseKeys(const google::protobuf::RepeatedPtrField<std::string>& keys,
                                       std::vector<ChunkKey>* out) const {
   if (static_cast<uint64_t>(keys.size()) > options_.max_keys_per_request) {

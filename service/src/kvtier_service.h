@@ -13,10 +13,13 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "auth.h"
 #include "kvtier.grpc.pb.h"
+#include "kvtier/kernels/codec.h"
+#include "kvtier/kernels/gpu_stager.h"
 #include "kvtier/service/options.h"
 #include "kvtier/storage/tier_manager.h"
 #include "metrics.h"
@@ -42,6 +45,9 @@ class KvTierService final
   void SetRegistry(NamespaceRegistry* registry) { registry_ = registry; }
   // The tier manager once open (nullptr before; handlers answer UNAVAILABLE until then).
   void SetTierManager(storage::TierManager* tm) { tm_.store(tm, std::memory_order_release); }
+  // Where tensors are encoded and decoded: GPU staging (kernels/gpu_stager.h), or nullptr for the
+  // CPU. Call once, before SetTierManager. Codecs or chunks the GPU cannot take go to the CPU.
+  void SetGpuCodec(kernels::GpuStager* gpu) { gpu_codec_ = gpu; }
   // Start refusing new calls with UNAVAILABLE (drain). Running calls continue.
   void StartDraining() { draining_.store(true, std::memory_order_release); }
   int64_t inflight() const { return inflight_.load(std::memory_order_acquire); }
@@ -119,11 +125,19 @@ class KvTierService final
   absl::Status ParseKeys(const google::protobuf::RepeatedPtrField<std::string>& keys,
                          std::vector<ChunkKey>* out) const;
 
+  // Encode / decode of a tensor on the GPU when configured and able, else on the CPU; `on_gpu`
+  // says which ran. Same bytes either way.
+  absl::Status EncodeTensor(const kernels::CodecParams& params, const kernels::ChunkInput& in,
+                            std::vector<uint8_t>* payload, bool* on_gpu);
+  absl::Status DecodeTensor(absl::Span<const uint8_t> payload, const kernels::PayloadInfo& info,
+                            absl::Span<uint8_t> out, bool* on_gpu);
+
   const ServerOptions options_;
   const uint32_t default_tokens_per_chunk_;
   NamespaceRegistry* registry_;  // set before the first call is admitted, then constant
   ServiceMetrics* const metrics_;
   const TokenAuthenticator auth_;
+  kernels::GpuStager* gpu_codec_ = nullptr;  // set before the first call, then constant
   std::atomic<storage::TierManager*> tm_{nullptr};
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> inflight_{0};

@@ -47,6 +47,12 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& registry)
                                "rate(kvtier_codec_tensor_bytes_total) / "
                                "rate(kvtier_codec_seconds_total).")
                          .Register(registry)),
+      codec_calls_(BuildCounter()
+                       .Name("kvtier_codec_calls_total")
+                       .Help("Chunks encoded or decoded, by codec, op and device (cpu: the "
+                             "reference code; gpu: the CUDA kernels, staged through device "
+                             "memory; service.codec_device).")
+                       .Register(registry)),
       compression_ratio_(BuildHistogram()
                              .Name("kvtier_compression_ratio")
                              .Help("Tensor bytes / payload bytes of each chunk encoded on "
@@ -125,6 +131,11 @@ ServiceMetrics::ServiceMetrics(prometheus::Registry& registry)
       codec_[c][op].decoded_bytes = &codec_decoded_bytes_.Add(labels);
       codec_[c][op].payload_bytes = &codec_payload_bytes_.Add(labels);
       codec_[c][op].seconds = &codec_seconds_.Add(labels);
+      for (int dev = 0; dev < 2; ++dev) {
+        prometheus::Labels with_device = labels;
+        with_device["device"] = dev == 0 ? "cpu" : "gpu";
+        codec_[c][op].calls[dev] = &codec_calls_.Add(with_device);
+      }
     }
     ratio_[c] = &compression_ratio_.Add({{"codec", name}}, ratio_buckets);
   }
@@ -168,13 +179,14 @@ void ServiceMetrics::CountLookup(uint64_t tokens_requested, uint64_t tokens_hit)
 }
 
 void ServiceMetrics::ObserveCodec(kernels::CodecId codec, CodecOp op, uint64_t decoded_bytes,
-                                  uint64_t payload_bytes, double seconds) {
+                                  uint64_t payload_bytes, double seconds, bool on_gpu) {
   int c = static_cast<int>(codec);
   if (c < 0 || c >= kNumCodecs) return;
   CodecCounters& k = codec_[c][static_cast<int>(op)];
   k.decoded_bytes->Increment(static_cast<double>(decoded_bytes));
   k.payload_bytes->Increment(static_cast<double>(payload_bytes));
   k.seconds->Increment(seconds);
+  k.calls[on_gpu ? 1 : 0]->Increment();
   if (op == CodecOp::kEncode && payload_bytes > 0) {
     ratio_[c]->Observe(static_cast<double>(decoded_bytes) / static_cast<double>(payload_bytes));
   }

@@ -57,8 +57,9 @@ class ServiceMetrics {
     transfer_[static_cast<int>(path)]->Increment(static_cast<double>(bytes));
   }
   // One codec run over `decoded_bytes` of tensor and `payload_bytes` of payload.
+  // One encode or decode of a chunk: bytes on each side, time, and whether the GPU ran it.
   void ObserveCodec(kernels::CodecId codec, CodecOp op, uint64_t decoded_bytes,
-                    uint64_t payload_bytes, double seconds);
+                    uint64_t payload_bytes, double seconds, bool on_gpu = false);
   void CountChecksumFailure(ChecksumSource s) {
     checksum_failures_[static_cast<int>(s)].fetch_add(1, std::memory_order_relaxed);
   }
@@ -79,6 +80,7 @@ class ServiceMetrics {
   struct CodecCounters {
     prometheus::Counter* decoded_bytes;
     prometheus::Counter* payload_bytes;
+    prometheus::Counter* calls[2];  // [0] on the CPU, [1] on the GPU
     prometheus::Counter* seconds;
   };
   prometheus::Family<prometheus::Histogram>& rpc_duration_;
@@ -97,6 +99,7 @@ class ServiceMetrics {
   prometheus::Family<prometheus::Counter>& codec_decoded_bytes_;
   prometheus::Family<prometheus::Counter>& codec_payload_bytes_;
   prometheus::Family<prometheus::Counter>& codec_seconds_;
+  prometheus::Family<prometheus::Counter>& codec_calls_;
   prometheus::Family<prometheus::Histogram>& compression_ratio_;
   prometheus::Family<prometheus::Counter>& rejected_;
   prometheus::Counter* auth_failures_;

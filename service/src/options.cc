@@ -98,6 +98,7 @@ absl::Status ServerOptions::Validate() const {
     return absl::InvalidArgumentError(
         "server.max_concurrent_streams and server.max_inflight_calls must be > 0");
   }
+  if (max_connections == 0) return absl::InvalidArgumentError("server.max_connections is 0");
   return absl::OkStatus();
 }
 
@@ -120,6 +121,13 @@ absl::Status ServiceOptions::Validate() const {
   if (gpu_tier != "auto" && gpu_tier != "on" && gpu_tier != "off") {
     return absl::InvalidArgumentError(
         absl::StrCat("service.gpu_tier must be auto, on or off, got '", gpu_tier, "'"));
+  }
+  if (codec_device != "auto" && codec_device != "gpu" && codec_device != "cpu") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "service.codec_device must be auto, gpu or cpu, got '", codec_device, "'"));
+  }
+  if (gpu_codec_slots == 0 || gpu_codec_slots > 64) {
+    return absl::InvalidArgumentError("service.gpu_codec_slots must be in [1, 64]");
   }
   return absl::OkStatus();
 }

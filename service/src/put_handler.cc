@@ -93,12 +93,13 @@ absl::Status KvTierService::FinishPut(grpc::ServerContextBase* ctx, storage::Tie
     in.first_position = st->header.first_position();
     in.ends_sequence = st->header.ends_sequence();
     const Clock::time_point t0 = Clock::now();
-    absl::Status s = kernels::Encode(st->ns->codec, in, &encoded);
+    bool on_gpu = false;
+    absl::Status s = EncodeTensor(st->ns->codec, in, &encoded, &on_gpu);
     if (!s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("encode failed: ", s.message()));
     }
     metrics_->ObserveCodec(st->ns->codec.id, CodecOp::kEncode, st->total, encoded.size(),
-                           SecondsSince(t0));
+                           SecondsSince(t0), on_gpu);
     payload = absl::MakeConstSpan(encoded);
     meta.codec_id = static_cast<uint8_t>(st->ns->codec.id);
     meta.num_tokens = st->header.num_tokens();

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "daemon_process.h"
+#include "kvtier/kernels/device.h"
 #include "gtest/gtest.h"
 #include "rpc_util.h"
 
@@ -150,6 +151,23 @@ TEST(LifecycleTest, PublicAddressWithoutTlsAndTokenRefusesToStart) {
     EXPECT_EQ(d.WaitExit(), 1);
     EXPECT_EQ(d.ReadLog().find("only-a-token"), std::string::npos);
   }
+}
+
+// service.codec_device = gpu is a requirement: without a usable GPU the daemon does not start
+// (auto falls back to the CPU; kvtier_codec_calls_total{device} shows which ran).
+TEST(LifecycleTest, CodecDeviceGpuWithoutAGpuRefusesToStart) {
+  if (kernels::CudaBuilt() && kernels::CudaDeviceCount() > 0) GTEST_SKIP() << "a GPU is visible";
+  TempDir dir;
+  DaemonProcess d(KVTIER_KVTIERD, dir.path());
+  d.flags = {"--service.codec_device=gpu"};
+  ASSERT_TRUE(d.Start(/*wait=*/false));
+  EXPECT_EQ(d.WaitExit(), 1);
+  EXPECT_NE(d.ReadLog().find("service.codec_device = gpu"), std::string::npos) << d.ReadLog();
+  DaemonProcess bad(KVTIER_KVTIERD, dir.path());
+  bad.flags = {"--service.codec_device=tpu"};
+  ASSERT_TRUE(bad.Start(/*wait=*/false));
+  EXPECT_EQ(bad.WaitExit(), 1);
+  EXPECT_NE(bad.ReadLog().find("must be auto, gpu or cpu"), std::string::npos) << bad.ReadLog();
 }
 
 // Self-signed certificate for "localhost" through the openssl CLI; false when unavailable.

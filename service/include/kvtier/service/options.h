@@ -55,6 +55,10 @@ struct ServerOptions {
   uint32_t max_concurrent_streams = 64;
   // Calls executing at once across all connections; beyond it calls fail RESOURCE_EXHAUSTED (64).
   uint32_t max_inflight_calls = 64;
+  // Open client connections on the Unix socket and on plaintext TCP (256); beyond it a new
+  // connection is closed at once (the client sees UNAVAILABLE and retries). TLS connections are
+  // not counted: gRPC 1.51 accepts them itself.
+  uint32_t max_connections = 256;
   // gRPC worker threads (the sync server's pool) (max_inflight_calls + 8 when 0).
   uint32_t max_threads = 0;
   // Connections idle this long are closed, in seconds (300). Bounds the cost of idle connections.
@@ -98,6 +102,12 @@ struct ServiceOptions {
   // restart still draining), keep retrying this long, NOT_SERVING, before giving up, in seconds
   // (60). 0 = fail at once. Other disk tier open errors fail the start at once.
   uint32_t disk_open_timeout_s = 60;
+  // Where ingest encodes and tensor fetches decode: "auto" (the GPU kernels, staged through
+  // device memory, when the build has CUDA and a device is visible; the CPU otherwise), "gpu"
+  // (required; start fails without a GPU) or "cpu". Either side writes the same payload bytes.
+  std::string codec_device = "auto";
+  // Chunks encoded or decoded on the GPU at once, each with its own staging buffer (2).
+  uint32_t gpu_codec_slots = 2;
   absl::Status Validate() const;
 };
 
