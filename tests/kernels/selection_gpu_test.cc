@@ -121,6 +121,17 @@ void ExpectSameKeptSets(const Selection& cpu, const Selection& gpu,
   }
 }
 
+// A case's keys and queries copied to the device, and the input that points at them.
+struct OnDevice {
+  explicit OnDevice(const Case& c) : k(c.k), q(c.q), input(c.host) {
+    input.keys = k.get();
+    input.queries = q.get();
+    input.space = MemorySpace::kDevice;
+  }
+  DeviceBytes k, q;
+  SelectionInput input;
+};
+
 TEST(SelectionGpuTest, SnapKvAndPyramidKvMatchCpu) {
   struct Shape {
     uint32_t L, H_kv, H_q, D, T, W;
@@ -138,11 +149,8 @@ TEST(SelectionGpuTest, SnapKvAndPyramidKvMatchCpu) {
     SCOPED_TRACE(::testing::Message() << "T=" << s.T << " D=" << s.D << " W=" << s.W
                                       << " dtype=" << DTypeName(s.dtype));
     Case c = MakeCase(s.L, s.H_kv, s.H_q, s.D, s.T, s.W, s.dtype, 100 + s.T);
-    DeviceBytes dk(c.k), dq(c.q);
-    SelectionInput dev = c.host;
-    dev.keys = dk.get();
-    dev.queries = dq.get();
-    dev.space = MemorySpace::kDevice;
+    const OnDevice on_device(c);
+    const SelectionInput& dev = on_device.input;
     for (Pooling pooling : {Pooling::kMax, Pooling::kAvg}) {
       for (LayerBudgets lb : {LayerBudgets::kUniform, LayerBudgets::kPyramid}) {
         SnapKvOptions o;
@@ -171,11 +179,8 @@ TEST(SelectionGpuTest, SnapKvAndPyramidKvMatchCpu) {
 TEST(SelectionGpuTest, BatchedLaunchesMatchCpu) {
   // Both attention passes per batch of (layer, KV head) pairs: 1, 3 (ragged) and all.
   Case c = MakeCase(3, 2, 8, 128, 900, 32, DType::kFloat16, 41);
-  DeviceBytes dk(c.k), dq(c.q);
-  SelectionInput dev = c.host;
-  dev.keys = dk.get();
-  dev.queries = dq.get();
-  dev.space = MemorySpace::kDevice;
+  const OnDevice on_device(c);
+  const SelectionInput& dev = on_device.input;
   SnapKvOptions o = SnapKvOptions::PyramidKv();
   o.window = 32;
   o.budget = 160;
@@ -206,6 +211,25 @@ TEST(SelectionGpuTest, BatchedLaunchesMatchCpu) {
   std::printf("near-tie swaps: %d\n", swaps);
 }
 
+TEST(SelectionGpuTest, ManyLayersMatchCpu) {
+  // More layers than the top-k kernel takes caps in its parameters (128): caps from device
+  // memory; each block finds its output offset from the caps of the layers before it.
+  Case c = MakeCase(130, 2, 4, 64, 300, 8, DType::kFloat16, 57);
+  const OnDevice on_device(c);
+  const SelectionInput& dev = on_device.input;
+  SnapKvOptions o;
+  o.window = 8;
+  o.budget = 48;
+  auto cpu_scores = SnapKvScores(o, c.host);
+  auto cpu = SelectSnapKv(o, c.host);
+  auto gpu = SelectSnapKv(o, dev);
+  ASSERT_TRUE(cpu_scores.ok() && cpu.ok());
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  int swaps = 0;
+  ExpectSameKeptSets(*cpu, *gpu, *cpu_scores, 300 - 8, 300 - 8, o.pooling, o.pool_kernel, &swaps);
+  std::printf("near-tie swaps: %d\n", swaps);
+}
+
 TEST(SelectionGpuTest, BothAttentionSyncSettingsMatchCpu) {
   // The fp16/bf16 attention kernels synchronise K tiles with a block barrier (1) or one barrier
   // per key half (2); ragged shapes (T = 1000: a partial last tile, T = 600 / head_dim 64,
@@ -227,11 +251,8 @@ TEST(SelectionGpuTest, BothAttentionSyncSettingsMatchCpu) {
       SCOPED_TRACE(::testing::Message() << "attention sync " << sync << " T=" << s.T
                                         << " D=" << s.D << " W=" << s.W);
       Case c = MakeCase(s.L, s.H_kv, s.H_q, s.D, s.T, s.W, s.dtype, 300 + s.T);
-      DeviceBytes dk(c.k), dq(c.q);
-      SelectionInput dev = c.host;
-      dev.keys = dk.get();
-      dev.queries = dq.get();
-      dev.space = MemorySpace::kDevice;
+      const OnDevice on_device(c);
+      const SelectionInput& dev = on_device.input;
       SnapKvOptions o;
       o.window = s.W;
       o.budget = s.W + 100;
@@ -247,11 +268,8 @@ TEST(SelectionGpuTest, BothAttentionSyncSettingsMatchCpu) {
     }
     // H2O from all 300 queries: 1200 rows in 10 chunks, causal masking in pass 2.
     Case c = MakeCase(1, 1, 4, 128, 300, 300, DType::kFloat16, 91);
-    DeviceBytes dk(c.k), dq(c.q);
-    SelectionInput dev = c.host;
-    dev.keys = dk.get();
-    dev.queries = dq.get();
-    dev.space = MemorySpace::kDevice;
+    const OnDevice on_device(c);
+    const SelectionInput& dev = on_device.input;
     auto cpu_cols = H2oColumnScores(c.host);
     auto gpu_cols = H2oColumnScores(dev);
     ASSERT_TRUE(cpu_cols.ok() && gpu_cols.ok());
@@ -319,11 +337,8 @@ TEST(SelectionGpuTest, H2oMatchesCpu) {
   for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
     // All 400 queries of 4 query heads per KV head: 1600 rows, 13 chunks, causal tiles skipped.
     Case c = MakeCase(2, 2, 8, 128, 400, 400, dtype, 77);
-    DeviceBytes dk(c.k), dq(c.q);
-    SelectionInput dev = c.host;
-    dev.keys = dk.get();
-    dev.queries = dq.get();
-    dev.space = MemorySpace::kDevice;
+    const OnDevice on_device(c);
+    const SelectionInput& dev = on_device.input;
     auto cpu_cols = H2oColumnScores(c.host);
     auto gpu_cols = H2oColumnScores(dev);
     ASSERT_TRUE(cpu_cols.ok());
@@ -372,11 +387,8 @@ TEST(SelectionGpuTest, LongTopKMatchesCpuExactly) {
 
 TEST(SelectionGpuTest, UnsupportedHeadDimIsAClearError) {
   Case c = MakeCase(1, 1, 2, 96, 100, 8, DType::kFloat16, 3);
-  DeviceBytes dk(c.k), dq(c.q);
-  SelectionInput dev = c.host;
-  dev.keys = dk.get();
-  dev.queries = dq.get();
-  dev.space = MemorySpace::kDevice;
+  const OnDevice on_device(c);
+  const SelectionInput& dev = on_device.input;
   SnapKvOptions o;
   o.window = 8;
   o.budget = 40;

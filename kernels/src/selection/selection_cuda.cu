@@ -21,6 +21,9 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -1010,6 +1013,27 @@ int SmCount() {
   return sms;
 }
 
+// Raises `kernel`'s dynamic shared memory limit to `smem` and returns its resident blocks per
+// SM with `threads` threads, once per (kernel, device, threads, smem): the CUDA calls cost
+// microseconds, and a selection call would otherwise make them every time.
+absl::StatusOr<int> PrepareKernel(const void* kernel, int threads, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, int, int, size_t>, int>* cache =
+      new std::map<std::tuple<const void*, int, int, size_t>, int>();
+  int dev = 0;
+  KVTIER_SEL_CUDA(cudaGetDevice(&dev));
+  const auto key = std::make_tuple(kernel, dev, threads, smem);
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache->find(key);
+  if (it != cache->end()) return it->second;
+  KVTIER_SEL_CUDA(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  int per_sm = 0;
+  KVTIER_SEL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  cache->emplace(key, per_sm);
+  return per_sm;
+}
+
 // Splits of `tiles` key tiles for each of `units` independent (row chunk, layer, head) units,
 // chosen so that waves of `resident` concurrent blocks are well filled.
 uint32_t ChooseSplits(uint32_t units, uint32_t tiles, uint32_t resident) {
@@ -1095,15 +1119,11 @@ absl::Status ColumnMassOnDevice(const SelectionInput& in, uint32_t num_columns, 
       row_stats = RowStatsKernel<T, D>;
       column_mass = ColumnMassKernel<T, D>;
     }
-    KVTIER_SEL_CUDA(cudaFuncSetAttribute(row_stats, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(smem)));
-    KVTIER_SEL_CUDA(cudaFuncSetAttribute(column_mass, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(smem)));
-    int per_sm_stats = 1, per_sm_mass = 1;
-    KVTIER_SEL_CUDA(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_stats, row_stats, kThreads, smem));
-    KVTIER_SEL_CUDA(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm_mass, column_mass, kThreads, smem));
+    KVTIER_ASSIGN_OR_RETURN(const int per_sm_stats,
+                            PrepareKernel(reinterpret_cast<const void*>(row_stats), kThreads, smem));
+    KVTIER_ASSIGN_OR_RETURN(
+        const int per_sm_mass,
+        PrepareKernel(reinterpret_cast<const void*>(column_mass), kThreads, smem));
     if (per_sm_stats < 1 || per_sm_mass < 1) {
       return absl::ResourceExhaustedError("selection (CUDA): attention kernels do not fit an SM");
     }
@@ -1308,10 +1328,9 @@ class TopKPlan {
     KVTIER_ASSIGN_OR_RETURN(d_caps, scratch->Get<uint32_t>(num_layers));
     KVTIER_ASSIGN_OR_RETURN(d_offsets, scratch->Get<size_t>(lh));
     KVTIER_ASSIGN_OR_RETURN(p_.out, scratch->Get<uint32_t>(total));
-    KVTIER_ASSIGN_OR_RETURN(  // keys in global memory only past kTopKSmemKeys
-        p_.keys, scratch->Get<uint32_t>(TopKSmemBytes(num_scored) > 0 || num_scored == 0
-                                            ? 1
-                                            : size_t(lh) * num_scored));
+    if (num_scored > uint32_t(kTopKSmemKeys)) {  // keys in shared memory up to kTopKSmemKeys
+      KVTIER_ASSIGN_OR_RETURN(p_.keys, scratch->Get<uint32_t>(size_t(lh) * num_scored));
+    }
     KVTIER_SEL_CUDA(cudaMemcpyAsync(d_caps, caps.data(), 4 * caps.size(), cudaMemcpyHostToDevice,
                                     stream));
     KVTIER_SEL_CUDA(cudaMemcpyAsync(d_offsets, offsets_.data(), sizeof(size_t) * lh,
@@ -1326,9 +1345,10 @@ class TopKPlan {
     TopKParams q = p_;
     q.lh_base = begin;
     const size_t smem = TopKSmemBytes(p_.num_scored);
-    if (smem > 0) {
-      KVTIER_SEL_CUDA(cudaFuncSetAttribute(
-          PoolTopKKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    if (smem > 0) {  // the limit once at its largest; every launch then fits under it
+      KVTIER_RETURN_IF_ERROR(PrepareKernel(reinterpret_cast<const void*>(PoolTopKKernel),
+                                           kTopKThreads, TopKSmemBytes(kTopKSmemKeys))
+                                 .status());
     }
     PoolTopKKernel<<<end - begin, kTopKThreads, smem, stream_>>>(q);
     KVTIER_SEL_CUDA(cudaGetLastError());
