@@ -105,11 +105,13 @@ TEST(GpuStagerGpuTest, BadInputIsRefusedAndOutputUntouched) {
   o.max_tensor_bytes = 64 << 10;
   auto stager = GpuStager::Create(o);
   ASSERT_TRUE(stager.ok()) << stager.status();
-  const KvLayout l = KvLayout::Mha(2, 2, 4, 128, DType::kFloat16);  // 4 KiB per token
+  const KvLayout l = KvLayout::Mha(2, 2, 4, 128, DType::kFloat16);
   const CodecParams p = *CodecParams::Parse("fp8");
-  const auto big = testing::RandomChunk(l, 32, 3);  // 128 KiB > 64 KiB
+  const uint32_t big_tokens = 64;
+  ASSERT_GT(l.ChunkBytes(big_tokens), o.max_tensor_bytes);
+  const auto big = testing::RandomChunk(l, big_tokens, 3);
   std::vector<uint8_t> payload;
-  EXPECT_EQ((*stager)->Encode(p, HostInput(big, l, 32), &payload).code(),
+  EXPECT_EQ((*stager)->Encode(p, HostInput(big, l, big_tokens), &payload).code(),
             absl::StatusCode::kResourceExhausted);
 
   const auto host = testing::RandomChunk(l, 8, 4);
