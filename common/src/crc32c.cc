@@ -123,4 +123,39 @@ uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t size) {
   return ~crc;
 }
 
+// ---- Combining CRCs: arithmetic on polynomials over GF(2) modulo the Castagnoli polynomial P. ----
+// In the reflected representation the CRC register uses, bit 31 holds the coefficient of x^0 and
+// bit 0 that of x^31; multiplying by x is a right shift, folding x^32 back in as P - x^32 (kPoly).
+// A conditioned CRC (initial register and final xor all ones) satisfies
+//   crc(a||b) = crc(a) * x^(8|b|) + crc(b)   (mod P),
+// because the all-ones terms of a and of b cancel; so combining needs x^(8n) mod P and a product.
+namespace {
+
+uint32_t MulModP(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (int i = 0; i < 32; ++i) {  // b = (original b) * x^i throughout
+    if (a & (0x80000000u >> i)) product ^= b;
+    b = (b & 1) ? (b >> 1) ^ kPoly : b >> 1;
+  }
+  return product;
+}
+
+// x^(8 * bytes) mod P, by squaring.
+uint32_t XPowBytesModP(uint64_t bytes) {
+  uint32_t result = 0x80000000u;  // x^0
+  uint32_t power = 0x00800000u;   // x^8
+  while (bytes != 0) {
+    if (bytes & 1) result = MulModP(result, power);
+    power = MulModP(power, power);
+    bytes >>= 1;
+  }
+  return result;
+}
+
+}  // namespace
+
+uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, size_t size_b) {
+  return MulModP(crc_a, XPowBytesModP(size_b)) ^ crc_b;
+}
+
 }  // namespace kvtier

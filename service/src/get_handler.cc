@@ -77,7 +77,7 @@ absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::G
     plan->path = TransferPath::kFetchPayload;
     return absl::OkStatus();
   }
-  auto info = kernels::InspectPayload(payload);
+  auto info = kernels::InspectPayload(payload, payload_crc);  // one pass for both checks
   if (!info.ok()) {
     if (info.status().code() == absl::StatusCode::kDataLoss) {
       metrics_->CountChecksumFailure(ChecksumSource::kFetch);

@@ -107,7 +107,7 @@ absl::Status KvTierService::FinishPut(grpc::ServerContextBase* ctx, storage::Tie
   } else {
     payload = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(st->data.data()),
                                         st->data.size());
-    auto info = kernels::InspectPayload(payload);
+    auto info = kernels::InspectPayload(payload, st->crc);  // st->crc: the whole payload, checked above
     if (!info.ok()) {
       if (info.status().code() == absl::StatusCode::kDataLoss) {
         metrics_->CountChecksumFailure(ChecksumSource::kPutPayload);
@@ -137,7 +137,11 @@ absl::Status KvTierService::FinishPut(grpc::ServerContextBase* ctx, storage::Tie
   // Last chance to honour a cancellation before the value becomes visible.
   if (ctx->IsCancelled()) return CancelledStatus(ctx, "before storing");
   const bool existed = tm->Contains(st->ns->id, st->key);
-  KVTIER_RETURN_IF_ERROR(tm->Put(st->ns->id, st->key, payload, meta));
+  storage::PutOptions put_options;
+  // An uploaded payload arrived with its CRC-32C checked: storage keeps it (no pass on demotion,
+  // every later read checked against it). An encoded tensor's is computed when it goes to disk.
+  if (!st->tensor) put_options.crc32c = st->crc;
+  KVTIER_RETURN_IF_ERROR(tm->Put(st->ns->id, st->key, payload, meta, put_options));
   if (st->header.pin()) KVTIER_RETURN_IF_ERROR(tm->Pin(st->ns->id, st->key));
   ingest_tensor_bytes_.fetch_add(meta.decoded_bytes, std::memory_order_relaxed);
   ingest_payload_bytes_.fetch_add(payload.size(), std::memory_order_relaxed);

@@ -365,19 +365,19 @@ absl::Status TierManagerImpl::Put(NamespaceId ns, const ChunkKey& key,
         old = DropCopyLocked(e, t, /*evicted=*/false);
       }
     }
-    // Memory tiers store without a checksum pass: the CRC32C is computed when the chunk first
-    // goes to disk (the only place it is needed), keeping a host put at memcpy speed.
+    // Memory tiers store without a checksum pass: unless the caller gave it, the CRC32C is
+    // computed when the chunk first goes to disk, keeping a host put at memcpy speed.
     auto copy = WriteWithRoom(t, skey, meta, /*crc=*/0, payload, /*holding_disk=*/false);
     if (!copy.ok()) {
       c_.put_rejections[t].fetch_add(1, std::memory_order_relaxed);
       last = copy.status();
       continue;
     }
-    if (!InstallNew(skey, t, *copy, meta, payload.size(), std::nullopt, put_options.parent,
+    if (!InstallNew(skey, t, *copy, meta, payload.size(), put_options.crc32c, put_options.parent,
                     false, &disk_erase)) {
       std::lock_guard<std::mutex> disk_lock(disk_mu_);
-      InstallNew(skey, t, *copy, meta, payload.size(), std::nullopt, put_options.parent, true,
-                 &disk_erase);
+      InstallNew(skey, t, *copy, meta, payload.size(), put_options.crc32c, put_options.parent,
+                 true, &disk_erase);
       EraseOnDisk(disk_erase);
     }
     c_.put_bytes.fetch_add(payload.size(), std::memory_order_relaxed);
@@ -394,7 +394,8 @@ absl::Status TierManagerImpl::Put(NamespaceId ns, const ChunkKey& key,
   }
 
   if (enabled(kDisk)) {
-    const uint32_t crc = Crc32c(payload.data(), payload.size());
+    const uint32_t crc = put_options.crc32c ? *put_options.crc32c
+                                            : Crc32c(payload.data(), payload.size());
     std::lock_guard<std::mutex> disk_lock(disk_mu_);
     auto copy = WriteWithRoom(kDisk, skey, meta, crc, payload, /*holding_disk=*/true);
     if (copy.ok()) {

@@ -60,3 +60,33 @@ TEST(Crc32cTest, LongAndMisalignedInputs) {
 
 }  // namespace
 }  // namespace kvtier
+
+namespace kvtier {
+namespace {
+
+// Combining CRCs without the bytes: every split of random buffers (sizes around the 8-byte
+// stride and the 3-stream block sizes, and up to 1 MiB), including empty halves, and the suffix
+// CRC recovered from the whole and the prefix.
+TEST(Crc32cCombineTest, CombineAndSuffixMatchDirectComputation) {
+  std::mt19937_64 rng(17);
+  const size_t sizes[] = {0, 1, 7, 8, 9, 63, 64, 255, 4096, 4099, 65536, (1u << 20) + 3};
+  for (size_t n : sizes) {
+    std::vector<uint8_t> buf(n);
+    for (auto& b : buf) b = static_cast<uint8_t>(rng());
+    const uint32_t whole = Crc32c(buf.data(), n);
+    for (size_t split : {size_t{0}, n / 3, n / 2, n > 0 ? n - 1 : 0, n}) {
+      const uint32_t a = Crc32c(buf.data(), split);
+      const uint32_t b = Crc32c(buf.data() + split, n - split);
+      EXPECT_EQ(Crc32cCombine(a, b, n - split), whole) << n << " split " << split;
+      EXPECT_EQ(Crc32cOfSuffix(whole, a, n - split), b) << n << " split " << split;
+    }
+  }
+  // Known value: "123456789" (0xE3069283) from "12345" and "6789".
+  EXPECT_EQ(Crc32cCombine(Crc32c("12345", 5), Crc32c("6789", 4), 4), 0xE3069283u);
+  // A wrong prefix CRC gives a wrong suffix CRC (the check can fail).
+  const uint32_t whole = Crc32c("123456789", 9);
+  EXPECT_NE(Crc32cOfSuffix(whole, Crc32c("12344", 5), 4), Crc32c("6789", 4));
+}
+
+}  // namespace
+}  // namespace kvtier

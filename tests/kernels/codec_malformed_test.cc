@@ -91,6 +91,28 @@ TEST(CodecMalformedTest, EveryFlippedByteIsRejected) {
   }
 }
 
+// InspectPayload with the caller's CRC of the whole payload, computed over this very buffer (one
+// pass for transport and body checks): accepts what the plain InspectPayload accepts; a flipped
+// body byte is DataLoss; a CRC of other bytes is DataLoss.
+TEST(CodecMalformedTest, InspectWithKnownCrcChecksAsTheFullPass) {
+  const KvLayout l = KvLayout::Mha(1, 1, 1, 32);
+  for (const char* codec : kCodecs) {
+    const auto payload = SmallPayload(codec, l, 40);
+    const uint32_t whole = Crc32c(payload.data(), payload.size());
+    auto ok = InspectPayload(payload, whole);
+    ASSERT_TRUE(ok.ok()) << codec << " " << ok.status();
+    EXPECT_EQ(ok->body_bytes, InspectPayload(payload)->body_bytes);
+    EXPECT_EQ(InspectPayload(payload, whole ^ 0x10).status().code(), absl::StatusCode::kDataLoss);
+    for (size_t i = kHeader; i < payload.size(); i += 7) {
+      std::vector<uint8_t> bad = payload;
+      bad[i] ^= 0x04;
+      const uint32_t bad_whole = Crc32c(bad.data(), bad.size());
+      EXPECT_EQ(InspectPayload(bad, bad_whole).status().code(), absl::StatusCode::kDataLoss)
+          << codec << " byte " << i;
+    }
+  }
+}
+
 TEST(CodecMalformedTest, VersionsAndMagic) {
   const KvLayout l = KvLayout::Mha(1, 1, 1, 32);
   auto p = SmallPayload("fp8", l, 4);

@@ -225,6 +225,40 @@ TEST(TierManagerTest, DemotesToDiskAndPromotesOnHit) {
   EXPECT_EQ(s.checksum_failures, 0u);
 }
 
+// PutOptions::crc32c: a caller-given CRC is kept with the chunk (memory copy's handle reports it,
+// demotion writes it to disk without a pass) and every disk read is checked against it; a wrong
+// one turns the chunk into a counted miss, never into bytes.
+TEST(TierManagerTest, CallerGivenCrcIsKeptAndCheckedOnRead) {
+  TempDir dir;
+  auto tm = TierManager::Create(HostAndDisk(dir, 2 * 4096, 0)).value();
+  const auto good = TestPayload(1, 4096);
+  PutOptions right;
+  right.crc32c = Crc32c(good.data(), good.size());
+  ASSERT_TRUE(tm->Put(kNs, TestKey(1), good, Meta(1), right).ok());
+  auto h = tm->Get(kNs, TestKey(1));
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->tier(), TierKind::kHost);
+  EXPECT_EQ(h->crc32c(), *right.crc32c);  // known while still in memory
+  h = absl::StatusOr<ChunkHandle>(absl::UnknownError("released"));
+
+  PutOptions wrong;
+  wrong.crc32c = *right.crc32c ^ 1;
+  ASSERT_TRUE(tm->Put(kNs, TestKey(2), TestPayload(2, 4096), Meta(2), wrong).ok());
+  // Two more chunks push both to disk (host holds two).
+  for (uint64_t i = 3; i < 5; ++i) {
+    ASSERT_TRUE(tm->Put(kNs, TestKey(i), TestPayload(i, 4096), Meta(i)).ok());
+  }
+  auto r = tm->Lookup(kNs, TestKeys(1, 2));
+  ASSERT_EQ(r.hits, 2u);
+  EXPECT_EQ(r.tiers[0], TierKind::kDisk);
+  EXPECT_EQ(r.tiers[1], TierKind::kDisk);
+  ExpectChunk(tm.get(), 1, 4096);  // right CRC: read back from disk
+  auto bad = tm->Get(kNs, TestKey(2));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kNotFound);  // wrong CRC: a miss
+  EXPECT_FALSE(tm->Contains(kNs, TestKey(2)));
+  EXPECT_EQ(tm->Stats().checksum_failures, 1u);
+}
+
 TEST(TierManagerTest, BackgroundDemotionRelievesPressureWithoutLosingChunks) {
   TempDir dir;
   auto o = HostAndDisk(dir, 64 * 4096, 1);

@@ -183,7 +183,11 @@ absl::Status Encode(const CodecParams& params, const ChunkInput& input,
   return absl::OkStatus();
 }
 
-absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload) {
+namespace {
+
+// InspectPayload; `payload_crc` (the CRC-32C of the whole payload) when the caller has it.
+absl::StatusOr<PayloadInfo> Inspect(absl::Span<const uint8_t> payload,
+                                    const uint32_t* payload_crc) {
   KVTIER_ASSIGN_OR_RETURN(internal::HeaderFields h, internal::ParseHeader(payload));
   const ChunkShape shape{h.layout, h.num_tokens, h.first_position, h.ends_sequence};
   if (absl::Status s = CheckShape(h.layout, h.num_tokens); !s.ok()) {
@@ -197,7 +201,11 @@ absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload) {
         h.body_bytes,
         payload.size() < internal::kHeaderSize + h.body_bytes ? " (truncated)" : " (trailing bytes)"));
   }
-  const uint32_t crc = Crc32c(payload.data() + internal::kHeaderSize, h.body_bytes);
+  const uint32_t crc =
+      payload_crc != nullptr
+          ? Crc32cOfSuffix(*payload_crc, Crc32c(payload.data(), internal::kHeaderSize),
+                           h.body_bytes)
+          : Crc32c(payload.data() + internal::kHeaderSize, h.body_bytes);
   if (crc != h.body_crc) {
     return absl::DataLossError(absl::StrCat("payload: body checksum mismatch (stored ",
                                             absl::Hex(h.body_crc), ", computed ", absl::Hex(crc),
@@ -226,6 +234,17 @@ absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload) {
   info.header_bytes = internal::kHeaderSize;
   info.body_bytes = want_body;
   return info;
+}
+
+}  // namespace
+
+absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload) {
+  return Inspect(payload, nullptr);
+}
+
+absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload,
+                                           uint32_t payload_crc32c) {
+  return Inspect(payload, &payload_crc32c);
 }
 
 absl::Status Decode(absl::Span<const uint8_t> payload, const DecodeTarget& target) {

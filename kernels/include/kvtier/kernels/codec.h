@@ -140,6 +140,12 @@ struct PayloadInfo {
 // Validates magic, version, parameters, sizes and both checksums. Never reads past `payload`.
 // Errors: InvalidArgument (malformed), DataLoss (checksum mismatch), Unimplemented (newer version).
 absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload);
+// The same, for a caller that already computed the CRC-32C of all of `payload` over this very
+// buffer (e.g. while copying it in as it was received): the body checksum is derived from it
+// (Crc32cOfSuffix) instead of a second pass. A CRC that is not that of these bytes is DataLoss;
+// a CRC taken from elsewhere (not over this buffer) would not catch damage to the buffer.
+absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload,
+                                           uint32_t payload_crc32c);
 
 // Decodes a host-memory payload into `target` (host or device). Validates as InspectPayload does
 // before writing anything; on error nothing is written.

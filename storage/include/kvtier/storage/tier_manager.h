@@ -42,6 +42,10 @@ struct PutOptions {
   // The key of the chunk that precedes this one in its chain (key_{i-1}), when the caller knows
   // it. Prefix-aware policies queue the chunk behind its parent so chain tails go first.
   std::optional<ChunkKey> parent;
+  // The payload's CRC-32C when the caller already has it (e.g. checked as the bytes arrived):
+  // stored with the chunk, so moving it to disk needs no checksum pass, and every later read is
+  // checked against it. A wrong value makes the chunk unreadable (a miss), never wrong bytes.
+  std::optional<uint32_t> crc32c;
 };
 
 struct LookupOptions {
