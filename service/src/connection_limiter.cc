@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -189,7 +190,15 @@ void ConnectionLimiter::OnAccepted(int fd) {
     std::lock_guard<std::mutex> lock(mu_);
     full = static_cast<int>(sockets_.size()) >= max_connections_;
   }
-  if (full) full = Recount() >= max_connections_;
+  if (full) {
+    // Recount (a /proc/self/fd scan) at most every 20 ms, so a storm of connection attempts at
+    // the cap costs little; a place freed meanwhile is found by the client's next retry.
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_recount_ >= std::chrono::milliseconds(20)) {
+      last_recount_ = now;
+      full = Recount() >= max_connections_;
+    }
+  }
   if (full) {
     ::close(fd);
     if (refused_.fetch_add(1, std::memory_order_relaxed) % 100 == 0) {

@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -77,6 +78,8 @@ class ConnectionLimiter {
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> refused_{0};
   bool stopped_ = false;
+  // When the acceptor last recounted at the cap (acceptor thread only).
+  std::chrono::steady_clock::time_point last_recount_{};
 };
 
 }  // namespace kvtier::service
