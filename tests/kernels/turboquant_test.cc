@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "codecs/numeric.h"
 #include "turboquant/tq_tables.h"
 
 namespace kvtier::kernels {
@@ -301,16 +302,51 @@ TEST(TurboQuantVectorTest, StructuredQjlChainIsSeededOrthogonalAndInverts) {
     std::mt19937_64 rng(d);
     const auto x = RandomUnit(rng, d);
     auto y = x;
+    // d = 128: unscaled windows, the chain is g = 128 times an orthogonal map; d = 96
+    // (overlapping windows): scaled, g = 1.
+    for (const auto& w : (*t)->qjl_windows) EXPECT_EQ(w.scale, d == 128 ? 1.0f : 0.125f);
+    const double g = d == 128 ? 128.0 : 1.0;
     internal::TqApplyChain((*t)->qjl_windows, y.data());
     double n2 = 0, moved = 0;
     for (uint32_t k = 0; k < d; ++k) {
-      n2 += double(y[k]) * y[k];
-      moved += std::fabs(double(y[k]) - x[k]);
+      n2 += double(y[k]) * y[k] / (g * g);
+      moved += std::fabs(double(y[k]) / g - x[k]);
     }
     EXPECT_NEAR(n2, 1.0, 1e-5);
     EXPECT_GT(moved, 0.1);
     internal::TqApplyChainInverse((*t)->qjl_windows, y.data());
-    for (uint32_t k = 0; k < d; ++k) EXPECT_NEAR(y[k], x[k], 1e-5);
+    for (uint32_t k = 0; k < d; ++k) EXPECT_NEAR(y[k] / (g * g), x[k], 1e-5);
+    // Decode's G^T s on +-1 signs is exact integer arithmetic (d = 128: |values| <= 16384).
+    if (d == 128) {
+      std::vector<float> s(d);
+      for (uint32_t k = 0; k < d; ++k) s[k] = (rng() & 1) ? 1.0f : -1.0f;
+      internal::TqApplyChainInverse((*t)->qjl_windows, s.data());
+      for (uint32_t k = 0; k < d; ++k) {
+        EXPECT_EQ(s[k], std::nearbyint(s[k]));
+        EXPECT_LE(std::fabs(s[k]), 16384.0f);
+      }
+    }
+    // The encode chain of a power-of-two dim runs in binary16 (TqApplyChainHalf): every value
+    // is a binary16 number and the signs agree with the binary32 chain's but for a few
+    // coordinates close to 0.
+    if (d == 128) {
+      auto yh = x, yf = x;
+      internal::TqApplyChainHalf((*t)->qjl_windows, yh.data());
+      internal::TqApplyChain((*t)->qjl_windows, yf.data());
+      uint32_t agree = 0;
+      for (uint32_t k = 0; k < d; ++k) {
+        EXPECT_EQ(yh[k], internal::HalfToFloat(internal::FloatToHalf(yh[k])));
+        EXPECT_NEAR(yh[k], yf[k], 0.1);  // |y_k| ~ sqrt(128): binary16 steps of 2^-7..2^-6
+        agree += (yh[k] >= 0.0f) == (yf[k] >= 0.0f);
+      }
+      EXPECT_GE(agree, d - 2);
+    }
+    // qjl_scale = (float)(1 / (d m_d)) / g, a power-of-two step from the orthogonal form's.
+    if (d == 128) {
+      uint32_t bits;
+      std::memcpy(&bits, &(*t)->qjl_scale, 4);
+      EXPECT_EQ(bits, 0x3A626E71u);
+    }
     p.seed = 6;
     auto t6 = GetTqTables(p);
     ASSERT_TRUE(t6.ok());

@@ -293,6 +293,31 @@ __device__ void WarpChainInverse(float* x, uint32_t nw, const uint32_t* off, uin
   }
 }
 
+__device__ __forceinline__ float RoundToHalf(float v) {
+  return __half2float(__float2half_rn(v));
+}
+
+// TqApplyChainHalf: nw unscaled windows of len (= the whole vector), values binary16 numbers in
+// floats, every butterfly result rounded to binary16 (binary32 add, then round: equal to the
+// binary16 add, 24 >= 2 * 11 + 2 bits).
+__device__ void WarpChainHalf(float* x, uint32_t nw, uint32_t len, const float* signs,
+                              uint32_t lane) {
+  for (uint32_t w = 0; w < nw; ++w) {
+    const float* s = signs + w * len;
+    for (uint32_t i = lane; i < len; i += 32) x[i] = __fmul_rn(x[i], s[i]);
+    __syncwarp();
+    for (uint32_t h = 1; h < len; h <<= 1) {
+      for (uint32_t q = lane; q < len / 2; q += 32) {
+        const uint32_t i = (q / h) * 2u * h + (q % h);
+        const float a = x[i], b = x[i + h];
+        x[i] = RoundToHalf(__fadd_rn(a, b));
+        x[i + h] = RoundToHalf(__fsub_rn(a, b));
+      }
+      __syncwarp();
+    }
+  }
+}
+
 // x <- Rot x (in place; tmp: dim floats).
 __device__ void WarpRotate(const TqDevPart& p, float* x, float* tmp, uint32_t lane) {
   if (!p.dense) {
@@ -454,7 +479,13 @@ __global__ void EncodeKernel(const __grid_constant__ TqDevParams P, const typena
     uint16_t* sc = scalars + (v * P.g.num_parts + p) * (part.prod ? 2u : 1u);
     if (part.prod) {
       const float gamma = __fsqrt_rn(WarpSumSquares(s.r, n, lane));
-      if (part.qjl_had) {
+      if (part.qjl_had && part.qjl_len == n) {
+        // Power-of-two part: unscaled chain in binary16 arithmetic (TqApplyChainHalf).
+        for (uint32_t j = lane; j < n; j += 32) s.tmp[j] = RoundToHalf(s.r[j]);
+        __syncwarp();
+        WarpChainHalf(s.tmp, part.qjl_nw, n, part.qjl_signs, lane);
+        for (uint32_t i = lane; i < n; i += 32) s.codes[i] = s.tmp[i] >= 0.0f ? 1 : 0;
+      } else if (part.qjl_had) {
         for (uint32_t j = lane; j < n; j += 32) s.tmp[j] = s.r[j];
         __syncwarp();
         WarpChain(s.tmp, part.qjl_nw, part.qjl_off, part.qjl_len, part.qjl_wscale, part.qjl_signs,
@@ -1231,11 +1262,99 @@ __device__ __forceinline__ void WarpMatvec8(const float* mt, const float* v, uin
 }
 
 // ---- Quad prod path, qjl=hadamard: the QJL chain in registers --------------------------------
-// The chain's windows are the quad kernels' Hadamard of 128 (QuadFwht, same butterflies as the
-// CPU's Fwht), so the sketch costs two more in-register transforms instead of the matvec: a +-1
-// sign multiply is exact, hence an xor of the float's sign bit (mask bit 8k + e of round w flips
-// register 8k + e); the scale multiply is the CPU's. Sign byte 4k + q of a vector's record holds
-// registers 8k .. 8k + 7 of quad lane q.
+// The chain's two windows are unscaled Hadamard transforms of 128 (docs/FORMAT.md), so the
+// sketch costs two more in-register transforms instead of the matvec.
+// Encode: binary16 arithmetic on __half2 pairs (QuadQjlEncode), as the CPU's TqApplyChainHalf.
+// Sign byte 4k + q of a vector's record holds registers 8k .. 8k + 7 of quad lane q.
+// Decode: G^T s in fp32 as the CPU does it (QuadFwht; sign flips as xors of the float's sign bit,
+// mask bit 8k + e of window w flips register 8k + e; the multiply by the window scale, 1 here,
+// is kept: this is the kernel measured before the chain became unscaled, and its speed did not
+// improve with a packed 16-bit integer version, docs/BENCHMARKS.md).
+
+// Sign bits of G r (r in the quad layout; G = the two unscaled windows, binary16 arithmetic as
+// TqApplyChainHalf) to the record's 16 sign bytes at `out`; lane q of each quad stores word q.
+// Word i of a lane = registers 2i (low half) and 2i + 1 as a __half2; the butterfly stages run
+// in the CPU's order (element bits 0..6 = register bit 0, register bits 1-2, quad lane bits,
+// register bits 3-4), each result rounded once: the in-word stage and the cross-lane stages as
+// fma(own, +-1, other) (exact product). Sign flips are xors of the halves' sign bits
+// (hflip[w][k]: words 4k .. 4k + 3 of this lane).
+__device__ __forceinline__ void QuadQjlEncode(const float r[32], const uint4 (*hflip)[4],
+                                              float neg1, float neg2, uint32_t q, uint8_t* out,
+                                              bool live) {
+  uint32_t h[16];
+#pragma unroll
+  for (uint32_t i = 0; i < 16; ++i) {
+    const __half2 v = __floats2half2_rn(r[2 * i], r[2 * i + 1]);
+    h[i] = *reinterpret_cast<const uint32_t*>(&v);
+  }
+  const __half2 pm = __floats2half2_rn(1.0f, -1.0f);
+  const __half2 n1 = __float2half2_rn(neg1), n2 = __float2half2_rn(neg2);
+  const auto H = [](uint32_t u) { return *reinterpret_cast<const __half2*>(&u); };
+  const auto U = [](__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); };
+#pragma unroll 1  // unrolled, ptxas runs out of registers
+  for (uint32_t w = 0; w < 2; ++w) {
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint4 f = hflip[w][k];
+      h[4 * k + 0] ^= f.x;
+      h[4 * k + 1] ^= f.y;
+      h[4 * k + 2] ^= f.z;
+      h[4 * k + 3] ^= f.w;
+    }
+    // Element bit 0: (lo, hi) -> (lo + hi, lo - hi) = fma((lo, hi), (1, -1), (hi, lo)).
+#pragma unroll
+    for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), pm, __lowhigh2highlow(H(h[i]))));
+    const auto inlane = [&](uint32_t d) {
+#pragma unroll
+      for (uint32_t i = 0; i < 16; ++i) {
+        if (i & d) continue;
+        const __half2 a = H(h[i]), b = H(h[i | d]);
+        h[i] = U(__hadd2(a, b));
+        h[i | d] = U(__hsub2(a, b));
+      }
+    };
+    inlane(1);
+    inlane(2);
+#pragma unroll
+    for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n1, H(__shfl_xor_sync(kFull, h[i], 1))));
+#pragma unroll
+    for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n2, H(__shfl_xor_sync(kFull, h[i], 2))));
+    inlane(4);
+    inlane(8);
+  }
+  const __half2 zero = __float2half2_rn(0.0f);
+  uint32_t word[4];
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    uint32_t b = 0;
+#pragma unroll
+    for (uint32_t p = 0; p < 4; ++p) {
+      const uint32_t m = __hge2_mask(H(h[4 * k + p]), zero);  // >= 0 per half (NaN: false)
+      b |= ((m & 1u) | ((m >> 30) & 2u)) << (2 * p);
+    }
+    b <<= 8u * q;
+    b |= __shfl_xor_sync(kFull, b, 1);
+    word[k] = b | __shfl_xor_sync(kFull, b, 2);
+  }
+  const uint32_t mine = q == 0 ? word[0] : q == 1 ? word[1] : q == 2 ? word[2] : word[3];
+  if (live) reinterpret_cast<uint32_t*>(out)[q] = mine;
+}
+
+// hflip[q][w][k] = the binary16 sign-bit masks of window w's signs for lane q's words 4k ..
+// 4k + 3 (bit 15 / 31 of word i flips register 2i / 2i + 1).
+__device__ void FillQjlEncodeFlips(const TqDevPart& part, uint4 (*hflip)[2][4]) {
+  for (uint32_t t = threadIdx.x; t < 32; t += blockDim.x) {
+    const uint32_t w = t / 16, q = (t / 4) % 4, k = t % 4;
+    uint32_t f[4];
+    for (uint32_t p = 0; p < 4; ++p) {
+      const uint32_t e0 = 32u * k + 8u * q + 2u * p;
+      const bool n0 = w < part.qjl_nw && part.qjl_signs[w * 128u + e0] < 0.0f;
+      const bool n1 = w < part.qjl_nw && part.qjl_signs[w * 128u + e0 + 1] < 0.0f;
+      f[p] = (n0 ? 0x8000u : 0u) | (n1 ? 0x80000000u : 0u);
+    }
+    hflip[q][w][k] = make_uint4(f[0], f[1], f[2], f[3]);
+  }
+}
 
 // qm[w] bit 8k + e = window w's sign of element 32k + 8q + e is -1.
 __device__ __forceinline__ void QuadQjlMasks(const TqDevPart& part, uint32_t q, uint32_t qm[2]) {
@@ -1257,36 +1376,7 @@ __device__ __forceinline__ void QuadFlip(float x[32], uint32_t m) {
   for (uint32_t j = 0; j < 32; ++j) x[j] = __uint_as_float(__float_as_uint(x[j]) ^ ((m >> j) << 31));
 }
 
-// Sign bits of H r (r in the quad layout) to the record's 16 sign bytes at `out`; lane q of each
-// quad stores word q.
-__device__ __forceinline__ void QuadQjlEncode(const float r[32], const uint32_t qm[2], uint32_t nw,
-                                              float wscale, float neg1, float neg2, uint32_t q,
-                                              uint8_t* out, bool live) {
-  float y[32];
-#pragma unroll
-  for (uint32_t j = 0; j < 32; ++j) y[j] = r[j];
-#pragma unroll 1
-  for (uint32_t w = 0; w < nw; ++w) {
-    QuadFlip(y, qm[w]);
-    QuadFwht(y, neg1, neg2);
-#pragma unroll
-    for (uint32_t j = 0; j < 32; ++j) y[j] = __fmul_rn(y[j], wscale);
-  }
-  uint32_t word[4];
-#pragma unroll
-  for (uint32_t k = 0; k < 4; ++k) {
-    uint32_t b = 0;
-#pragma unroll
-    for (uint32_t e = 0; e < 8; ++e) b |= (y[8 * k + e] >= 0.0f ? 1u : 0u) << e;
-    b <<= 8u * q;
-    b |= __shfl_xor_sync(kFull, b, 1);
-    word[k] = b | __shfl_xor_sync(kFull, b, 2);
-  }
-  const uint32_t mine = q == 0 ? word[0] : q == 1 ? word[1] : q == 2 ? word[2] : word[3];
-  if (live) reinterpret_cast<uint32_t*>(out)[q] = mine;
-}
-
-// t = H^T s from the record's sign bytes at `in` (s_i = +-1), quad layout.
+// t = G^T s (exact integers; wscale = 1) from the record's sign bytes at `in` (s_i = +-1), quad layout.
 __device__ __forceinline__ void QuadQjlDecode(const uint8_t* in, const uint32_t qm[2], uint32_t nw,
                                               float wscale, float neg1, float neg2, uint32_t q,
                                               float t[32]) {
@@ -1320,13 +1410,18 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
   if constexpr (kMb >= 3) {
     for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) sb[i] = part.lut[i];
   }
+  uint4 (*hflip)[2][4] = nullptr;  // qjl=hadamard only
+  if constexpr (kHad) {
+    __shared__ uint4 hflip_storage[4][2][4];  // [q][window][k]
+    hflip = hflip_storage;
+    FillQjlEncodeFlips(part, hflip);
+  }
   if constexpr (!kHad) QuadLoadMatrix(part.qjl_t, st);
   __syncthreads();
   const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2, warp = threadIdx.x / 32;
   float* rs = st + 128u * 128u + warp * 1024u;  // the warp's residuals, vector g at g * 128
-  uint32_t m[16], qm[2];
+  uint32_t m[16];
   QuadSignMasks(part.signs, q, m);
-  if constexpr (kHad) QuadQjlMasks(part, q, qm);
   const float neg1 = (q & 1u) ? -1.0f : 1.0f, neg2 = (q & 2u) ? -1.0f : 1.0f;
   const float scale = part.win_scale[0];
   const uint64_t nv = P.g.Vectors();
@@ -1379,7 +1474,7 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
     }
     const float gamma = __fsqrt_rn(QuadSumSquares(x));
     if constexpr (kHad) {
-      QuadQjlEncode(x, qm, part.qjl_nw, part.qjl_wscale, neg1, neg2, q, rec + mse_bytes, live);
+      QuadQjlEncode(x, hflip[q], neg1, neg2, q, rec + mse_bytes, live);
       if (live && q == 0) {
         scalars[2 * v] = FloatToHalfSaturate(norm);
         scalars[2 * v + 1] = FloatToHalfSaturate(gamma);

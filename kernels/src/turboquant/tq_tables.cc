@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "codecs/numeric.h"
 
 namespace kvtier::kernels {
 
@@ -149,8 +150,10 @@ class GaussianStream {
 };
 
 // `rounds` repetitions of the window layout of dim d (docs/FORMAT.md), signs drawn in order
-// from one SplitMix64 stream.
-std::vector<internal::TqHadamardWindow> HadamardChain(uint32_t d, uint32_t rounds, uint64_t state) {
+// from one SplitMix64 stream. Window scale 1/sqrt(len), or 1 (`unscaled`: the QJL chain, whose
+// multiplies by 1 are exact no-ops; its single scale is folded into qjl_scale).
+std::vector<internal::TqHadamardWindow> HadamardChain(uint32_t d, uint32_t rounds, uint64_t state,
+                                                      bool unscaled = false) {
   internal::SplitMix64 rng(state);
   uint32_t len = 1;
   while (len * 2 <= d) len *= 2;
@@ -162,7 +165,7 @@ std::vector<internal::TqHadamardWindow> HadamardChain(uint32_t d, uint32_t round
       internal::TqHadamardWindow w;
       w.offset = off;
       w.len = len;
-      w.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(len)));
+      w.scale = unscaled ? 1.0f : static_cast<float>(1.0 / std::sqrt(static_cast<double>(len)));
       uint64_t word = 0;
       for (uint32_t i = 0; i < len; ++i) {
         if (i % 64 == 0) word = rng.Next();
@@ -229,13 +232,19 @@ std::shared_ptr<const TqTables> BuildTables(const TurboQuantVectorParams& p,
     }
   }
   if (t->prod && p.qjl == TurboQuantQjl::kHadamard) {
-    // Rows of the chain H are unit vectors close to uniform on the sphere, and
-    // E[H^T sign(H r)] = d m_d r/|r| for a uniform orthogonal H: scale by 1/(d m_d).
+    // Rows of the orthogonal chain H are unit vectors close to uniform on the sphere, and
+    // E[H^T sign(H r)] = d m_d r/|r| for a uniform orthogonal H: scale by 1/(d m_d). When d is
+    // a power of two the two windows run unscaled (G = d H), so decode's G^T s is exact integer
+    // arithmetic and the 1/d joins qjl_scale (an exact power-of-two factor). Overlapping windows
+    // (other d) keep their scales: unscaled, they would not compose to a multiple of an
+    // orthogonal map.
+    const bool pow2 = (d & (d - 1)) == 0;
     t->qjl_hadamard = true;
     t->qjl_windows = HadamardChain(
         d, internal::kTqQjlRounds,
-        internal::TqStreamState(p.seed, internal::TqStream::kQjlHadamardSigns, d, p.part));
-    t->qjl_scale = static_cast<float>(1.0 / (d * SphereAbsMean(d)));
+        internal::TqStreamState(p.seed, internal::TqStream::kQjlHadamardSigns, d, p.part),
+        /*unscaled=*/pow2);
+    t->qjl_scale = static_cast<float>(1.0 / (d * SphereAbsMean(d)) / (pow2 ? d : 1));
   } else if (t->prod) {
     GaussianStream g(internal::TqStreamState(p.seed, internal::TqStream::kQjlMatrix, d, p.part));
     t->qjl.resize(static_cast<size_t>(d) * d);
@@ -347,6 +356,29 @@ void TqApplyChain(const std::vector<TqHadamardWindow>& chain, float* x) {
   }
 }
 
+void TqApplyChainHalf(const std::vector<TqHadamardWindow>& chain, float* x) {
+  // Every value is a binary16 number held in a float: x rounded once, sign flips exact, each
+  // butterfly's sum rounded to binary16. The binary32 sum of two binary16 numbers rounded to
+  // binary16 equals their correctly rounded binary16 sum (24 >= 2 * 11 + 2 bits), which is what
+  // the GPU's packed half-precision adds compute.
+  const auto h = [](float v) { return HalfToFloat(FloatToHalf(v)); };
+  const uint32_t d = chain.empty() ? 0 : chain[0].len;
+  for (uint32_t i = 0; i < d; ++i) x[i] = h(x[i]);
+  for (const auto& w : chain) {
+    float* v = x + w.offset;
+    for (uint32_t i = 0; i < w.len; ++i) v[i] = v[i] * w.signs[i];
+    for (uint32_t hh = 1; hh < w.len; hh <<= 1) {
+      for (uint32_t i = 0; i < w.len; i += 2 * hh) {
+        for (uint32_t j = i; j < i + hh; ++j) {
+          const float a = v[j], b = v[j + hh];
+          v[j] = h(a + b);
+          v[j + hh] = h(a - b);
+        }
+      }
+    }
+  }
+}
+
 void TqApplyChainInverse(const std::vector<TqHadamardWindow>& chain, float* x) {
   for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
     const auto& w = *it;
@@ -440,9 +472,14 @@ void TqEncodeVector(const TqTables& t, const float* x, uint8_t* out, float* norm
   uint8_t* signs = out + t.MseBytes();
   std::fill(signs, signs + t.SignBytes(), 0);
   if (t.qjl_hadamard) {
-    // sketch = H r (the factor sqrt(d) of S does not change a sign).
+    // sketch = G r (the positive factor sqrt(d) / g of S does not change a sign); unscaled
+    // chains (d a power of two) in binary16 arithmetic (docs/FORMAT.md).
     std::copy(r, r + d, tmp);
-    TqApplyChain(t.qjl_windows, tmp);
+    if (t.qjl_windows[0].len == d) {
+      TqApplyChainHalf(t.qjl_windows, tmp);
+    } else {
+      TqApplyChain(t.qjl_windows, tmp);
+    }
     for (uint32_t i = 0; i < d; ++i) {
       if (tmp[i] >= 0.0f) signs[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
     }

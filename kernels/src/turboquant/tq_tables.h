@@ -61,12 +61,15 @@ struct TqTables {
   // Prod, qjl=gaussian: S, dim x dim row-major, and its transpose.
   std::vector<float> qjl;
   std::vector<float> qjl_t;
-  // Prod, qjl=hadamard: S = sqrt(dim) * H, H the chain of these windows (kTqQjlRounds rounds of
-  // the rotation's window layout, own signs), applied like `windows`.
+  // Prod, qjl=hadamard: the chain G of these windows (kTqQjlRounds rounds of the rotation's
+  // window layout, own signs), applied like `windows`; G = g * H with H orthogonal: dim a
+  // power of two: scale 1 (unscaled butterflies), g = dim; otherwise scale 1/sqrt(len), g = 1.
+  // S = sqrt(dim) * H.
   bool qjl_hadamard = false;
   std::vector<TqHadamardWindow> qjl_windows;
   // Decode coefficient per unit of gamma: gaussian (float)(sqrt(pi/2) / dim) on S^T signs;
-  // hadamard (float)(1 / (dim * m_dim)) on H^T signs, m_dim = E|u_1| of a uniform unit vector.
+  // hadamard (float)(1 / (dim * m_dim * g)) on G^T signs, m_dim = E|u_1| of a uniform unit
+  // vector (dim 128: 0x3A626E71).
   float qjl_scale = 0;
 
   size_t MseBytes() const { return (static_cast<size_t>(dim) * mse_bits + 7) / 8; }
@@ -92,6 +95,10 @@ constexpr uint32_t kTqQjlRounds = 2;
 // (= transpose: every window is orthogonal).
 void TqApplyChain(const std::vector<TqHadamardWindow>& chain, float* x);
 void TqApplyChainInverse(const std::vector<TqHadamardWindow>& chain, float* x);
+// An unscaled chain of one window length (the QJL chain of a power-of-two dim) in binary16
+// arithmetic: x rounded to binary16, each butterfly result rounded to binary16 (prod encode's
+// sketch, docs/FORMAT.md).
+void TqApplyChainHalf(const std::vector<TqHadamardWindow>& chain, float* x);
 
 // u -> Rot u (forward) and back, in place; scratch holds dim floats.
 void TqRotate(const TqTables& t, float* x, float* scratch);
