@@ -15,7 +15,6 @@
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_posix.h>
-#include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
 
@@ -95,38 +94,6 @@ bool StopSignalPending() {
   if (::sigpending(&pending) != 0) return false;
   return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
 }
-
-// kvtier_connections_open / kvtier_connections_refused_total, read from the ConnectionLimiter at
-// each scrape (the open count is recounted then, so closed connections drop out).
-class ConnectionCollector : public prometheus::Collectable {
- public:
-  void Set(ConnectionLimiter* limiter) {
-    std::lock_guard<std::mutex> lock(mu_);
-    limiter_ = limiter;
-  }
-  std::vector<prometheus::MetricFamily> Collect() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (limiter_ == nullptr) return {};
-    prometheus::MetricFamily open;
-    open.name = "kvtier_connections_open";
-    open.help = "Client connections open on the Unix socket and plaintext TCP (TLS connections "
-                "are not counted).";
-    open.type = prometheus::MetricType::Gauge;
-    open.metric.emplace_back();
-    open.metric.back().gauge.value = static_cast<double>(limiter_->Recount());
-    prometheus::MetricFamily refused;
-    refused.name = "kvtier_connections_refused_total";
-    refused.help = "Connections closed at once because server.max_connections were open.";
-    refused.type = prometheus::MetricType::Counter;
-    refused.metric.emplace_back();
-    refused.metric.back().counter.value = static_cast<double>(limiter_->refused());
-    return {std::move(open), std::move(refused)};
-  }
-
- private:
-  mutable std::mutex mu_;
-  ConnectionLimiter* limiter_ = nullptr;
-};
 
 }  // namespace
 
@@ -264,7 +231,7 @@ absl::Status Daemon::Impl::StartGrpc() {
     KVTIER_ASSIGN_OR_RETURN(
         limiter, ConnectionLimiter::Start(std::move(plain_fds), static_cast<int>(so.max_connections),
                                           [srv](int fd) { grpc::AddInsecureChannelFromFd(srv, fd); }));
-    connection_collector->Set(limiter.get());
+    connection_collector->SetLimiter(limiter.get());
   }
   WritePortFile(so.port_file, tcp_port);
   SetServing(false);
@@ -415,7 +382,7 @@ void Daemon::Impl::Shutdown() {
   if (health) health->Shutdown();
   if (service) service->StartDraining();
   // No new connections from here on (the listeners close); open ones drain below.
-  connection_collector->Set(nullptr);
+  connection_collector->SetLimiter(nullptr);
   if (limiter) limiter->Stop();
   if (server) {
     server->Shutdown(std::chrono::system_clock::now() +

@@ -310,4 +310,22 @@ std::vector<prometheus::MetricFamily> StorageCollector::Collect() const {
   return out;
 }
 
+std::vector<prometheus::MetricFamily> ConnectionCollector::Collect() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (limiter_ == nullptr) return {};
+  auto open = Family("kvtier_connections_open",
+                     "Client connections open on the Unix socket and plaintext TCP (TLS "
+                     "connections are not counted).",
+                     prometheus::MetricType::Gauge);
+  AddValue(&open, {}, static_cast<double>(limiter_->Recount()));
+  auto refused = Family("kvtier_connections_refused_total",
+                        "Connections closed at once because server.max_connections were open.",
+                        prometheus::MetricType::Counter);
+  AddValue(&refused, {}, static_cast<double>(limiter_->refused()));
+  std::vector<prometheus::MetricFamily> out;
+  out.push_back(std::move(open));
+  out.push_back(std::move(refused));
+  return out;
+}
+
 }  // namespace kvtier::service

@@ -26,6 +26,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "connection_limiter.h"
 #include "kvtier/kernels/codec.h"
 #include "kvtier/storage/tier_manager.h"
 
@@ -125,6 +126,23 @@ class StorageCollector : public prometheus::Collectable {
   const ServiceMetrics* service_;
   mutable std::mutex mu_;  // held during Collect so the tier manager cannot close under it
   const storage::TierManager* tm_ = nullptr;
+};
+
+// kvtier_connections_open / kvtier_connections_refused_total, read from the ConnectionLimiter at
+// each scrape (the open count is recounted then, so closed connections drop out). Nothing is
+// exported while no limiter is set (no plaintext listener).
+class ConnectionCollector : public prometheus::Collectable {
+ public:
+  // Called once the listeners are up, and with nullptr before the limiter stops.
+  void SetLimiter(ConnectionLimiter* limiter) {
+    std::lock_guard<std::mutex> lock(mu_);
+    limiter_ = limiter;
+  }
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  mutable std::mutex mu_;  // held during Collect so the limiter cannot go away under it
+  ConnectionLimiter* limiter_ = nullptr;
 };
 
 }  // namespace kvtier::service
