@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# kvtierd ingest and fetch with its codecs on the CPU and on the GPU (service.codec_device), side
+# by side on one machine: for each setting, starts kvtierd (host tier of 8 GiB, TCP and metrics
+# on free loopback ports), runs `kvtier bench` Puts of tensors (encoded by the daemon) and tensor Gets
+# (decoded by the daemon), and writes the reports as JSON.
+#
+#   bench/daemon_codec_device.sh BIN_DIR OUT_DIR [CODEC] [CONCURRENCY] [SECONDS]
+#
+# BIN_DIR holds kvtierd and kvtier (e.g. a GPU bundle's bin/ after scripts/gpu-bundle.sh with
+# the kvtierd and kvtier targets). Results: OUT_DIR/{put,get}_{cpu,gpu}.json.
+set -euo pipefail
+BIN=$1
+OUT=$2
+CODEC=${3:-kivi:b=2,g=32}
+CONC=${4:-8}
+SECS=${5:-4}
+mkdir -p "$OUT"
+for dev in cpu gpu; do
+  dir=$(mktemp -d)
+  "$BIN/kvtierd" --service.data_dir="$dir" --server.unix_socket="$dir/kvtierd.sock" --server.tcp_address=127.0.0.1:0 --metrics.address=127.0.0.1:0 \
+    --service.codec_device="$dev" --storage.host.capacity_bytes=$((8 << 30)) \
+    > "$OUT/kvtierd_$dev.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do
+    "$BIN/kvtierd" --server.unix_socket="$dir/kvtierd.sock" --health-check >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  for mode in put get; do
+    "$BIN/kvtier" --target "unix:$dir/kvtierd.sock" bench --codec "$CODEC" --mode "$mode" \
+      --concurrency "$CONC" --duration "$SECS" --seed 7 --json-out "$OUT/${mode}_$dev.json" \
+      | sed "s/^/[$dev $mode] /"
+  done
+  kill -TERM "$pid"
+  wait "$pid" || true
+  grep -h "codecs on the" "$OUT/kvtierd_$dev.log" | sed "s/^/[$dev] /" || true
+  rm -rf "$dir"
+done
