@@ -7,7 +7,9 @@
 #   bench/daemon_codec_device.sh BIN_DIR OUT_DIR [CODEC] [CONCURRENCY] [SECONDS]
 #
 # BIN_DIR holds kvtierd and kvtier (e.g. a GPU bundle's bin/ after scripts/gpu-bundle.sh with
-# the kvtierd and kvtier targets). Results: OUT_DIR/{put,get}_{cpu,gpu}.json.
+# the kvtierd and kvtier targets). Results: OUT_DIR/{put,get}_{cpu,gpu}.json. Extra kvtierd flags
+# (e.g. --service.gpu_codec_slots=8) come from $KVTIERD_FLAGS; MODES (default "put get") picks
+# the bench modes.
 set -euo pipefail
 BIN=$1
 OUT=$2
@@ -18,14 +20,14 @@ mkdir -p "$OUT"
 for dev in cpu gpu; do
   dir=$(mktemp -d)
   "$BIN/kvtierd" --service.data_dir="$dir" --server.unix_socket="$dir/kvtierd.sock" --server.tcp_address=127.0.0.1:0 --metrics.address=127.0.0.1:0 \
-    --service.codec_device="$dev" --storage.host.capacity_bytes=$((8 << 30)) \
+    --service.codec_device="$dev" --storage.host.capacity_bytes=$((8 << 30)) ${KVTIERD_FLAGS:-} \
     > "$OUT/kvtierd_$dev.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do
     "$BIN/kvtierd" --server.unix_socket="$dir/kvtierd.sock" --health-check >/dev/null 2>&1 && break
     sleep 0.1
   done
-  for mode in put get; do
+  for mode in ${MODES:-put get}; do
     "$BIN/kvtier" --target "unix:$dir/kvtierd.sock" bench --codec "$CODEC" --mode "$mode" \
       --concurrency "$CONC" --duration "$SECS" --seed 7 --json-out "$OUT/${mode}_$dev.json" \
       | sed "s/^/[$dev $mode] /"
