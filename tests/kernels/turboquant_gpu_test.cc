@@ -30,25 +30,13 @@ struct DevBuf {
   uint8_t* u8() { return static_cast<uint8_t*>(p); }
 };
 
+// GQA with 4 query heads per KV head (KvLayout::Mha with the group size fixed).
 KvLayout Mha(uint32_t layers, uint32_t heads, uint32_t dim, DType dt = DType::kFloat16) {
-  KvLayout l;
-  l.kind = LayoutKind::kMha;
-  l.dtype = dt;
-  l.num_layers = layers;
-  l.num_kv_heads = heads;
-  l.num_query_heads = heads * 4;
-  l.head_dim = dim;
-  return l;
+  return KvLayout::Mha(layers, heads, heads * 4, dim, dt);
 }
 
 KvLayout Mla(uint32_t layers, uint32_t latent, uint32_t rope) {
-  KvLayout l;
-  l.kind = LayoutKind::kMla;
-  l.dtype = DType::kFloat16;
-  l.num_layers = layers;
-  l.latent_dim = latent;
-  l.rope_dim = rope;
-  return l;
+  return KvLayout::Mla(layers, latent, rope, DType::kFloat16);
 }
 
 size_t ElemSize(DType dt) { return dt == DType::kFloat32 ? 4 : 2; }
