@@ -9,7 +9,7 @@ PACKAGES=(
   # libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   librocksdb-dev libabsl-dev prometheus-cpp-dev libspdlog-dev libfmt-dev libssl-dev
-  libcli11-dev libtomlplusplus-dev
+  libcli11-dev libtomlplusplus-dev libisal-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # Python bindings and their tests

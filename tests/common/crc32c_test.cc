@@ -1,5 +1,6 @@
 #include "kvtier/common/crc32c.h"
 
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -86,6 +87,30 @@ TEST(Crc32cCombineTest, CombineAndSuffixMatchDirectComputation) {
   // A wrong prefix CRC gives a wrong suffix CRC (the check can fail).
   const uint32_t whole = Crc32c("123456789", 9);
   EXPECT_NE(Crc32cOfSuffix(whole, Crc32c("12344", 5), 4), Crc32c("6789", 4));
+}
+
+// Copying with a checksum (Crc32cAppend, Crc32cCopy): the bytes land after what the container held
+// (or in the destination, nothing past it), unchanged, in both container types, across piece
+// boundaries; the CRC equals a separate pass and extends `crc`.
+TEST(Crc32cAppendTest, CopyAndAppendChecksumWhatTheyCopy) {
+  std::mt19937_64 rng(5);
+  for (size_t n : {size_t{0}, size_t{1}, kCrc32cCopyPiece - 1, kCrc32cCopyPiece,
+                   3 * kCrc32cCopyPiece + 17}) {
+    std::vector<uint8_t> src(n);
+    for (auto& b : src) b = static_cast<uint8_t>(rng());
+    std::string s = "ab";
+    const uint32_t crc = Crc32cAppend(Crc32c("ab", 2), &s, src.data(), n);
+    EXPECT_EQ(crc, Crc32c(s.data(), s.size())) << n;
+    ASSERT_EQ(s.size(), n + 2);
+    EXPECT_EQ(0, std::memcmp(s.data() + 2, src.data(), n)) << n;
+    std::vector<uint8_t> v;
+    EXPECT_EQ(Crc32cAppend(0, &v, src.data(), n), Crc32c(src.data(), n)) << n;
+    EXPECT_EQ(v, src) << n;
+    std::vector<uint8_t> dst(n + 1, 0xEE);
+    EXPECT_EQ(Crc32cCopy(7, dst.data(), src.data(), n), Crc32cExtend(7, src.data(), n)) << n;
+    EXPECT_EQ(0, std::memcmp(dst.data(), src.data(), n)) << n;
+    EXPECT_EQ(dst[n], 0xEE) << "wrote past the end, n = " << n;
+  }
 }
 
 }  // namespace
