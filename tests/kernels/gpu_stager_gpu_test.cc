@@ -1,8 +1,10 @@
 // GpuStager on a GPU: a host chunk encoded through the stager has exactly the CPU reference's
 // payload bytes, and a stager decode writes exactly what the CPU decode writes, for every codec
-// with GPU kernels (raw, fp8, kivi, turboquant incl. prod and the outlier splits), fp16 and bf16;
-// concurrent callers share the slots without mixing their data; oversized chunks and corrupt
-// payloads are refused with a clear status and leave the output untouched.
+// with GPU kernels (raw, fp8, kivi, turboquant incl. prod and the outlier splits), fp16 and bf16,
+// on the pinned-staging path (default and with a staging buffer far smaller than the chunks, so
+// transfers move in many pieces) and on the legacy path; concurrent callers share the slots
+// without mixing their data; oversized chunks and corrupt payloads are refused with a clear
+// status and leave the output untouched.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -26,8 +28,29 @@ ChunkInput HostInput(const std::vector<uint8_t>& data, const KvLayout& l, uint32
   return in;
 }
 
-TEST(GpuStagerGpuTest, EncodeAndDecodeEqualTheCpuReference) {
-  auto stager = GpuStager::Create(GpuStager::Options{});
+// The staging variants every equality test runs on.
+struct Staging {
+  const char* name;
+  size_t staging_bytes;
+  bool legacy;
+};
+constexpr Staging kStagings[] = {
+    {"pinned, default size", GpuStager::Options{}.staging_bytes, false},
+    {"pinned, 64 KiB (many pieces)", size_t{64} << 10, false},
+    {"legacy", GpuStager::Options{}.staging_bytes, true},
+};
+
+GpuStager::Options StagingOptions(const Staging& st) {
+  GpuStager::Options o;
+  o.staging_bytes = st.staging_bytes;
+  o.legacy_staging = st.legacy;
+  return o;
+}
+
+class GpuStagerStagingTest : public ::testing::TestWithParam<Staging> {};
+
+TEST_P(GpuStagerStagingTest, EncodeAndDecodeEqualTheCpuReference) {
+  auto stager = GpuStager::Create(StagingOptions(GetParam()));
   ASSERT_TRUE(stager.ok()) << stager.status();
   const std::vector<KvLayout> layouts = {KvLayout::Mha(2, 2, 4, 128, DType::kFloat16),
                                          KvLayout::Mha(2, 2, 2, 128, DType::kBFloat16)};
@@ -66,8 +89,36 @@ TEST(GpuStagerGpuTest, EncodeAndDecodeEqualTheCpuReference) {
   EXPECT_EQ((*stager)->decodes(), static_cast<uint64_t>(cases));
 }
 
-TEST(GpuStagerGpuTest, ConcurrentCallersGetTheirOwnResults) {
-  GpuStager::Options o;
+// Token counts that make the transfers no multiple of the staging pieces, and a payload far
+// larger than the whole staging buffer (raw: body = tensor).
+TEST_P(GpuStagerStagingTest, OddSizesEqualTheCpuReference) {
+  auto stager = GpuStager::Create(StagingOptions(GetParam()));
+  ASSERT_TRUE(stager.ok()) << stager.status();
+  const KvLayout l = KvLayout::Mha(3, 2, 4, 128, DType::kFloat16);
+  uint32_t seed = 70;
+  for (const char* text : {"raw", "kivi:b=2,g=32", "turboquant:b=3"}) {
+    for (uint32_t tokens : {1u, 77u, 203u}) {
+      SCOPED_TRACE(std::string(text) + " tokens " + std::to_string(tokens));
+      const CodecParams p = *CodecParams::Parse(text);
+      const auto host = testing::RandomChunk(l, tokens, ++seed);
+      std::vector<uint8_t> cpu, gpu;
+      ASSERT_TRUE(Encode(p, HostInput(host, l, tokens), &cpu).ok());
+      const absl::Status s = (*stager)->Encode(p, HostInput(host, l, tokens), &gpu);
+      ASSERT_TRUE(s.ok()) << s;
+      ASSERT_EQ(gpu, cpu);
+      std::vector<uint8_t> cpu_out(host.size()), gpu_out(host.size());
+      testing::Poison(&cpu_out);
+      testing::Poison(&gpu_out);
+      ASSERT_TRUE(Decode(cpu, DecodeTarget::Contiguous(cpu_out.data(), l, tokens)).ok());
+      const absl::Status d = (*stager)->DecodeContiguous(cpu, absl::MakeSpan(gpu_out));
+      ASSERT_TRUE(d.ok()) << d;
+      ASSERT_EQ(gpu_out, cpu_out);
+    }
+  }
+}
+
+TEST_P(GpuStagerStagingTest, ConcurrentCallersGetTheirOwnResults) {
+  GpuStager::Options o = StagingOptions(GetParam());
   o.slots = 2;
   auto stager = GpuStager::Create(o);
   ASSERT_TRUE(stager.ok()) << stager.status();
@@ -100,8 +151,8 @@ TEST(GpuStagerGpuTest, ConcurrentCallersGetTheirOwnResults) {
   for (int w = 0; w < kThreads; ++w) EXPECT_EQ(mismatches[w], 0) << "thread " << w;
 }
 
-TEST(GpuStagerGpuTest, BadInputIsRefusedAndOutputUntouched) {
-  GpuStager::Options o;
+TEST_P(GpuStagerStagingTest, BadInputIsRefusedAndOutputUntouched) {
+  GpuStager::Options o = StagingOptions(GetParam());
   o.max_tensor_bytes = 64 << 10;
   auto stager = GpuStager::Create(o);
   ASSERT_TRUE(stager.ok()) << stager.status();
@@ -125,6 +176,13 @@ TEST(GpuStagerGpuTest, BadInputIsRefusedAndOutputUntouched) {
             absl::StatusCode::kDataLoss);
   EXPECT_EQ(out, before);
 }
+
+INSTANTIATE_TEST_SUITE_P(Stagings, GpuStagerStagingTest, ::testing::ValuesIn(kStagings),
+                         [](const ::testing::TestParamInfo<Staging>& info) {
+                           return std::string(info.index == 0   ? "PinnedDefault"
+                                              : info.index == 1 ? "PinnedSmall"
+                                                                : "Legacy");
+                         });
 
 }  // namespace
 }  // namespace kvtier::kernels

@@ -17,6 +17,10 @@ TEST(GpuStagerTest, OptionsAreValidated) {
   o.slots = 65;
   EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
   o.slots = 4;
+  o.staging_bytes = (size_t{64} << 10) - 1;  // below the 64 KiB minimum
+  EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
+  o.staging_bytes = size_t{64} << 10;
+  EXPECT_TRUE(o.Validate().ok());
   o.max_tensor_bytes = 0;
   EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(GpuStager::Create(o).status().code(), absl::StatusCode::kInvalidArgument);

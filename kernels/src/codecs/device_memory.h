@@ -36,6 +36,81 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
+// Page-locked host memory (cudaHostAlloc / cudaFreeHost). Copies between it and the device run
+// as DMA at the link's speed and can be asynchronous, unlike copies from pageable memory, which
+// the driver stages through its own buffers. Allocation is slow (pages are locked): keep and
+// reuse these. Move-only.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer();
+  PinnedBuffer(PinnedBuffer&& o) noexcept : ptr_(o.ptr_), size_(o.size_) {
+    o.ptr_ = nullptr;
+    o.size_ = 0;
+  }
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  static absl::StatusOr<PinnedBuffer> Allocate(size_t bytes);
+  uint8_t* get() const { return static_cast<uint8_t*>(ptr_); }
+  size_t size() const { return size_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+// A CUDA stream of the current device created with cudaStreamNonBlocking: its work neither waits
+// for nor holds up the legacy default stream, so callers on different streams overlap. get() is
+// the cudaStream_t as void* (nullptr when empty). Move-only.
+class DeviceStream {
+ public:
+  DeviceStream() = default;
+  ~DeviceStream();
+  DeviceStream(DeviceStream&& o) noexcept : stream_(o.stream_) { o.stream_ = nullptr; }
+  DeviceStream& operator=(DeviceStream&& o) noexcept;
+  DeviceStream(const DeviceStream&) = delete;
+  DeviceStream& operator=(const DeviceStream&) = delete;
+
+  static absl::StatusOr<DeviceStream> Create();
+  void* get() const { return stream_; }
+
+ private:
+  void* stream_ = nullptr;
+};
+
+// A CUDA event without timing (cudaEventDisableTiming): marks a point in a stream that the host
+// can wait for. Waiting on an event never recorded returns at once. Move-only.
+class DeviceEvent {
+ public:
+  DeviceEvent() = default;
+  ~DeviceEvent();
+  DeviceEvent(DeviceEvent&& o) noexcept : event_(o.event_) { o.event_ = nullptr; }
+  DeviceEvent& operator=(DeviceEvent&& o) noexcept;
+  DeviceEvent(const DeviceEvent&) = delete;
+  DeviceEvent& operator=(const DeviceEvent&) = delete;
+
+  static absl::StatusOr<DeviceEvent> Create();
+  absl::Status Record(void* stream);  // after the work queued on `stream` so far
+  absl::Status Wait();                // blocks the host until that work is done
+
+ private:
+  void* event_ = nullptr;
+};
+
+// Stream-ordered variants (cudaMemcpyAsync / cudaMemsetAsync on `stream`, a cudaStream_t; nullptr
+// = legacy default stream). They return once queued; the host memory of a copy must be pinned
+// for the copy to be truly asynchronous, and must stay valid until the stream passes it.
+absl::Status CopyToHostAsync(void* host_dst, const void* device_src, size_t bytes, void* stream);
+absl::Status CopyToDeviceAsync(void* device_dst, const void* host_src, size_t bytes,
+                               void* stream);
+absl::Status DeviceZeroAsync(void* device_dst, size_t bytes, void* stream);
+absl::Status SyncStream(void* stream);
+// Turns a launcher's return code (codec_cuda.h) into a Status without synchronizing anything
+// (unlike FinishLaunch).
+absl::Status CheckLaunch(int launch_code, const char* what);
+
 absl::Status CopyToHost(void* host_dst, const void* device_src, size_t bytes);
 absl::Status CopyToDevice(void* device_dst, const void* host_src, size_t bytes);
 absl::Status DeviceZero(void* device_dst, size_t bytes);

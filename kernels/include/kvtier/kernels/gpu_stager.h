@@ -4,8 +4,12 @@
 // the CPU reference (docs/FORMAT.md), and leave the CPU to the network.
 //
 // Each call copies its input to the device, runs the kernels on the current CUDA device and
-// copies the result back before returning. Staging buffers are kept per slot and grow to the
-// largest chunk seen (up to Options::max_tensor_bytes).
+// copies the result back before returning. Each slot owns a non-blocking CUDA stream, device
+// buffers that grow to the largest chunk seen (up to Options::max_tensor_bytes) and a page-locked
+// host staging buffer (up to Options::staging_bytes) split in two halves: a transfer moves in
+// half-sized pieces, the calling thread copying one piece between the caller's memory and the
+// staging buffer while the DMA engine moves the other, so calls on different slots overlap
+// (raw, fp8 and kivi kernels run on the slot's stream; TurboQuant's on the default stream).
 //
 // Thread-safety: thread-safe. At most Options::slots calls stage at once; others wait for a slot.
 #ifndef KVTIER_KERNELS_GPU_STAGER_H_
@@ -28,6 +32,14 @@ class GpuStager {
   struct Options {
     int slots = 2;                           // concurrent staging calls, each with its buffers
     size_t max_tensor_bytes = size_t{256} << 20;  // larger chunks are refused (ResourceExhausted)
+    // Page-locked host memory per slot (allocated on first use, sized to the transfers seen up to
+    // this cap, >= 64 KiB). Transfers larger than half of it move in pieces.
+    size_t staging_bytes = size_t{4} << 20;
+    // true: the path before per-slot streams and pinned staging (pageable copies and the public
+    // Encode / Decode of device memory, on the legacy default stream), kept to measure the two
+    // side by side (bench/daemon_codec_device.sh). Create() also sets it when the environment
+    // has KVTIER_GPU_STAGING=legacy. Same bytes either way.
+    bool legacy_staging = false;
     absl::Status Validate() const;
   };
 
