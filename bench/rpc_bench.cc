@@ -7,6 +7,10 @@
 //   daemon checks the stream CRC-32C and the payload's own checksums, then stores it in the host
 //   tier) and read back with Get(PAYLOAD). Redis stores the same bytes with SET / GET (RESP spoken
 //   directly over its Unix socket; persistence off).
+//   The same Put / Get through the client SDK (kvtier::client::Client, one per client thread),
+//   twice: over the socket ("kvtierd-sdk", shared_memory_bytes = 0) and with same-node shared
+//   memory ("kvtierd-shm", the SDK's default for unix: targets: the value bytes go through a
+//   registered memfd, only the call crosses the socket).
 //   Batched Lookup: keys per second of full-prefix hits, batches of 1024 and 4096 keys.
 //
 // The bench starts its own kvtierd (--kvtierd, default: the one built alongside) and
@@ -35,6 +39,7 @@
 #include <fmt/format.h>
 
 #include "daemon_process.h"
+#include "kvtier/client/client.h"
 #include "kvtier/kernels/codec.h"
 #include "rpc_util.h"
 
@@ -230,6 +235,7 @@ int main(int argc, char** argv) {
   std::vector<uint32_t> sizes_kib = {256, 1024, 4096};
   std::vector<int> client_counts = {1, 4, 16};
   bool skip_redis = false;
+  std::vector<std::string> systems = {"kvtierd", "kvtierd-sdk", "kvtierd-shm", "redis"};
   app.add_option("--kvtierd", kvtierd, "kvtierd binary")->capture_default_str();
   app.add_option("--seconds", seconds, "Seconds per measurement")->capture_default_str();
   app.add_option("--json", json_path, "Write results as JSON here");
@@ -237,6 +243,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--clients", client_counts, "Concurrent client counts")->capture_default_str();
   app.add_flag("--skip-redis", skip_redis, "Measure kvtierd only");
+  app.add_option("--systems", systems, "Which of kvtierd, kvtierd-sdk, kvtierd-shm, redis to "
+                 "measure for Put/Get")->capture_default_str();
+  std::vector<std::string> ops = {"put", "get"};
+  app.add_option("--ops", ops, "Which of put, get to measure")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   // Like kvtierd: keep MiB-sized buffers on the heap (no mmap/munmap and page faults per call).
   // Applies to both clients (gRPC and RESP) in this process.
@@ -291,8 +301,22 @@ int main(int argc, char** argv) {
   if (!create_ns("bench", layout, 1024)) return 1;
 
   std::vector<Result> results;
+  // The per-call floor: a unary GetNamespace round trip (no data) from one client.
+  {
+    auto stub = daemon.Stub();
+    Result floor = Measure("kvtierd", "unary", 0, 1, seconds, [&](int, uint64_t) {
+      grpc::ClientContext ctx;
+      kvtier::v1::GetNamespaceRequest req;
+      req.set_name("bench");
+      kvtier::v1::GetNamespaceResponse resp;
+      return stub->GetNamespace(&ctx, req, &resp).ok();
+    });
+    std::printf("kvtierd     unary GetNamespace round trip, 1 client: p50 %.1f us  p99 %.1f us\n",
+                floor.p50_us, floor.p99_us);
+    results.push_back(floor);
+  }
   auto print = [](const Result& r) {
-    std::printf("%-8s %-4s %8zu B  %2d clients  %8.3f GB/s  p50 %9.1f us  p99 %9.1f us  "
+    std::printf("%-11s %-4s %8zu B  %2d clients  %8.3f GB/s  p50 %9.1f us  p99 %9.1f us  "
                 "(%llu ops, %llu errors)\n",
                 r.system.c_str(), r.op.c_str(), r.value_bytes, r.clients, r.gbps, r.p50_us,
                 r.p99_us, static_cast<unsigned long long>(r.ops),
@@ -350,10 +374,61 @@ int main(int argc, char** argv) {
           rd_put(c, i);
         }
       }
-      std::vector<Result> point = {Measure("kvtierd", "put", nominal, clients, seconds, kv_put)};
-      if (!skip_redis) point.push_back(Measure("redis", "put", nominal, clients, seconds, rd_put));
-      point.push_back(Measure("kvtierd", "get", nominal, clients, seconds, kv_get));
-      if (!skip_redis) point.push_back(Measure("redis", "get", nominal, clients, seconds, rd_get));
+      // The SDK, over the socket and through shared memory: one Client per client thread.
+      const absl::Span<const uint8_t> value_bytes(reinterpret_cast<const uint8_t*>(value.data()),
+                                                  value.size());
+      auto sdk_clients = [&](bool shm) {
+        std::vector<std::unique_ptr<kvtier::client::Client>> out;
+        kvtier::client::ClientOptions o;
+        o.target = "unix:" + daemon.socket_path();
+        o.shared_memory_bytes = shm ? uint64_t{64} << 20 : 0;
+        for (int c = 0; c < clients; ++c) {
+          auto made = kvtier::client::Client::Connect(o);
+          if (!made.ok()) {
+            std::fprintf(stderr, "client: %s\n", made.status().ToString().c_str());
+            std::exit(1);
+          }
+          out.push_back(std::move(*made));
+        }
+        return out;
+      };
+      auto sdk_key = [&](int c, uint64_t i) {
+        return *kvtier::ChunkKey::FromBytes(key(c, i));
+      };
+      kvtier::client::PutOptions sdk_put_options;
+      sdk_put_options.format = kvtier::client::DataFormat::kPayload;
+      kvtier::client::GetOptions sdk_get_options;
+      sdk_get_options.format = kvtier::client::DataFormat::kPayload;
+      auto sdk_ops = [&](std::vector<std::unique_ptr<kvtier::client::Client>>* cs) {
+        auto put = [&, cs](int c, uint64_t i) {
+          return (*cs)[c]->Put("bench", sdk_key(c, i), value_bytes, sdk_put_options).ok();
+        };
+        auto get = [&, cs](int c, uint64_t i) {
+          auto g = (*cs)[c]->Get("bench", sdk_key(c, i), sdk_get_options);
+          return g.ok() && g->data.size() == value.size();
+        };
+        return std::make_pair(put, get);
+      };
+      auto sdk_sock = sdk_clients(false);
+      auto sdk_shm = sdk_clients(true);
+      auto [sock_put, sock_get] = sdk_ops(&sdk_sock);
+      auto [shm_put, shm_get] = sdk_ops(&sdk_shm);
+      auto wanted = [&](const std::string& system, const std::string& op) {
+        return std::count(systems.begin(), systems.end(), system) > 0 &&
+               std::count(ops.begin(), ops.end(), op) > 0 && !(skip_redis && system == "redis");
+      };
+      std::vector<Result> point;
+      auto run = [&](const std::string& system, const std::string& op, auto fn) {
+        if (wanted(system, op)) point.push_back(Measure(system, op, nominal, clients, seconds, fn));
+      };
+      run("kvtierd", "put", kv_put);
+      run("kvtierd-sdk", "put", sock_put);
+      run("kvtierd-shm", "put", shm_put);
+      run("redis", "put", rd_put);
+      run("kvtierd", "get", kv_get);
+      run("kvtierd-sdk", "get", sock_get);
+      run("kvtierd-shm", "get", shm_get);
+      run("redis", "get", rd_get);
       for (const Result& r : point) {
         print(r);
         results.push_back(r);

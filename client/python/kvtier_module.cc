@@ -104,8 +104,9 @@ class PyClient {
  public:
   PyClient(const std::string& target, const std::string& token, bool tls,
            const std::string& ca_pem, const std::string& server_name, uint32_t timeout_ms,
-           uint32_t attempts, uint32_t connect_timeout_ms) {
+           uint32_t attempts, uint32_t connect_timeout_ms, uint64_t shared_memory_bytes) {
     ClientOptions o;
+    o.shared_memory_bytes = shared_memory_bytes;
     o.target = target;
     o.token = token;
     o.tls = tls;
@@ -357,10 +358,11 @@ PYBIND11_MODULE(_kvtier, m) {
 
   py::class_<PyClient>(m, "Client")
       .def(py::init<const std::string&, const std::string&, bool, const std::string&,
-                    const std::string&, uint32_t, uint32_t, uint32_t>(),
+                    const std::string&, uint32_t, uint32_t, uint32_t, uint64_t>(),
            py::arg("target"), py::arg("token") = "", py::arg("tls") = false,
            py::arg("ca_pem") = "", py::arg("server_name") = "", py::arg("timeout_ms") = 10000,
-           py::arg("attempts") = 4, py::arg("connect_timeout_ms") = 5000)
+           py::arg("attempts") = 4, py::arg("connect_timeout_ms") = 5000,
+           py::arg("shared_memory_bytes") = kvtier::client::ClientOptions().shared_memory_bytes)
       .def("create_namespace", &PyClient::CreateNamespace, py::arg("name"),
            py::arg("layers") = 0, py::arg("kv_heads") = 0, py::arg("head_dim") = 0,
            py::arg("q_heads") = 0, py::arg("dtype") = "fp16", py::arg("codec") = "raw",

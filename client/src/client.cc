@@ -6,15 +6,19 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <mutex>
 #include <utility>
 
 #include <fmt/format.h>
 
 #include "convert.h"
+#include "shared_arena.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kvtier.grpc.pb.h"
 #include "kvtier/client/retry.h"
 #include "kvtier/common/crc32c.h"
+#include "kvtier/common/shm_protocol.h"
 #include "kvtier/common/status.h"
 #include "kvtier/kernels/codec.h"
 
@@ -65,6 +69,77 @@ struct Client::Impl {
   std::unique_ptr<grpc::health::v1::Health::Stub> health;
 
   std::atomic<uint64_t> calls{0}, failed_calls{0}, retries{0}, bytes_sent{0}, bytes_received{0};
+
+  // Same-node shared memory (shared_arena.h): the daemon's registration socket ("" = not used),
+  // the registered region, and when registering may be tried again after a failure.
+  std::string shm_socket;
+  std::mutex shm_mu;
+  std::shared_ptr<internal::SharedArena> arena;  // Guarded by shm_mu.
+  Clock::time_point next_register{};            // Guarded by shm_mu.
+
+  // A block of the region held by one call; freed when it goes.
+  struct ShmBlock {
+    std::shared_ptr<internal::SharedArena> arena;
+    internal::SharedArena::Block block;
+    ShmBlock() = default;
+    ShmBlock(const ShmBlock&) = delete;
+    ShmBlock& operator=(const ShmBlock&) = delete;
+    ~ShmBlock() { Reset(); }
+    explicit operator bool() const { return arena != nullptr; }
+    void Reset() {
+      if (arena != nullptr) arena->Free(block);
+      arena.reset();
+    }
+    void Name(v1::SharedMemoryRef* ref, uint64_t length) const {
+      ref->set_region(arena->handle());
+      ref->set_offset(block.offset);
+      ref->set_length(length);
+    }
+  };
+
+  // The registered region, registering it when there is none (or the daemon dropped it); nullptr
+  // when shared memory is off or unavailable (then tried again at most once a second).
+  std::shared_ptr<internal::SharedArena> Arena() {
+    if (shm_socket.empty()) return nullptr;
+    std::lock_guard<std::mutex> lock(shm_mu);
+    if (arena != nullptr && arena->alive()) return arena;
+    arena.reset();
+    const Clock::time_point now = Clock::now();
+    if (now < next_register) return nullptr;
+    auto registered =
+        internal::SharedArena::Register(shm_socket, options.shared_memory_bytes, options.token);
+    if (!registered.ok()) {
+      next_register = now + std::chrono::seconds(1);
+      return nullptr;
+    }
+    arena = std::move(*registered);
+    return arena;
+  }
+  // Holds `bytes` of the region in `out`, or leaves it empty (use the socket).
+  void AllocateShm(uint64_t bytes, ShmBlock* out) {
+    std::shared_ptr<internal::SharedArena> a = Arena();
+    if (a == nullptr || bytes > a->size()) return;
+    if (auto b = a->Allocate(bytes)) {
+      out->arena = std::move(a);
+      out->block = *b;
+    }
+  }
+  // Whether a call-channel status means "use gRPC instead" (channel unusable, or the region is
+  // unknown: FAILED_PRECONDITION); clears *use_channel then. Otherwise it is the call's answer.
+  static bool ChannelFailed(const absl::Status& s, bool* use_channel) {
+    if (s.code() != absl::StatusCode::kUnavailable &&
+        s.code() != absl::StatusCode::kFailedPrecondition) {
+      return false;
+    }
+    *use_channel = false;
+    return true;
+  }
+  // After the daemon answered FAILED_PRECONDITION for a region: forget it (registered again by
+  // the next call that wants one).
+  void DropArena(const std::shared_ptr<internal::SharedArena>& a) {
+    std::lock_guard<std::mutex> lock(shm_mu);
+    if (arena == a) arena.reset();
+  }
 
   void Prepare(grpc::ClientContext* ctx, Clock::time_point deadline) const {
     ctx->set_deadline(ToSystem(deadline));
@@ -132,6 +207,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
   }
   impl->stub = v1::KvTier::NewStub(impl->channel);
   impl->health = grpc::health::v1::Health::NewStub(impl->channel);
+  if (options.shared_memory_bytes > 0) {
+    const std::string path = internal::UnixSocketPath(options.target);
+    if (!path.empty()) {
+      impl->shm_socket = shm::SocketPathFor(path);
+      impl->Arena();  // register now, so the first call does not pay for it
+    }
+  }
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
@@ -235,35 +317,75 @@ absl::StatusOr<PutResult> Client::Put(const std::string& ns, const ChunkKey& key
   header.set_first_position(put.first_position);
   header.set_ends_sequence(put.ends_sequence);
   header.set_total_bytes(data.size());
-  header.set_crc32c(Crc32c(data.data(), data.size()));
   header.set_pin(put.pin);
   const size_t step = impl_->options.put_message_bytes;
   v1::PutResponse resp;
-  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
-    grpc::ClientContext ctx;
-    impl_->Prepare(&ctx, d);
-    auto writer = impl_->stub->Put(&ctx, &resp);
-    size_t offset = 0;
-    bool first = true;
-    // A stream broken mid-way publishes nothing on the daemon, so a retry resends it whole.
-    while (first || offset < data.size()) {
-      v1::PutRequest msg;
-      if (first) *msg.mutable_header() = header;
-      const size_t n = std::min(step, data.size() - offset);
-      msg.set_data(reinterpret_cast<const char*>(data.data()) + offset, n);
-      if (!writer->Write(msg)) break;  // the daemon ended the stream; Finish says why
-      offset += n;
-      first = false;
+  Impl::ShmBlock shm;
+  impl_->AllocateShm(data.size(), &shm);
+  // The bytes go through shared memory and the call carries the header only. No CRC-32C: no
+  // transport lies between the caller's buffer and the daemon's copy (the daemon still verifies
+  // an uploaded payload's own checksums).
+  if (shm) std::memcpy(shm.block.data, data.data(), data.size());
+  bool use_channel = true;  // with shared memory: the call channel first, gRPC once it fails
+  auto put_call = [&]() -> absl::Status {
+    if (shm) {
+      header.clear_crc32c();
+      shm.Name(header.mutable_shm(), data.size());
+    } else {
+      header.clear_shm();
+      header.set_crc32c(Crc32c(data.data(), data.size()));
     }
-    s->bytes_sent = offset;
-    writer->WritesDone();
-    auto st = internal::FromGrpc(writer->Finish());
-    s->bytes_received = resp.ByteSizeLong();
-    if (st.ok() && offset != data.size()) {
-      return absl::InternalError("daemon acknowledged a Put before receiving all of its bytes");
-    }
-    return st;
-  }));
+    const absl::Span<const uint8_t> stream = shm ? absl::Span<const uint8_t>() : data;
+    return impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+      if (shm && use_channel) {
+        auto r = shm.arena->Call(shm::Op::kPut, header.SerializeAsString(), d);
+        if (!Impl::ChannelFailed(r.status(), &use_channel)) {
+          if (!r.ok()) return r.status();
+          s->bytes_sent = data.size();
+          s->bytes_received = r->size();
+          return resp.ParseFromString(*r) ? absl::OkStatus()
+                                          : absl::InternalError("malformed PutResponse");
+        }
+        if (r.status().code() == absl::StatusCode::kFailedPrecondition) return r.status();
+      }
+      grpc::ClientContext ctx;
+      impl_->Prepare(&ctx, d);
+      auto writer = impl_->stub->Put(&ctx, &resp);
+      size_t offset = 0;
+      bool first = true;
+      // A stream broken mid-way publishes nothing on the daemon, so a retry resends it whole.
+      bool closed = false;
+      while (first || offset < stream.size()) {
+        v1::PutRequest msg;
+        if (first) *msg.mutable_header() = header;
+        const size_t n = std::min(step, stream.size() - offset);
+        if (n > 0) msg.set_data(reinterpret_cast<const char*>(stream.data()) + offset, n);
+        // The last message also half-closes the stream (one step less than Write + WritesDone).
+        closed = offset + n == stream.size();
+        const bool sent = writer->Write(
+            msg, closed ? grpc::WriteOptions().set_last_message() : grpc::WriteOptions());
+        if (!sent) break;  // the daemon ended the stream; Finish says why
+        offset += n;
+        first = false;
+      }
+      s->bytes_sent = shm ? data.size() : offset;
+      if (!closed) writer->WritesDone();
+      auto st = internal::FromGrpc(writer->Finish());
+      s->bytes_received = resp.ByteSizeLong();
+      if (st.ok() && (first || offset != stream.size())) {
+        return absl::InternalError("daemon acknowledged a Put before receiving all of its bytes");
+      }
+      return st;
+    });
+  };
+  absl::Status status = put_call();
+  if (status.code() == absl::StatusCode::kFailedPrecondition && shm) {
+    // The daemon no longer knows the region (it restarted): this call goes over the socket.
+    impl_->DropArena(shm.arena);
+    shm.Reset();
+    status = put_call();
+  }
+  KVTIER_RETURN_IF_ERROR(status);
   PutResult out;
   out.stored_bytes = resp.stored_bytes();
   out.tensor_bytes = resp.tensor_bytes();
@@ -280,52 +402,25 @@ absl::StatusOr<GetResult> Client::Get(const std::string& ns, const ChunkKey& key
   req.set_format(internal::ToProto(get.format));
   req.set_release_lease_id(get.release_lease_id);
   GetResult out;
-  KVTIER_RETURN_IF_ERROR(impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
-    grpc::ClientContext ctx;
-    impl_->Prepare(&ctx, d);
-    s->bytes_sent = req.ByteSizeLong();
-    auto reader = impl_->stub->Get(&ctx, req);
-    v1::GetResponse msg;
-    bool have_header = false;
-    v1::GetHeader header;
-    out.data.clear();
-    absl::Status protocol;
-    while (reader->Read(&msg)) {
-      if (!have_header) {
-        if (!msg.has_header()) {
-          protocol = absl::InternalError("Get stream started without a header");
-          ctx.TryCancel();
-          break;
-        }
-        header = msg.header();
-        have_header = true;
-        if (header.total_bytes() > kMaxGetBytes) {
-          protocol = absl::ResourceExhaustedError(
-              fmt::format("Get of {} bytes exceeds the client limit", header.total_bytes()));
-          ctx.TryCancel();
-          break;
-        }
-        out.data.reserve(header.total_bytes());
-      }
-      if (out.data.size() + msg.data().size() > header.total_bytes()) {
-        protocol = absl::DataLossError("Get stream carried more bytes than its header announced");
-        ctx.TryCancel();
-        break;
-      }
-      out.data.insert(out.data.end(), msg.data().begin(), msg.data().end());
+  Impl::ShmBlock shm;
+  impl_->AllocateShm(impl_->options.shared_memory_get_bytes, &shm);
+  bool use_channel = true;  // with shared memory: the call channel first, gRPC once it fails
+  // Takes an answer the daemon wrote into shared memory: copies it out (checksumming the copy).
+  auto copy_from_shm = [&](const v1::GetHeader& header, uint32_t* crc) -> absl::Status {
+    if (!shm || header.total_bytes() > shm.block.size) {
+      return absl::InternalError("daemon answered in shared memory it was not given");
     }
-    s->bytes_received = out.data.size();
-    absl::Status st = internal::FromGrpc(reader->Finish());
-    if (!protocol.ok()) return protocol;
-    if (!st.ok()) return st;
-    if (!have_header) return absl::InternalError("Get stream ended without a header");
+    out.data.clear();
+    *crc = Crc32cAppend(0, &out.data, shm.block.data, header.total_bytes());
+    return absl::OkStatus();
+  };
+  // Checks the data in out.data against the header (size, CRC-32C `crc`) and fills the rest.
+  auto accept = [&](const v1::GetHeader& header, uint32_t crc) -> absl::Status {
     if (out.data.size() != header.total_bytes()) {
       return absl::DataLossError(fmt::format("Get returned {} of {} bytes", out.data.size(),
                                              header.total_bytes()));
     }
-    if (Crc32c(out.data.data(), out.data.size()) != header.crc32c()) {
-      return absl::DataLossError("Get data failed its CRC-32C check");
-    }
+    if (crc != header.crc32c()) return absl::DataLossError("Get data failed its CRC-32C check");
     out.format = internal::FromProto(header.format());
     out.num_tokens = header.num_tokens();
     out.first_position = header.first_position();
@@ -337,7 +432,96 @@ absl::StatusOr<GetResult> Client::Get(const std::string& ns, const ChunkKey& key
     out.tier = internal::FromProto(header.tier());
     out.payload_bytes = header.payload_bytes();
     return absl::OkStatus();
-  }));
+  };
+  auto get_call = [&]() -> absl::Status {
+    if (shm) {
+      shm.Name(req.mutable_shm(), shm.block.size);
+    } else {
+      req.clear_shm();
+    }
+    return impl_->Call(call, [&](Clock::time_point d, CallStats* s) {
+      s->bytes_sent = req.ByteSizeLong();
+      if (shm && use_channel) {
+        auto r = shm.arena->Call(shm::Op::kGet, req.SerializeAsString(), d);
+        // RESOURCE_EXHAUSTED: the answer does not fit the block; gRPC streams it.
+        const bool too_big = r.status().code() == absl::StatusCode::kResourceExhausted;
+        if (too_big) use_channel = false;
+        if (!too_big && !Impl::ChannelFailed(r.status(), &use_channel)) {
+          if (!r.ok()) return r.status();
+          v1::GetHeader header;
+          if (!header.ParseFromString(*r) || !header.in_shared_memory()) {
+            return absl::InternalError("malformed GetHeader on the shared-memory call channel");
+          }
+          uint32_t crc = 0;
+          KVTIER_RETURN_IF_ERROR(copy_from_shm(header, &crc));
+          s->bytes_received = out.data.size();
+          return accept(header, crc);
+        }
+        if (r.status().code() == absl::StatusCode::kFailedPrecondition) return r.status();
+      }
+      grpc::ClientContext ctx;
+      impl_->Prepare(&ctx, d);
+      auto reader = impl_->stub->Get(&ctx, req);
+      v1::GetResponse msg;
+      bool have_header = false;
+      v1::GetHeader header;
+      out.data.clear();
+      absl::Status protocol;
+      uint32_t shm_crc = 0;  // of the copy out of shared memory, when the data is there
+      while (reader->Read(&msg)) {
+        if (!have_header) {
+          if (!msg.has_header()) {
+            protocol = absl::InternalError("Get stream started without a header");
+            ctx.TryCancel();
+            break;
+          }
+          header = msg.header();
+          have_header = true;
+          if (header.total_bytes() > kMaxGetBytes) {
+            protocol = absl::ResourceExhaustedError(
+                fmt::format("Get of {} bytes exceeds the client limit", header.total_bytes()));
+            ctx.TryCancel();
+            break;
+          }
+          out.data.reserve(header.total_bytes());
+          if (header.in_shared_memory()) {
+            protocol = copy_from_shm(header, &shm_crc);
+            if (!protocol.ok()) {
+              ctx.TryCancel();
+              break;
+            }
+          }
+        }
+        if (header.in_shared_memory() && !msg.data().empty()) {
+          protocol = absl::DataLossError("Get data came both in shared memory and streamed");
+          ctx.TryCancel();
+          break;
+        }
+        if (out.data.size() + msg.data().size() > header.total_bytes()) {
+          protocol = absl::DataLossError("Get stream carried more bytes than its header announced");
+          ctx.TryCancel();
+          break;
+        }
+        out.data.insert(out.data.end(), msg.data().begin(), msg.data().end());
+      }
+      s->bytes_received = out.data.size();
+      absl::Status st = internal::FromGrpc(reader->Finish());
+      if (!protocol.ok()) return protocol;
+      if (!st.ok()) return st;
+      if (!have_header) return absl::InternalError("Get stream ended without a header");
+      return accept(header, header.in_shared_memory()
+                                ? shm_crc
+                                : Crc32c(out.data.data(), out.data.size()));
+    });
+  };
+  absl::Status status = get_call();
+  if (status.code() == absl::StatusCode::kFailedPrecondition && shm) {
+    // The daemon no longer knows the region (it restarted): this call goes over the socket.
+    impl_->DropArena(shm.arena);
+    shm.Reset();
+    status = get_call();
+  }
+  KVTIER_RETURN_IF_ERROR(status);
   return out;
 }
 

@@ -15,6 +15,7 @@
 #ifndef KVTIER_SERVICE_SRC_CONNECTION_LIMITER_H_
 #define KVTIER_SERVICE_SRC_CONNECTION_LIMITER_H_
 
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -34,8 +35,9 @@
 
 namespace kvtier::service {
 
-// A listening Unix-domain stream socket at `path` (mode 0600, close-on-exec).
-absl::StatusOr<int> ListenUnix(const std::string& path);
+// A listening Unix-domain socket at `path` (mode 0600, close-on-exec); `type` is SOCK_STREAM
+// (gRPC) or SOCK_SEQPACKET (the shared-memory registration socket).
+absl::StatusOr<int> ListenUnix(const std::string& path, int type = SOCK_STREAM);
 // A listening TCP socket on "host:port" ("[v6]:port" for IPv6 literals); port 0 picks one.
 // Returns the descriptor and the port bound.
 absl::StatusOr<std::pair<int, int>> ListenTcp(const std::string& host_port);

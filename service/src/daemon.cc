@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kvtier/common/logging.h"
+#include "kvtier/common/shm_protocol.h"
 #include "kvtier/common/status.h"
 #include "kvtier/kernels/device.h"
 #include "kvtier/kernels/gpu_stager.h"
@@ -30,6 +31,7 @@
 #include "kvtier_service.h"
 #include "metrics.h"
 #include "namespace_registry.h"
+#include "shared_memory.h"
 
 namespace kvtier::service {
 namespace {
@@ -109,6 +111,7 @@ class Daemon::Impl {
   std::unique_ptr<HealthService> health;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<ConnectionLimiter> limiter;  // accepts for the plaintext listeners
+  std::unique_ptr<SharedMemoryRegistry> shm;   // same-node shared memory (server.shared_memory)
   std::shared_ptr<ConnectionCollector> connection_collector =
       std::make_shared<ConnectionCollector>();
   std::unique_ptr<kernels::GpuStager> gpu_codec;
@@ -175,6 +178,26 @@ absl::Status Daemon::Impl::StartGrpc() {
     }
     KVTIER_ASSIGN_OR_RETURN(const int fd, ListenUnix(so.unix_socket));
     plain_fds.push_back(fd);
+    if (so.shared_memory) {
+      SharedMemoryRegistry::Options shm_options;
+      shm_options.socket_path = shm::SocketPathFor(so.unix_socket);
+      shm_options.max_region_bytes = so.shared_memory_max_region_bytes;
+      shm_options.max_regions = so.shared_memory_max_regions;
+      shm_options.token = so.token;
+      shm_options.max_call_connections = so.shared_memory_max_call_connections;
+      KvTierService* svc = service.get();
+      shm_options.on_call = [svc](shm::Op op, const std::string& body, std::string* reply) {
+        return svc->ServeSharedMemoryCall(op, body, reply);
+      };
+      auto started = SharedMemoryRegistry::Start(std::move(shm_options));
+      if (!started.ok()) {
+        close_plain();
+        return started.status();
+      }
+      shm = std::move(*started);
+      service->SetSharedMemory(shm.get());
+      connection_collector->SetSharedMemory(shm.get());
+    }
   }
   if (!so.tcp_address.empty()) {
     if (!so.tls_cert_file.empty()) {
@@ -389,6 +412,9 @@ void Daemon::Impl::Shutdown() {
                      std::chrono::seconds(options.server.drain_timeout_s));
     server->Wait();
   }
+  // No call runs any more: regions can go (their clients see the registration socket close).
+  connection_collector->SetSharedMemory(nullptr);
+  shm.reset();
   if (service) service->SetTierManager(nullptr);
   if (collector) collector->SetTierManager(nullptr);
   if (tm) {

@@ -17,7 +17,8 @@
 namespace kvtier::service {
 
 absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::GetRequest& req,
-                                       storage::TierManager* tm, GetPlan* plan) {
+                                       storage::TierManager* tm,
+                                       const SharedMemoryRegistry::View* shm, GetPlan* plan) {
   KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(req.namespace_()));
   KVTIER_ASSIGN_OR_RETURN(ChunkKey key, KeyFromProto(req.key(), "key"));
   const bool tensor = req.format() == v1::DATA_FORMAT_TENSOR;
@@ -36,12 +37,18 @@ absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::G
   // End-to-end check: the bytes we are about to serve are the bytes that were acknowledged.
   // Storage records a CRC-32C once a chunk has been on disk (0 while it only lived in memory);
   // the payload's own header and body checksums are verified below in every case.
-  const uint32_t payload_crc = Crc32c(payload.data(), payload.size());
+  // A payload asked for into the caller's shared memory is copied there by the same pass (the
+  // client is told only once it is verified).
+  const bool payload_to_shm = !tensor && shm != nullptr && payload.size() <= shm->size;
+  const uint32_t payload_crc = payload_to_shm
+                                   ? Crc32cCopy(0, shm->data, payload.data(), payload.size())
+                                   : Crc32c(payload.data(), payload.size());
+  plan->in_shm = payload_to_shm;
   if (handle->crc32c() != 0 && payload_crc != handle->crc32c()) {
     metrics_->CountChecksumFailure(ChecksumSource::kFetch);
     return absl::DataLossError("stored payload failed its checksum; not served");
   }
-  if (ctx->IsCancelled()) return CancelledStatus(ctx, "before sending");
+  if (ctx != nullptr && ctx->IsCancelled()) return CancelledStatus(ctx, "before sending");
 
   v1::GetHeader* h = &plan->header;
   h->set_format(req.format());
@@ -73,6 +80,7 @@ absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::G
     LayoutToProto(cinfo->layout, h->mutable_layout());
     h->set_total_bytes(out.size());
     h->set_crc32c(out_crc);
+    h->set_in_shared_memory(plan->in_shm);
     plan->out = out;
     plan->path = TransferPath::kFetchPayload;
     return absl::OkStatus();
@@ -108,11 +116,13 @@ absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::G
                            SecondsSince(t0), on_gpu);
     out = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(decoded.data()),
                                     decoded.size());
-    out_crc = Crc32c(out.data(), out.size());
+    plan->in_shm = shm != nullptr && out.size() <= shm->size;
+    out_crc = plan->in_shm ? Crc32cCopy(0, shm->data, out.data(), out.size())
+                           : Crc32c(out.data(), out.size());
   }
   h->set_total_bytes(out.size());
   h->set_crc32c(out_crc);
-
+  h->set_in_shared_memory(plan->in_shm);
   plan->out = out;
   plan->path = tensor ? TransferPath::kFetchTensor : TransferPath::kFetchPayload;
   return absl::OkStatus();
@@ -160,11 +170,22 @@ class KvTierService::GetReactor final : public grpc::ServerWriteReactor<grpc::By
       return;
     }
     release_lease_ = req.release_lease_id();
-    s = service_->PrepareGet(ctx_, req, tm, &plan_);
+    // The caller's shared memory range: when the answer fits, it goes there and the stream
+    // carries only the header.
+    absl::StatusOr<SharedMemoryRegistry::View> shm;
+    if (req.has_shm()) {
+      shm = service_->ResolveShm(req.shm());
+      if (!shm.ok()) {
+        FinishWith(shm.status());
+        return;
+      }
+    }
+    s = service_->PrepareGet(ctx_, req, tm, req.has_shm() ? &*shm : nullptr, &plan_);
     if (!s.ok()) {
       FinishWith(s);
       return;
     }
+    if (plan_.in_shm) service_->shm_->CountWritten(plan_.out.size());
     NextWrite();
   }
 
@@ -202,6 +223,13 @@ class KvTierService::GetReactor final : public grpc::ServerWriteReactor<grpc::By
       prefix_.push_back(0x0A);  // field 1 (header), length-delimited
       AppendVarint(&prefix_, header.size());
       prefix_.append(header);
+    }
+    if (plan_.in_shm) {  // the data is in the caller's shared memory
+      grpc::Slice slice(prefix_.data(), prefix_.size());
+      buffer_ = grpc::ByteBuffer(&slice, 1);
+      off_ = plan_.out.size();
+      StartWrite(&buffer_);
+      return;
     }
     prefix_.push_back(0x12);  // field 2 (data), length-delimited
     AppendVarint(&prefix_, n);

@@ -40,6 +40,10 @@ absl::Status KvTierService::Admit(grpc::ServerContextBase* ctx, bool needs_stora
     metrics_->CountAuthFailure();
     return status;
   }
+  return AdmitAuthenticated(needs_storage, tm);
+}
+
+absl::Status KvTierService::AdmitAuthenticated(bool needs_storage, storage::TierManager** tm) {
   *tm = tm_.load(std::memory_order_acquire);
   if (draining_.load(std::memory_order_acquire)) {
     metrics_->CountRejected("not_serving");

@@ -24,6 +24,7 @@
 #include "kvtier/storage/tier_manager.h"
 #include "metrics.h"
 #include "namespace_registry.h"
+#include "shared_memory.h"
 
 namespace kvtier::service {
 
@@ -48,6 +49,15 @@ class KvTierService final
   // Where tensors are encoded and decoded: GPU staging (kernels/gpu_stager.h), or nullptr for the
   // CPU. Call once, before SetTierManager. Codecs or chunks the GPU cannot take go to the CPU.
   void SetGpuCodec(kernels::GpuStager* gpu) { gpu_codec_ = gpu; }
+  // Same-node shared memory for Put/Get data (shared_memory.h), or nullptr (requests naming a
+  // region then fail FAILED_PRECONDITION). Call once, before SetTierManager.
+  void SetSharedMemory(SharedMemoryRegistry* shm) { shm_ = shm; }
+  // One Put or Get of the shared-memory call channel (shared_memory.h): `body` is a PutHeader or
+  // GetRequest naming a shared memory range, `reply` receives the PutResponse or GetHeader. Same
+  // checks, storage, metrics and errors as the gRPC calls; the token was checked when the
+  // channel attached. A Get whose answer does not fit the range fails RESOURCE_EXHAUSTED (fetch
+  // it through gRPC, which streams it).
+  absl::Status ServeSharedMemoryCall(shm::Op op, const std::string& body, std::string* reply);
   // Start refusing new calls with UNAVAILABLE (drain). Running calls continue.
   void StartDraining() { draining_.store(true, std::memory_order_release); }
   int64_t inflight() const { return inflight_.load(std::memory_order_acquire); }
@@ -85,6 +95,9 @@ class KvTierService final
 
   // Admission of a call: token, serving state, in-flight limit. On OK the caller must Release().
   absl::Status Admit(grpc::ServerContextBase* ctx, bool needs_storage, storage::TierManager** tm);
+  // Admit without the token check, for a caller authenticated otherwise (the shared-memory call
+  // channel checks the token once per connection).
+  absl::Status AdmitAuthenticated(bool needs_storage, storage::TierManager** tm);
   void Release();
   // Latency metric and debug log of a finished call.
   void Record(const char* method, const absl::Status& status, double seconds);
@@ -106,6 +119,7 @@ class KvTierService final
   absl::Status StartPut(const v1::PutHeader& header, PutState* st);
   absl::Status AppendPut(PutState* st, const uint8_t* p, size_t n);
   // Checks size and CRC, encodes or verifies, stores. Nothing is visible before this succeeds.
+  // `ctx` (checked for cancellation) is nullptr on the shared-memory call channel.
   absl::Status FinishPut(grpc::ServerContextBase* ctx, storage::TierManager* tm, PutState* st,
                          v1::PutResponse* resp);
 
@@ -115,12 +129,23 @@ class KvTierService final
     storage::ChunkHandle handle;
     std::string decoded;
     absl::Span<const uint8_t> out;
+    bool in_shm = false;  // `out` was also copied into the caller's shared memory range
     TransferPath path = TransferPath::kFetchPayload;
   };
   class GetReactor;
-  // Looks the chunk up, verifies it and decodes it when asked (everything but the streaming).
+  // The shared-memory call channel's Put and Get (shared_memory_calls.cc), admitted already.
+  absl::Status SharedMemoryPut(storage::TierManager* tm, const std::string& body,
+                               std::string* reply);
+  absl::Status SharedMemoryGet(storage::TierManager* tm, const std::string& body,
+                               std::string* reply);
+  // The shared memory range a request names.
+  absl::StatusOr<SharedMemoryRegistry::View> ResolveShm(const v1::SharedMemoryRef& ref) const;
+  // Looks the chunk up, verifies it and decodes it when asked (everything but the streaming);
+  // when the answer fits in `shm` (nullptr = none) it is copied there too (plan->in_shm). `ctx`
+  // (checked for cancellation) is nullptr on the shared-memory call channel.
   absl::Status PrepareGet(grpc::ServerContextBase* ctx, const v1::GetRequest& req,
-                          storage::TierManager* tm, GetPlan* plan);
+                          storage::TierManager* tm, const SharedMemoryRegistry::View* shm,
+                          GetPlan* plan);
   // Keys of a Delete/Pin/Unpin/Lookup request, validated.
   absl::Status ParseKeys(const google::protobuf::RepeatedPtrField<std::string>& keys,
                          std::vector<ChunkKey>* out) const;
@@ -138,6 +163,7 @@ class KvTierService final
   ServiceMetrics* const metrics_;
   const TokenAuthenticator auth_;
   kernels::GpuStager* gpu_codec_ = nullptr;  // set before the first call, then constant
+  SharedMemoryRegistry* shm_ = nullptr;       // set before the first call, then constant
   std::atomic<storage::TierManager*> tm_{nullptr};
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> inflight_{0};

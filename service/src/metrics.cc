@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "shared_memory.h"
+
 namespace kvtier::service {
 namespace {
 
@@ -312,7 +314,29 @@ std::vector<prometheus::MetricFamily> StorageCollector::Collect() const {
 
 std::vector<prometheus::MetricFamily> ConnectionCollector::Collect() const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (limiter_ == nullptr) return {};
+  std::vector<prometheus::MetricFamily> out;
+  if (shm_ != nullptr) {
+    auto regions = Family("kvtier_shared_memory_regions",
+                          "Same-node shared memory regions registered by clients.",
+                          prometheus::MetricType::Gauge);
+    AddValue(&regions, {}, static_cast<double>(shm_->regions()));
+    auto mapped = Family("kvtier_shared_memory_mapped_bytes",
+                         "Bytes of client shared memory regions kvtierd has mapped.",
+                         prometheus::MetricType::Gauge);
+    AddValue(&mapped, {}, static_cast<double>(shm_->mapped_bytes()));
+    auto refused = Family("kvtier_shared_memory_registrations_refused_total",
+                          "Shared memory registrations refused (bad region, token, limits).",
+                          prometheus::MetricType::Counter);
+    AddValue(&refused, {}, static_cast<double>(shm_->refused()));
+    auto bytes = Family("kvtier_shared_memory_bytes_total",
+                        "Value bytes Put read from shared memory (direction=\"put\") and Get "
+                        "wrote into it (direction=\"get\") instead of the socket.",
+                        prometheus::MetricType::Counter);
+    AddValue(&bytes, {{"direction", "put"}}, static_cast<double>(shm_->read_bytes()));
+    AddValue(&bytes, {{"direction", "get"}}, static_cast<double>(shm_->written_bytes()));
+    for (auto* f : {&regions, &mapped, &refused, &bytes}) out.push_back(std::move(*f));
+  }
+  if (limiter_ == nullptr) return out;
   auto open = Family("kvtier_connections_open",
                      "Client connections open on the Unix socket and plaintext TCP (TLS "
                      "connections are not counted).",
@@ -322,7 +346,6 @@ std::vector<prometheus::MetricFamily> ConnectionCollector::Collect() const {
                         "Connections closed at once because server.max_connections were open.",
                         prometheus::MetricType::Counter);
   AddValue(&refused, {}, static_cast<double>(limiter_->refused()));
-  std::vector<prometheus::MetricFamily> out;
   out.push_back(std::move(open));
   out.push_back(std::move(refused));
   return out;

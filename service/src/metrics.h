@@ -131,6 +131,9 @@ class StorageCollector : public prometheus::Collectable {
 // kvtier_connections_open / kvtier_connections_refused_total, read from the ConnectionLimiter at
 // each scrape (the open count is recounted then, so closed connections drop out). Nothing is
 // exported while no limiter is set (no plaintext listener).
+class SharedMemoryRegistry;
+
+// Client connections and same-node shared memory regions, read when scraped.
 class ConnectionCollector : public prometheus::Collectable {
  public:
   // Called once the listeners are up, and with nullptr before the limiter stops.
@@ -138,11 +141,17 @@ class ConnectionCollector : public prometheus::Collectable {
     std::lock_guard<std::mutex> lock(mu_);
     limiter_ = limiter;
   }
+  // Called once the shared-memory socket is up, and with nullptr before the registry goes.
+  void SetSharedMemory(SharedMemoryRegistry* shm) {
+    std::lock_guard<std::mutex> lock(mu_);
+    shm_ = shm;
+  }
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   mutable std::mutex mu_;  // held during Collect so the limiter cannot go away under it
   ConnectionLimiter* limiter_ = nullptr;
+  SharedMemoryRegistry* shm_ = nullptr;
 };
 
 }  // namespace kvtier::service

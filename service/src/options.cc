@@ -99,6 +99,12 @@ absl::Status ServerOptions::Validate() const {
         "server.max_concurrent_streams and server.max_inflight_calls must be > 0");
   }
   if (max_connections == 0) return absl::InvalidArgumentError("server.max_connections is 0");
+  if (shared_memory && (shared_memory_max_regions == 0 || shared_memory_max_region_bytes == 0 ||
+                        shared_memory_max_call_connections == 0)) {
+    return absl::InvalidArgumentError(
+        "server.shared_memory_max_regions, shared_memory_max_region_bytes and "
+        "shared_memory_max_call_connections must be > 0 (or set server.shared_memory = false)");
+  }
   return absl::OkStatus();
 }
 

@@ -54,7 +54,30 @@ absl::Status KvTierService::StartPut(const v1::PutHeader& header, PutState* st) 
   }
   st->data.reserve(total);
   st->started = true;
+  if (header.has_shm()) {
+    // The bytes are in the client's shared memory: copy them out now (the client may change the
+    // region at any time; what is checked and stored is this copy). The stream carries no data.
+    if (header.shm().length() != total) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("header.shm.length (", header.shm().length(),
+                       ") differs from header.total_bytes (", total, ")"));
+    }
+    KVTIER_ASSIGN_OR_RETURN(SharedMemoryRegistry::View view, ResolveShm(header.shm()));
+    // The checksum covers the copy, i.e. the bytes kept, whatever the client does meanwhile.
+    st->crc = Crc32cAppend(0, &st->data, view.data, view.size);
+    shm_->CountRead(view.size);
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<SharedMemoryRegistry::View> KvTierService::ResolveShm(
+    const v1::SharedMemoryRef& ref) const {
+  if (shm_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "this kvtierd offers no shared memory (server.shared_memory is off or it has no Unix "
+        "socket)");
+  }
+  return shm_->Resolve(ref.region(), ref.offset(), ref.length());
 }
 
 absl::Status KvTierService::AppendPut(PutState* st, const uint8_t* p, size_t n) {
@@ -73,7 +96,8 @@ absl::Status KvTierService::FinishPut(grpc::ServerContextBase* ctx, storage::Tie
     return absl::InvalidArgumentError(absl::StrCat("Put stream ended after ", st->data.size(),
                                                    " of ", st->total, " bytes"));
   }
-  if (st->crc != st->header.crc32c()) {
+  const bool check_crc = !st->header.has_shm() || st->header.has_crc32c();
+  if (check_crc && st->crc != st->header.crc32c()) {
     metrics_->CountChecksumFailure(ChecksumSource::kPutStream);
     return absl::InvalidArgumentError(
         "CRC-32C of the streamed bytes does not match header.crc32c; nothing stored");
@@ -135,7 +159,7 @@ absl::Status KvTierService::FinishPut(grpc::ServerContextBase* ctx, storage::Tie
     meta.decoded_bytes = info->DecodedBytes();
   }
   // Last chance to honour a cancellation before the value becomes visible.
-  if (ctx->IsCancelled()) return CancelledStatus(ctx, "before storing");
+  if (ctx != nullptr && ctx->IsCancelled()) return CancelledStatus(ctx, "before storing");
   const bool existed = tm->Contains(st->ns->id, st->key);
   storage::PutOptions put_options;
   // An uploaded payload arrived with its CRC-32C checked: storage keeps it (no pass on demotion,

@@ -3,7 +3,10 @@
 #include "kvtier/client/client.h"
 
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 
+#include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -287,6 +290,111 @@ TEST_F(SdkTest, RetriesUnavailableAndRecoversWhenTheDaemonReturns) {
   auto back = (*c2)->ListNamespaces({std::chrono::milliseconds(30000), &stats});
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->size(), 1u);  // the namespace survived the restart
+}
+
+// Same-node shared memory (the default for unix: targets): Put and Get move their bytes through
+// the registered region, as kvtierd's counters show byte for byte, with the same results as the
+// socket; values that do not fit the region or the Get block take the socket instead; a daemon
+// restart is ridden out by registering again; one Client serves many threads at once.
+TEST_F(SdkTest, SharedMemoryCarriesPutAndGet) {
+  StartDaemon();
+  auto shm_bytes = [&](const char* direction) {
+    auto m = daemon_->ScrapeMetrics();
+    return m.ok() ? kvtier::testing::MetricValue(
+                        *m, fmt::format("kvtier_shared_memory_bytes_total{{direction=\"{}\"}}",
+                                        direction))
+                  : -1.0;
+  };
+  auto regions = [&] {
+    auto m = daemon_->ScrapeMetrics();
+    return m.ok() ? kvtier::testing::MetricValue(*m, "kvtier_shared_memory_regions") : -1.0;
+  };
+  auto c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(regions(), 1);  // registered at Connect
+  auto ns = c->CreateNamespace(Spec("shm"));
+  ASSERT_TRUE(ns.ok()) << ns.status();
+  std::vector<uint32_t> tokens(64);
+  for (uint32_t i = 0; i < tokens.size(); ++i) tokens[i] = 7 * i + 1;
+  const auto keys = Client::ComputeKeys(*ns, tokens);
+  PutOptions put;
+  put.num_tokens = 16;
+  const auto kv0 = cli::SyntheticKv(ns->layout, 16, 10);
+  CallStats stats;
+  ASSERT_TRUE(c->Put("shm", keys[0], kv0, put, {{}, &stats}).ok());
+  EXPECT_EQ(stats.bytes_sent, kv0.size());
+  EXPECT_EQ(shm_bytes("put"), kv0.size());
+  auto got = c->Get("shm", keys[0], {}, {{}, &stats});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->data, kv0);
+  EXPECT_EQ(got->num_tokens, 16u);
+  EXPECT_EQ(stats.bytes_received, kv0.size());
+  EXPECT_EQ(shm_bytes("get"), kv0.size());
+  GetOptions as_payload;
+  as_payload.format = DataFormat::kPayload;
+  auto payload = c->Get("shm", keys[0], as_payload);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ(shm_bytes("get"), kv0.size() + payload->data.size());
+  EXPECT_EQ(c->Get("shm", keys[3]).status().code(), absl::StatusCode::kNotFound);
+
+  // Off, too small a region, too small a Get block: the socket, same answers, no shm bytes.
+  const double put_before = shm_bytes("put"), get_before = shm_bytes("get");
+  ClientOptions off = Options();
+  off.shared_memory_bytes = 0;
+  ClientOptions tiny = Options();
+  tiny.shared_memory_bytes = 8 << 10;         // a 16 KiB value does not fit
+  ClientOptions small_get = Options();
+  small_get.shared_memory_get_bytes = 4096;   // the answer does not fit the Get block
+  uint64_t seed = 20;
+  for (const ClientOptions& o : {off, tiny, small_get}) {
+    auto other = Connect(o);
+    ASSERT_NE(other, nullptr);
+    const auto kv = cli::SyntheticKv(ns->layout, 16, seed++);
+    put.first_position = 16;
+    ASSERT_TRUE(other->Put("shm", keys[1], kv, put).ok());
+    auto back = other->Get("shm", keys[1]);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->data, kv);
+  }
+  // small_get's Put went through shared memory (the region is big enough), nothing else did.
+  EXPECT_EQ(shm_bytes("put") - put_before, kv0.size());
+  EXPECT_EQ(shm_bytes("get"), get_before);
+
+  // Many threads on one Client: each its own values, all through shared memory.
+  const double put_mid = shm_bytes("put");
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        std::vector<uint32_t> own(16, static_cast<uint32_t>(1000 * t + i));
+        const auto key = Client::ComputeKeys(*ns, own).at(0);
+        const auto kv = cli::SyntheticKv(ns->layout, 16, 100 + 10 * t + i);
+        PutOptions p;
+        p.num_tokens = 16;
+        auto r = c->Put("shm", key, kv, p);
+        auto g = c->Get("shm", key);
+        if (!r.ok() || !g.ok() || g->data != kv) bad.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(shm_bytes("put") - put_mid, 80.0 * kv0.size());
+
+  // A restart: the old region is gone; the next call registers again and goes through it.
+  daemon_->Signal(SIGTERM);
+  ASSERT_EQ(daemon_->WaitExit(), 0);
+  StartDaemon();
+  const auto kv2 = cli::SyntheticKv(ns->layout, 16, 30);
+  put.first_position = 32;
+  auto after = c->Put("shm", keys[2], kv2, put, {std::chrono::milliseconds(10000), nullptr});
+  ASSERT_TRUE(after.ok()) << after.status();
+  auto back = c->Get("shm", keys[2]);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->data, kv2);
+  EXPECT_EQ(regions(), 1);
+  EXPECT_GE(shm_bytes("put") + shm_bytes("get"), kv2.size());
 }
 
 TEST_F(SdkTest, TokenIsRequiredAndChecked) {

@@ -119,6 +119,18 @@ def test_payload_put_roundtrip(client):
     np.testing.assert_array_equal(client.get("py-payload", keys[1]), kv)
 
 
+def test_shared_memory_off_gives_the_same_bytes(daemon, client):
+    # The default client moves data through shared memory; one with it off uses the socket.
+    ns = client.create_namespace("py-shm", layers=1, kv_heads=2, head_dim=64, tokens_per_chunk=16)
+    keys = client.compute_keys("py-shm", np.arange(32, dtype=np.uint32))
+    kv = [chunk(ns, 16, 7), chunk(ns, 16, 8)]
+    client.put("py-shm", keys[0], kv[0])
+    with kvtier.Client(daemon, shared_memory_bytes=0) as plain:
+        plain.put("py-shm", keys[1], kv[1], first_position=16)
+        np.testing.assert_array_equal(plain.get("py-shm", keys[0]), kv[0])
+    np.testing.assert_array_equal(client.get("py-shm", keys[1]), kv[1])
+
+
 def test_rejects_wrong_arrays(client):
     ns = client.create_namespace("py-bad", layers=2, kv_heads=2, head_dim=32, tokens_per_chunk=16)
     key = client.compute_keys("py-bad", np.arange(16, dtype=np.uint32))[0]

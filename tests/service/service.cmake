@@ -14,7 +14,7 @@ target_include_directories(service_connection_limiter_test PRIVATE
                            ${PROJECT_SOURCE_DIR}/service/src)
 
 # Integration tests: each binary starts its own daemons.
-foreach(t rpc lifecycle metrics health connections)
+foreach(t rpc lifecycle metrics health connections shared_memory)
   kvtier_add_test(NAME service_${t}_test SOURCES service/${t}_test.cc
                   LIBS kvtier_daemon_process kvtier_rpc_util kvtier::kernels kvtier::common
                   LABELS integration TIMEOUT 120)

@@ -54,6 +54,14 @@ struct ClientOptions {
   uint32_t put_message_bytes = 1u << 20;
   // Largest message accepted from the daemon (Get streams about 1 MiB messages). Default 64 MiB.
   int32_t max_receive_message_bytes = 64 << 20;
+  // Same-node shared memory (docs/API.md, "Shared memory"): with a "unix:" target the client
+  // registers a shared memory region of this many bytes with the daemon at Connect and moves Put
+  // and Get data through it instead of the socket. 0 = off. Falls back to the socket, per call,
+  // when the daemon offers none, when the region has no room, and after a daemon restart (it
+  // registers again). Pages are allocated only as they are first used. Default 256 MiB.
+  uint64_t shared_memory_bytes = 256ull << 20;
+  // Room a Get reserves in the region for its answer; a larger answer is streamed. Default 16 MiB.
+  uint64_t shared_memory_get_bytes = 16ull << 20;
   RetryPolicy retry;
 
   // Rejects an empty target, a "unix:" target with TLS, zero deadlines, zero message size and an

@@ -59,6 +59,19 @@ struct ServerOptions {
   // connection is closed at once (the client sees UNAVAILABLE and retries). TLS connections are
   // not counted: gRPC 1.51 accepts them itself.
   uint32_t max_connections = 256;
+  // Same-node shared memory (docs/API.md, "Shared memory"): clients on this node may register a
+  // sealed memfd on the SOCK_SEQPACKET socket <unix_socket>.shm and name ranges of it in Put and
+  // Get, so value bytes skip the gRPC socket (true). Needs unix_socket.
+  bool shared_memory = true;
+  // Largest region one client may register, in bytes (16 GiB). Mapping costs address space only;
+  // the pages belong to the client.
+  uint64_t shared_memory_max_region_bytes = 16ull << 30;
+  // Regions registered at once (256); beyond it a registration is refused (the client then uses
+  // the socket).
+  uint32_t shared_memory_max_regions = 256;
+  // Call-channel connections open at once (1024), each served by a thread of its own: clients
+  // open one per thread that calls concurrently. Beyond it a client's calls go through gRPC.
+  uint32_t shared_memory_max_call_connections = 1024;
   // gRPC worker threads (the sync server's pool) (max_inflight_calls + 8 when 0).
   uint32_t max_threads = 0;
   // Connections idle this long are closed, in seconds (300). Bounds the cost of idle connections.

@@ -1,0 +1,75 @@
+// Put and Get of the shared-memory call channel (shared_memory.h): the gRPC handlers' steps
+// (StartPut / FinishPut, PrepareGet) run on the channel's thread, with the same admission, limits,
+// metrics and errors; only the transport differs.
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "handler_util.h"
+#include "kvtier/common/status.h"
+#include "kvtier_service.h"
+
+namespace kvtier::service {
+
+absl::Status KvTierService::ServeSharedMemoryCall(shm::Op op, const std::string& body,
+                                                  std::string* reply) {
+  const Clock::time_point start = Clock::now();
+  const char* method = op == shm::Op::kPut ? "Put" : "Get";
+  storage::TierManager* tm = nullptr;
+  absl::Status status = AdmitAuthenticated(/*needs_storage=*/true, &tm);
+  if (status.ok()) {
+    status = op == shm::Op::kPut ? SharedMemoryPut(tm, body, reply)
+                                 : SharedMemoryGet(tm, body, reply);
+    Release();
+  }
+  Record(method, status, SecondsSince(start));
+  return status;
+}
+
+absl::Status KvTierService::SharedMemoryPut(storage::TierManager* tm, const std::string& body,
+                                            std::string* reply) {
+  v1::PutHeader header;
+  if (!header.ParseFromString(body)) return absl::InvalidArgumentError("malformed PutHeader");
+  if (!header.has_shm()) {
+    return absl::InvalidArgumentError(
+        "a Put on the shared-memory call channel names its bytes with header.shm");
+  }
+  PutState st;
+  KVTIER_RETURN_IF_ERROR(StartPut(header, &st));  // copies the bytes out of the region
+  v1::PutResponse resp;
+  KVTIER_RETURN_IF_ERROR(FinishPut(/*ctx=*/nullptr, tm, &st, &resp));
+  *reply = resp.SerializeAsString();
+  return absl::OkStatus();
+}
+
+absl::Status KvTierService::SharedMemoryGet(storage::TierManager* tm, const std::string& body,
+                                            std::string* reply) {
+  v1::GetRequest req;
+  if (!req.ParseFromString(body)) return absl::InvalidArgumentError("malformed GetRequest");
+  absl::Status status;
+  if (!req.has_shm()) {
+    status = absl::InvalidArgumentError(
+        "a Get on the shared-memory call channel names where its answer goes with shm");
+  }
+  absl::StatusOr<SharedMemoryRegistry::View> view;
+  if (status.ok()) {
+    view = ResolveShm(req.shm());
+    status = view.status();
+  }
+  GetPlan plan;
+  if (status.ok()) status = PrepareGet(/*ctx=*/nullptr, req, tm, &*view, &plan);
+  if (status.ok() && !plan.in_shm) {
+    status = absl::ResourceExhaustedError(
+        absl::StrCat("the answer (", plan.out.size(), " bytes) does not fit the shared memory "
+                     "range (", req.shm().length(), " bytes): fetch it through gRPC"));
+  }
+  if (status.ok()) {
+    shm_->CountWritten(plan.out.size());
+    metrics_->AddTransfer(plan.path, plan.out.size());
+    *reply = plan.header.SerializeAsString();
+  }
+  // As the gRPC Get: the lease is released whatever the outcome.
+  if (req.release_lease_id() != 0) tm->ReleaseLease(req.release_lease_id()).IgnoreError();
+  return status;
+}
+
+}  // namespace kvtier::service
