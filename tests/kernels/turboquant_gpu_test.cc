@@ -176,9 +176,11 @@ std::vector<Case> Cases() {
   return cases;
 }
 
-TEST(TurboQuantGpuTest, DeviceBodiesEqualCpuBodiesAndCrossDecode) {
+// Encodes on both sides (bodies must be equal byte for byte) and decodes the CPU body on both
+// sides (outputs must be equal byte for byte).
+void CheckCase(const Case& k) {
   const CodecImpl& c = TurboQuantCodec();
-  for (const Case& k : Cases()) {
+  {
     SCOPED_TRACE(k.name);
     const ChunkShape shape{k.layout, k.tokens, 0, false};
     ASSERT_TRUE(c.CheckCompatible(k.params, shape).ok());
@@ -216,6 +218,26 @@ TEST(TurboQuantGpuTest, DeviceBodiesEqualCpuBodiesAndCrossDecode) {
     for (size_t i = 0; i < in.size(); ++i) out_diff += gpu_out[i] != cpu_out[i];
     EXPECT_EQ(out_diff, 0u) << "decoded bytes differ";
   }
+}
+
+TEST(TurboQuantGpuTest, DeviceBodiesEqualCpuBodiesAndCrossDecode) {
+  for (const Case& k : Cases()) CheckCase(k);
+}
+
+// The generation-1 kernels (kept for before/after measurements, TqSetKernelGenerationForTesting)
+// must stay exact too: the cases whose kernels have two generations.
+TEST(TurboQuantGpuTest, OtherGenerationKernelsMatchCpu) {
+  for (int generation : {1}) {
+    SCOPED_TRACE("generation " + std::to_string(generation));
+    TqSetKernelGenerationForTesting(generation);
+    for (const Case& k : Cases()) {
+      if (k.name.find("prod-hq") != std::string::npos || k.name.find("/2.5") != std::string::npos ||
+          k.name.find("/3.5") != std::string::npos) {
+        CheckCase(k);
+      }
+    }
+  }
+  TqSetKernelGenerationForTesting(2);
 }
 
 // Split streams whose channel statistics tie (duplicated channels, a constant channel shared by
@@ -390,7 +412,12 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
       [&] { cudaMemcpyAsync(d_copy.p, d_in.p, in.size(), cudaMemcpyDeviceToDevice, 0); });
   const double copy_gbs = 2.0 * in.size() / copy_ms / 1e6;
   std::printf("d2d copy: %.3f ms, %.1f GB/s (read + write)\n", copy_ms, copy_gbs);
-  std::vector<std::pair<std::string, CodecParams>> configs;
+  struct Config {
+    std::string name;
+    CodecParams p;
+    int generation = 2;
+  };
+  std::vector<Config> configs;
   for (auto rot : {TurboQuantRotation::kHadamard, TurboQuantRotation::kDense}) {
     const std::string rn = rot == TurboQuantRotation::kDense ? "dense" : "hadamard";
     for (auto var : {TurboQuantVariant::kMse, TurboQuantVariant::kProd}) {
@@ -403,6 +430,7 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
     if (rot == TurboQuantRotation::kHadamard) {
       for (uint8_t b : {1, 2, 3, 4}) {
         configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard", TqHq(b, rot)});
+        configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen1", TqHq(b, rot), 1});
       }
     }
     configs.push_back({rn + " mse 2.5",
@@ -417,7 +445,10 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
                      "\",\n  \"shape\": \"32 layers x 8 KV heads x head_dim 128 x 512 tokens, fp16\",\n"
                      "  \"fp16_bytes\": " + std::to_string(in.size()) +
                      ",\n  \"d2d_copy_gbs\": " + std::to_string(copy_gbs) + ",\n  \"codecs\": [\n";
-  for (const auto& [name, p] : configs) {
+  for (const Config& cfg : configs) {
+    const std::string& name = cfg.name;
+    const CodecParams& p = cfg.p;
+    TqSetKernelGenerationForTesting(cfg.generation);
     const size_t body = c.BodySize(p, shape);
     const float enc = median_ms([&] { (void)c.EncodeDevice(p, shape, d_in.p, d_body.p); });
     const float dec = median_ms([&] { (void)c.DecodeDevice(p, shape, d_body.p, t); });
@@ -443,8 +474,9 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
             ", \"decode_ratio_to_copy\": " + std::to_string(bytes / dec / 1e6 / copy_gbs) +
             ", \"encode_kernels_ms\": " + std::to_string(enc_k) +
             ", \"decode_kernels_ms\": " + std::to_string(dec_k) + "}" +
-            (&p == &configs.back().second ? "\n" : ",\n");
+            (&cfg == &configs.back() ? "\n" : ",\n");
   }
+  TqSetKernelGenerationForTesting(2);
   json += "  ]\n}\n";
   // Optional copy of the figures for bench/results/ (tests write nothing unless asked).
   if (const char* path = std::getenv("KVTIER_TQ_SPEED_JSON")) {
@@ -507,8 +539,8 @@ TEST(TurboQuantGpuTest, ReportsSplitThroughput) {
     ASSERT_TRUE(plan.ok());
     const size_t body = c.BodySize(p, shape);
     const double bytes = double(in.size()) + double(body);
-    for (bool kernels : {false, true}) {
-      TqSetSplitKernelsForTesting(kernels);
+    for (int generation : {1, 2}) {
+      TqSetKernelGenerationForTesting(generation);
       const float enc = median_ms([&] { (void)c.EncodeDevice(p, shape, d_in.p, d_body.p); });
       const float dec = median_ms([&] { (void)c.DecodeDevice(p, shape, d_body.p, t); });
       const float enc_k = median_ms([&] {
@@ -520,7 +552,7 @@ TEST(TurboQuantGpuTest, ReportsSplitThroughput) {
       cudaDeviceSynchronize();
       const std::string name = std::string("hadamard mse ") +
                                (split == TurboQuantSplit::k2p5 ? "2.5" : "3.5") +
-                               (kernels ? " split kernels" : " generic kernels");
+                               (generation == 1 ? " split kernels gen1" : " split kernels gen2");
       const double er = bytes / enc / 1e6 / copy_gbs, dr = bytes / dec / 1e6 / copy_gbs;
       std::printf("turboquant %-34s encode %.4f ms (%.2f of copy; kernels %.4f ms, %.2f)  decode %.4f "
                   "ms (%.2f of copy; kernels %.4f ms, %.2f)\n",
@@ -536,7 +568,7 @@ TEST(TurboQuantGpuTest, ReportsSplitThroughput) {
       first = false;
     }
   }
-  TqSetSplitKernelsForTesting(true);
+  TqSetKernelGenerationForTesting(2);
   json += "\n  ]\n}\n";
   if (const char* path = std::getenv("KVTIER_TQ_SPLIT_SPEED_JSON")) {
     if (FILE* f = std::fopen(path, "w")) {
@@ -546,6 +578,33 @@ TEST(TurboQuantGpuTest, ReportsSplitThroughput) {
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
+}
+
+// Not a test: with KVTIER_TQ_PROFILE_ONCE set, one encode and one decode of each kernel under
+// study (qjl=hadamard b = 1 and 4, both generations; the splits, both generations) on a 256-token
+// Llama-3.1-8B-shaped chunk, for a profiler that filters kernels by name. Skipped otherwise.
+TEST(TurboQuantGpuTest, ProfileKernelsOnce) {
+  if (std::getenv("KVTIER_TQ_PROFILE_ONCE") == nullptr) GTEST_SKIP() << "KVTIER_TQ_PROFILE_ONCE not set";
+  const CodecImpl& c = TurboQuantCodec();
+  const KvLayout l = Mha(32, 8, 128);
+  const uint32_t T = 256;
+  const ChunkShape shape{l, T, 0, false};
+  const auto in = MakeInput(l, T, 5);
+  DevBuf d_in(in.size()), d_out(in.size()), d_body(in.size());
+  ASSERT_EQ(cudaMemcpy(d_in.p, in.data(), in.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  const DecodeTarget t = Contiguous(d_out.u8(), l, T, MemorySpace::kDevice);
+  const CodecParams params[4] = {
+      TqHq(1, TurboQuantRotation::kHadamard), TqHq(4, TurboQuantRotation::kHadamard),
+      Tq(2, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k2p5),
+      Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k3p5)};
+  for (int generation : {1, 2}) {
+    TqSetKernelGenerationForTesting(generation);
+    for (const CodecParams& p : params) {
+      ASSERT_TRUE(c.EncodeDevice(p, shape, d_in.p, d_body.p).ok());
+      ASSERT_TRUE(c.DecodeDevice(p, shape, d_body.p, t).ok());
+    }
+  }
+  TqSetKernelGenerationForTesting(2);
 }
 
 }  // namespace

@@ -37,6 +37,11 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
 // thread-safe; set it while no device call is in flight.
 void TqSetSplitKernelsForTesting(bool enabled);
 
+// Tests and the speed report only: 1 selects the kernels as they were before generation 2 (the
+// prefetching qjl=hadamard quad kernels and the reworked split kernels; docs/BENCHMARKS.md), 2
+// (the default) the current ones. Same bodies and outputs either way. Not thread-safe, as above.
+void TqSetKernelGenerationForTesting(int generation);
+
 }  // namespace kvtier::kernels::internal
 
 #endif  // KVTIER_KERNELS_SRC_TURBOQUANT_TQ_CODEC_H_

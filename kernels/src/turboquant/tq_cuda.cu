@@ -5,7 +5,8 @@
 //  - quad kernels (MHA/GQA, no split, head_dim 128, fp16/bf16, 16-byte aligned): 4 lanes per
 //    vector, 8 vectors per warp, grid-stride; Hadamard mse/prod and dense mse/prod (the matvecs
 //    blocked over the warp's 8 vectors with the matrix in shared memory); Hadamard prod with
-//    qjl=hadamard runs its QJL chain in registers instead of a matvec;
+//    qjl=hadamard runs its QJL chain in registers instead of a matvec (EncodeQuadHqKernel /
+//    DecodeQuadHqKernel: cp.async prefetch of the next group, binary16 decode chain);
 //  - the register path (Hadamard at head_dim 128 where the quad kernels don't apply: fp32 or
 //    misaligned pointers; one warp per vector, 4 values per lane; Gaussian QJL only);
 //  - the split kernels (2.5 / 3.5 outlier splits, mse, Hadamard, head_dim 128, fp16/bf16): one
@@ -1278,6 +1279,7 @@ __device__ __forceinline__ void WarpMatvec8(const float* mt, const float* v, uin
 // register bits 3-4), each result rounded once: the in-word stage and the cross-lane stages as
 // fma(own, +-1, other) (exact product). Sign flips are xors of the halves' sign bits
 // (hflip[w][k]: words 4k .. 4k + 3 of this lane).
+template <bool kGen2 = false>
 __device__ __forceinline__ void QuadQjlEncode(const float r[32], const uint4 (*hflip)[4],
                                               float neg1, float neg2, uint32_t q, uint8_t* out,
                                               bool live) {
@@ -1327,10 +1329,17 @@ __device__ __forceinline__ void QuadQjlEncode(const float r[32], const uint4 (*h
 #pragma unroll
   for (uint32_t k = 0; k < 4; ++k) {
     uint32_t b = 0;
+    if constexpr (kGen2) {
+      // Low halves' bits at 2p, high halves' at 16 + 2p, then folded onto 2p + 1.
 #pragma unroll
-    for (uint32_t p = 0; p < 4; ++p) {
-      const uint32_t m = __hge2_mask(H(h[4 * k + p]), zero);  // >= 0 per half (NaN: false)
-      b |= ((m & 1u) | ((m >> 30) & 2u)) << (2 * p);
+      for (uint32_t p = 0; p < 4; ++p) b += (__hge2_mask(H(h[4 * k + p]), zero) & 0x00010001u) << (2 * p);
+      b = (b | (b >> 15)) & 0xFFu;
+    } else {
+#pragma unroll
+      for (uint32_t p = 0; p < 4; ++p) {
+        const uint32_t m = __hge2_mask(H(h[4 * k + p]), zero);  // >= 0 per half (NaN: false)
+        b |= ((m & 1u) | ((m >> 30) & 2u)) << (2 * p);
+      }
     }
     b <<= 8u * q;
     b |= __shfl_xor_sync(kFull, b, 1);
@@ -1646,6 +1655,416 @@ void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTar
 #undef KVTIER_TQ_GO
 }
 
+// ---- Quad prod path, qjl=hadamard, kernel generation 2 ------------------------------------------
+// The same results as EncodeQuadProdKernel / DecodeQuadProdKernel<E, kMb, true> (generation 1),
+// bit for bit; what changed moves no rounding:
+//  - each warp copies the next group of 8 vectors (encode: the fp16 / bf16 rows; decode: the
+//    records and scalars) into its own shared-memory buffer with cp.async while it computes the
+//    current group, so that its global-memory latency overlaps its own arithmetic;
+//  - encode: 3 blocks per SM (80 registers, no spills; generation 1: 2), the lookup index as one
+//    fma (QuadCodeFma), the sign bits collected with one mask, add and shift per word;
+//  - decode: G^T s (exact integers) mostly on binary16 pairs, the first three butterfly stages
+//    by table lookup per sign byte, no multiply by the window scale (1 for n = 128), the output
+//    sign masks read from shared memory instead of held in 16 registers (no spills at 128).
+// The generation-1 kernels stay selectable (TqSetKernelGenerationForTesting) for before/after
+// measurements in one run; docs/BENCHMARKS.md has both.
+
+int g_kernel_generation = 2;
+
+__device__ __forceinline__ void CpAsync16(void* smem_dst, const void* gmem_src, bool valid) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+  const int n = valid ? 16 : 0;  // 0: nothing is read, the 16 bytes are zero-filled
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem_src), "r"(n)
+               : "memory");
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// QuadCode with the lookup index as one fma: z * 256 is exact (a power-of-two scaling; where it
+// would overflow both forms give +-inf), so fma(z, 256, magic) = (z * 256) + magic, bit for bit.
+template <uint32_t kBits>
+__device__ __forceinline__ uint32_t QuadCodeFma(float z, const float2* lut, const TqDevParams& P) {
+  if constexpr (kBits >= 3) {
+    const float f = __fmaf_rn(z, kLutScale, kLutMagic);
+    const float2 ent = lut[__float_as_uint(f) & (kQuantLut - 1u)];
+    const uint32_t codes = __float_as_uint(ent.y);
+    return z >= ent.x ? (codes >> 8) : (codes & 0xFFu);
+  } else {
+    return QuadCode<kBits>(z, lut, P);
+  }
+}
+
+// Chunk c (16 bytes) of vector a of a warp's group lives at a * 16 + (c ^ 4 (a & 1)): the reads
+// of lanes (g, q) and (g + 1, q) then fall in different banks.
+__device__ __forceinline__ uint32_t HqRowSlot(uint32_t a, uint32_t c) { return a * 16u + (c ^ (4u * (a & 1u))); }
+
+template <typename E, uint32_t kMb, int kMinBlocks>
+__global__ void __launch_bounds__(32 * kQuadWarps, kMinBlocks)
+    EncodeQuadHqKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
+                       uint8_t* body) {
+  __shared__ float2 sb[kMb >= 3 ? kQuantLut : 1];
+  __shared__ float scn[16];
+  __shared__ uint4 hflip[4][2][4];  // [q][window][k]
+  __shared__ uint4 rows[kQuadWarps][2][128];  // per warp, double-buffered: 8 rows of 256 bytes
+  const TqDevPart& part = P.parts[0];
+  if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
+  if constexpr (kMb >= 3) {
+    for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) sb[i] = part.lut[i];
+  }
+  FillQjlEncodeFlips(part, hflip);
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2, warp = threadIdx.x / 32;
+  uint32_t m[16];
+  QuadSignMasks(part.signs, q, m);
+  const float neg1 = (q & 1u) ? -1.0f : 1.0f, neg2 = (q & 2u) ? -1.0f : 1.0f;
+  const float scale = part.win_scale[0];
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = part.mse_bytes;
+  const uint64_t stride = uint64_t{gridDim.x} * kQuadWarps * 8u;
+  uint8_t* codes = body + P.g.codes_offset;
+  uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
+  const uint4* in4 = reinterpret_cast<const uint4*>(in);  // 16 chunks per vector
+  const auto prefetch = [&](uint64_t base, uint32_t buf) {
+#pragma unroll
+    for (uint32_t i = 0; i < 4; ++i) {
+      const uint32_t c = lane + 32u * i, a = c / 16u;
+      const bool valid = base + a < nv;
+      CpAsync16(&rows[warp][buf][HqRowSlot(a, c % 16u)], valid ? in4 + base * 16u + c : in4, valid);
+    }
+    CpAsyncCommit();
+  };
+  const uint64_t first = (uint64_t{blockIdx.x} * kQuadWarps + warp) * 8u;
+  if (first < nv) prefetch(first, 0);
+  uint32_t buf = 0;
+  for (uint64_t base = first; base < nv; base += stride, buf ^= 1u) {
+    CpAsyncWaitAll();
+    __syncwarp();
+    uint4 raw[4];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) raw[k] = rows[warp][buf][HqRowSlot(g, 4u * k + q)];
+    // The other buffer was last read in the previous iteration, before this __syncwarp.
+    if (base + stride < nv) prefetch(base + stride, buf ^ 1u);
+    const uint64_t v = base + g;
+    const bool live = v < nv;
+    float x[32];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint32_t w[4] = {raw[k].x ^ m[4 * k], raw[k].y ^ m[4 * k + 1], raw[k].z ^ m[4 * k + 2],
+                             raw[k].w ^ m[4 * k + 3]};
+#pragma unroll
+      for (uint32_t i = 0; i < 4; ++i) {
+        x[8 * k + 2 * i] = Lo16<E>(w[i]);
+        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
+      }
+    }
+    const float norm = __fsqrt_rn(QuadSumSquares(x));
+    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    QuadFwht(x, neg1, neg2);
+    uint8_t* rec = codes + v * rec_bytes;
+    if constexpr (kMb > 0) {
+      uint32_t packed[4];
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k) {
+        uint32_t w = 0;
+#pragma unroll
+        for (uint32_t e = 0; e < 8; ++e) {
+          const float z = __fmul_rn(x[8 * k + e], scale);
+          const uint32_t c = QuadCodeFma<kMb>(z, sb, P);
+          x[8 * k + e] = __fsub_rn(z, scn[c]);
+          w |= c << (kMb * e);
+        }
+        packed[k] = w;
+      }
+      QuadStoreCodes<kMb>(rec, packed, live, q);
+    } else {
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], scale);
+    }
+    const float gamma = __fsqrt_rn(QuadSumSquares(x));
+    QuadQjlEncode<true>(x, hflip[q], neg1, neg2, q, rec + mse_bytes, live);
+    if (live && q == 0) {
+      scalars[2 * v] = FloatToHalfSaturate(norm);
+      scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
+    }
+  }
+}
+
+__device__ __forceinline__ float neg1_of(uint32_t q) { return (q & 1u) ? -1.0f : 1.0f; }
+__device__ __forceinline__ float neg2_of(uint32_t q) { return (q & 2u) ? -1.0f : 1.0f; }
+
+// Entry b: the 8 values of a quad lane's sign byte b (bit e set: +1, else -1) after the
+// butterflies of element bits 0-2, as binary16 pairs (word i = registers 2i, 2i + 1); integers
+// in [-8, 8], exact.
+__device__ __forceinline__ uint4 HqSignTable(uint32_t b) {
+  int v[8];
+#pragma unroll
+  for (uint32_t e = 0; e < 8; ++e) v[e] = ((b >> e) & 1u) ? 1 : -1;
+#pragma unroll
+  for (uint32_t hs = 1; hs < 8; hs <<= 1) {
+#pragma unroll
+    for (uint32_t j = 0; j < 8; ++j) {
+      if (j & hs) continue;
+      const int a = v[j], c = v[j | hs];
+      v[j] = a + c;
+      v[j | hs] = a - c;
+    }
+  }
+  uint32_t w[4];
+#pragma unroll
+  for (uint32_t i = 0; i < 4; ++i) {
+    const __half2 p = __floats2half2_rn(static_cast<float>(v[2 * i]), static_cast<float>(v[2 * i + 1]));
+    w[i] = *reinterpret_cast<const uint32_t*>(&p);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// The butterflies of element bits 3-6 on binary16 pairs (quad layout; bits 3-4 across the quad's
+// lanes as fma(own, +-1, other), bits 5-6 = word index bits 2-3 inside the lane).
+__device__ __forceinline__ void HqHalfButterfliesFrom3(uint32_t h[16], __half2 n1, __half2 n2) {
+  const auto H = [](uint32_t u) { return *reinterpret_cast<const __half2*>(&u); };
+  const auto U = [](__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); };
+#pragma unroll
+  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n1, H(__shfl_xor_sync(kFull, h[i], 1))));
+#pragma unroll
+  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n2, H(__shfl_xor_sync(kFull, h[i], 2))));
+#pragma unroll
+  for (uint32_t d = 4; d <= 8; d <<= 1) {
+#pragma unroll
+    for (uint32_t i = 0; i < 16; ++i) {
+      if (i & d) continue;
+      const __half2 a = H(h[i]), b = H(h[i | d]);
+      h[i] = U(__hadd2(a, b));
+      h[i | d] = U(__hsub2(a, b));
+    }
+  }
+}
+
+// The butterflies of element bits 0-4 on binary16 pairs: bit 0 inside each word as
+// fma((lo, hi), (1, -1), (hi, lo)), bits 1-2 = word index bits 0-1 inside the lane, bits 3-4
+// across the quad (as HqHalfButterfliesFrom3).
+__device__ __forceinline__ void HqHalfButterfliesTo5(uint32_t h[16], __half2 n1, __half2 n2) {
+  const auto H = [](uint32_t u) { return *reinterpret_cast<const __half2*>(&u); };
+  const auto U = [](__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); };
+  const __half2 pm = __floats2half2_rn(1.0f, -1.0f);
+#pragma unroll
+  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), pm, __lowhigh2highlow(H(h[i]))));
+#pragma unroll
+  for (uint32_t d = 1; d <= 2; d <<= 1) {
+#pragma unroll
+    for (uint32_t i = 0; i < 16; ++i) {
+      if (i & d) continue;
+      const __half2 a = H(h[i]), b = H(h[i | d]);
+      h[i] = U(__hadd2(a, b));
+      h[i | d] = U(__hsub2(a, b));
+    }
+  }
+#pragma unroll
+  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n1, H(__shfl_xor_sync(kFull, h[i], 1))));
+#pragma unroll
+  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n2, H(__shfl_xor_sync(kFull, h[i], 2))));
+}
+
+// Mse codes of lane q from a record in shared memory (QuadLoadCodes' layout).
+template <uint32_t kMb>
+__device__ __forceinline__ void QuadCodesFromSmem(const uint8_t* rec, uint32_t q, uint32_t packed[4]) {
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    if constexpr (kMb == 1) packed[k] = rec[4 * k + q];
+    if constexpr (kMb == 2) packed[k] = reinterpret_cast<const uint16_t*>(rec)[4 * k + q];
+    if constexpr (kMb == 3) {
+      const uint32_t* grp = reinterpret_cast<const uint32_t*>(rec + 12u * k);
+      const uint32_t wi = (3u * q) / 4u, sh = (24u * q) % 32u;
+      packed[k] = __funnelshift_r(grp[wi], grp[min(wi + 1u, 2u)], sh) & 0xFFFFFFu;
+    }
+  }
+}
+
+template <typename E, uint32_t kMb, int kMinBlocks>
+__global__ void __launch_bounds__(32 * kQuadWarps, kMinBlocks)
+    DecodeQuadHqKernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
+                       const TqTarget view) {
+  constexpr uint32_t kRec = 16u * (kMb + 1u);      // record bytes: mse codes, 16 sign bytes
+  constexpr uint32_t kRecChunks = kRec / 2u;       // 16-byte chunks of a group's 8 records
+  constexpr uint32_t kChunks = kRecChunks + 2u;    // + the group's 8 (norm, gamma) pairs
+  __shared__ float scn[16];
+  __shared__ uint4 recs[kQuadWarps][2][kChunks];
+  __shared__ uint4 tab3[256];       // HqSignTable
+  __shared__ uint4 hflip[4][2][4];  // [q][window][k], binary16 sign-bit masks
+  const TqDevPart& part = P.parts[0];
+  if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
+  for (uint32_t i = threadIdx.x; i < 256; i += blockDim.x) tab3[i] = HqSignTable(i);
+  FillQjlEncodeFlips(part, hflip);
+  __syncthreads();
+  __shared__ uint4 outm[4][4];      // [q][k]: QuadSignMasks of lane q, words 4k .. 4k + 3
+  if (threadIdx.x < 4) {
+    uint32_t mq[16];
+    QuadSignMasks(part.signs, threadIdx.x, mq);
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) outm[threadIdx.x][k] = make_uint4(mq[4 * k], mq[4 * k + 1], mq[4 * k + 2], mq[4 * k + 3]);
+  }
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, q = lane & 3u, g = lane >> 2, warp = threadIdx.x / 32;
+  uint32_t qm[2];
+  QuadQjlMasks(part, q, qm);
+  const __half2 n1 = __float2half2_rn(neg1_of(q)), n2 = __float2half2_rn(neg2_of(q));
+  const float neg1 = (q & 1u) ? -1.0f : 1.0f, neg2 = (q & 2u) ? -1.0f : 1.0f;
+  const float scale = part.win_scale[0], qjl_scale = part.qjl_scale;
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t T = P.g.shape.tokens;
+  const uint64_t stride = uint64_t{gridDim.x} * kQuadWarps * 8u;
+  const uint4* codes4 = reinterpret_cast<const uint4*>(body + P.g.codes_offset);
+  const uint4* scalars4 = reinterpret_cast<const uint4*>(body + P.g.scalars_offset);
+  const auto prefetch = [&](uint64_t base, uint32_t buf) {
+#pragma unroll
+    for (uint32_t c = lane; c < kChunks; c += 32u) {
+      if (c < kRecChunks) {
+        const bool valid = base + c * 16u / kRec < nv;
+        CpAsync16(&recs[warp][buf][c], valid ? codes4 + base * (kRec / 16u) + c : codes4, valid);
+      } else {
+        // Scalars: 4 bytes per vector, 4 vectors per chunk; the section is padded to 16 bytes.
+        const uint32_t j = c - kRecChunks;
+        const bool valid = base + 4u * j < nv;
+        CpAsync16(&recs[warp][buf][c], valid ? scalars4 + base / 4u + j : scalars4, valid);
+      }
+    }
+    CpAsyncCommit();
+  };
+  const uint64_t first = (uint64_t{blockIdx.x} * kQuadWarps + warp) * 8u;
+  if (first < nv) prefetch(first, 0);
+  uint32_t buf = 0;
+  for (uint64_t base = first; base < nv; base += stride, buf ^= 1u) {
+    CpAsyncWaitAll();
+    __syncwarp();
+    const uint8_t* rec = reinterpret_cast<const uint8_t*>(recs[warp][buf]) + g * kRec;
+    const uint32_t sc = reinterpret_cast<const uint32_t*>(recs[warp][buf] + kRecChunks)[g];
+    uint32_t packed[4] = {0, 0, 0, 0};
+    if constexpr (kMb > 0) QuadCodesFromSmem<kMb>(rec, q, packed);
+    const uint4 sw = *reinterpret_cast<const uint4*>(rec + 16u * kMb);
+    __syncwarp();  // every lane has read this buffer before it is refilled two iterations on
+    if (base + stride < nv) prefetch(base + stride, buf ^ 1u);
+    const uint64_t v = base + g;
+    const bool live = v < nv;
+    const uint64_t vv = live ? v : nv - 1;
+    const float norm = __half2float(__ushort_as_half(static_cast<unsigned short>(sc & 0xFFFFu)));
+    const float coef = __fmul_rn(qjl_scale, __half2float(__ushort_as_half(static_cast<unsigned short>(sc >> 16))));
+    // t = G^T s: window 1's butterflies, its signs, window 0's butterflies, its signs (the
+    // unscaled chain in reverse order). Every value is an integer, so any exact arithmetic gives
+    // the CPU's binary32 values (the butterfly stages commute; only the sign of a zero t_j can
+    // differ, and y_j = c + coef * t_j does not depend on it: c != 0, or 0 + (+-0) = +0).
+    // Window 1 runs on binary16 pairs (|values| <= 128, exact), its first three stages by table
+    // lookup per sign byte; window 0 as below. t is built first and the mse values are added
+    // into it, so that only 32 values are live.
+    uint32_t h[16];
+    const uint32_t words[4] = {sw.x, sw.y, sw.z, sw.w};
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint4 e = tab3[(words[k] >> (8u * q)) & 0xFFu];
+      h[4 * k + 0] = e.x;
+      h[4 * k + 1] = e.y;
+      h[4 * k + 2] = e.z;
+      h[4 * k + 3] = e.w;
+    }
+    HqHalfButterfliesFrom3(h, n1, n2);
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint4 f = hflip[q][1][k];
+      h[4 * k + 0] ^= f.x;
+      h[4 * k + 1] ^= f.y;
+      h[4 * k + 2] ^= f.z;
+      h[4 * k + 3] ^= f.w;
+    }
+    // Window 0: values are even integers (window 1 sums 128 odd ones), |v| <= 128 * 2^k after k
+    // stages, so its first five stages (element bits 0-4) are exact in binary16 (even integers
+    // up to 4096 are representable); the last two (bits 5-6, register bits 3-4) run in binary32.
+    HqHalfButterfliesTo5(h, n1, n2);
+    float x[32];
+#pragma unroll
+    for (uint32_t i = 0; i < 16; ++i) {
+      const __half2 v = *reinterpret_cast<const __half2*>(&h[i]);
+      x[2 * i] = __low2float(v);
+      x[2 * i + 1] = __high2float(v);
+    }
+    QuadFwhtInLane(x, 8);
+    QuadFwhtInLane(x, 16);
+    QuadFlip(x, qm[0]);
+    // y_j = c[code_j] (0 without mse bits) + (coef * t_j), the CPU's two roundings.
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) {
+        const float y = kMb > 0 ? scn[(packed[k] >> (kMb * e)) & ((1u << kMb) - 1u)] : 0.0f;
+        x[8 * k + e] = __fadd_rn(y, __fmul_rn(coef, x[8 * k + e]));
+      }
+    }
+    QuadFwht(x, neg1, neg2);
+    uint32_t layer, kv, head;
+    const uint32_t v32 = static_cast<uint32_t>(vv);
+    P.g.shape.Decompose(v32 / T, &layer, &kv, &head);
+    uint4* dst = reinterpret_cast<uint4*>(view.Row(P, layer, kv, head, v32 % T)) + q;
+    uint32_t m[16];  // read here, not kept in registers across the loop
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint4 f = outm[q][k];
+      m[4 * k] = f.x;
+      m[4 * k + 1] = f.y;
+      m[4 * k + 2] = f.z;
+      m[4 * k + 3] = f.w;
+    }
+    QuadStoreOut<E>(dst, x, scale, norm, m, live);
+  }
+}
+
+// Generation 2 applies: qjl=hadamard with the unscaled two-window chain of 128 and the record
+// layout the kernels assume (checked here, not assumed).
+bool HqGen2(const TqDevParams& P) {
+  const TqDevPart& p = P.parts[0];
+  return g_kernel_generation >= 2 && p.qjl_had && p.qjl_nw == 2 && p.qjl_len == 128 &&
+         p.qjl_off[0] == 0 && p.qjl_off[1] == 0 && p.qjl_wscale == 1.0f && p.mse_bits <= 3 &&
+         p.mse_bytes == 16u * p.mse_bits && P.g.vector_code_bytes == 16u * (p.mse_bits + 1u) &&
+         P.g.scalars_per_vector == 2 && P.g.scalars_offset % 16 == 0 && P.g.codes_offset % 16 == 0;
+}
+
+template <typename E, int kMinBlocks>
+void LaunchEncodeQuadHqAt(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
+  const uint64_t n = P.g.Vectors();
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n), 32 * kQuadWarps>>>(P, in, body)
+  switch (P.parts[0].mse_bits) {
+    case 0: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 0, kMinBlocks>)); break;
+    case 1: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 1, kMinBlocks>)); break;
+    case 2: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 2, kMinBlocks>)); break;
+    default: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 3, kMinBlocks>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
+template <typename E, int kMinBlocks>
+void LaunchDecodeQuadHqAt(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
+  const uint64_t n = P.g.Vectors();
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n), 32 * kQuadWarps>>>(P, body, view)
+  switch (P.parts[0].mse_bits) {
+    case 0: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 0, kMinBlocks>)); break;
+    case 1: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 1, kMinBlocks>)); break;
+    case 2: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 2, kMinBlocks>)); break;
+    default: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 3, kMinBlocks>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
+// Blocks per SM the launch bounds ask for: encode fits 3 (80 registers, no spills; 4 would need
+// 64 registers and spill, and measured slower); decode 2 (3 would spill ~100 bytes a thread, and
+// measured slower: docs/BENCHMARKS.md).
+template <typename E>
+void LaunchEncodeQuadHq(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
+  LaunchEncodeQuadHqAt<E, 3>(P, in, body);
+}
+
+template <typename E>
+void LaunchDecodeQuadHq(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
+  LaunchDecodeQuadHqAt<E, 2>(P, body, view);
+}
+
 // ---- Quad path, dense rotation (mse and prod), head_dim 128 -------------------------------------
 // The rotation is the same blocked matvec as QJL: the warp's 8 vectors go to shared memory in the
 // quad layout, lane l computes rows 4l..4l+3 of all 8 products (sums over the inner index
@@ -1899,8 +2318,12 @@ constexpr uint32_t kSplitMaxSmem = 200u * 1024u;
 constexpr uint32_t kSplitDecodeTokens = 128;
 
 struct TqSplitConsts {
-  float signs[2][3][64];  // part, window, element: +-1
+  // Per part, window and element. Generation 1 (and the signs kept for reference): the window's
+  // sign (+-1). Generation 2 encode: the window's butterfly multipliers (SplitFwhtPending);
+  // generation 2 decode: scale * sign (SplitDecodePart).
+  float signs[2][3][64];
   float scale[2][3];
+  float pscale[2][3];     // generation 2 encode: scale * the sign of the window's first element
   float bounds[2][3];     // 2-bit parts: the 3 midpoints
   float cents[2][16];
 };
@@ -1950,6 +2373,32 @@ __device__ __forceinline__ void SplitFwht(float* v) {
   }
 }
 
+// Generation 2 encode: the window's sign multiply and butterflies in one. The CPU multiplies v_i
+// by s_i (+-1) and then runs the butterflies; here v_i keeps its value and s_i stays "pending":
+// the CPU's value is s_i * v_i. A butterfly of a (pending p_a) and b (pending p_b) computes
+// fma(b, +-p_a p_b, a), an exact product and one rounding: the CPU's a' + b' and a' - b' times
+// p_a (round to nearest is symmetric), so both outputs carry pending p_a. At span h the pending
+// sign of element j is s of the first element of its block of h, so stage h needs one multiplier
+// per pair of blocks, mult[L - L / h + block]: 63 for L = 64. After the window every value carries
+// the sign of the window's first element, which the caller folds into the scale multiply (only
+// the signs of zero results can differ from the CPU's, and no code depends on them).
+template <uint32_t kLen, uint32_t kH = 1>
+__device__ __forceinline__ void SplitFwhtPending(float* v, const float* mult) {
+  if constexpr (kH < kLen) {
+#pragma unroll
+    for (uint32_t i = 0; i < kLen; i += 2 * kH) {
+      const float m = mult[kLen - kLen / kH + i / (2 * kH)];
+#pragma unroll
+      for (uint32_t j = i; j < i + kH; ++j) {
+        const float a = v[j], b = v[j + kH];
+        v[j] = __fmaf_rn(b, m, a);
+        v[j + kH] = __fmaf_rn(b, -m, a);
+      }
+    }
+    SplitFwhtPending<kLen, 2 * kH>(v, mult);
+  }
+}
+
 // The CPU's TqSumSquares for n = 32 kPer: lane l sums x[l kPer .. (l + 1) kPer) ascending, then
 // the xor butterfly 16, 8, 4, 2, 1 as seen from lane 0: V(l, off) = V(l, 2 off) + V(l + off, 2 off),
 // V(l, 32) = lane l's sum, result V(0, 1); evaluated depth first (few live values).
@@ -1966,7 +2415,7 @@ __device__ __forceinline__ float SplitSumSquares(const float* x) {
 }
 
 // x (kN values) -> packed codes (little-endian bit stream as kN * kB / 32 words) and the norm.
-template <uint32_t kP, uint32_t kN, uint32_t kB>
+template <uint32_t kP, uint32_t kN, uint32_t kB, bool kGen2>
 __device__ __forceinline__ void SplitEncodePart(float x[kN], const TqSplitConsts& C,
                                                 const float2* lut, uint32_t words[kN * kB / 32],
                                                 float* norm_out) {
@@ -1978,11 +2427,17 @@ __device__ __forceinline__ void SplitEncodePart(float x[kN], const TqSplitConsts
 #pragma unroll
   for (uint32_t w = 0; w < SplitWindows(kN); ++w) {
     float* v = x + SplitWindowOffset(kN, w);
+    if constexpr (kGen2) {
+      SplitFwhtPending<L>(v, C.signs[kP][w]);
 #pragma unroll
-    for (uint32_t i = 0; i < L; ++i) v[i] = __fmul_rn(v[i], C.signs[kP][w][i]);
-    SplitFwht<L>(v);
+      for (uint32_t i = 0; i < L; ++i) v[i] = __fmul_rn(v[i], C.pscale[kP][w]);
+    } else {
 #pragma unroll
-    for (uint32_t i = 0; i < L; ++i) v[i] = __fmul_rn(v[i], C.scale[kP][w]);
+      for (uint32_t i = 0; i < L; ++i) v[i] = __fmul_rn(v[i], C.signs[kP][w][i]);
+      SplitFwht<L>(v);
+#pragma unroll
+      for (uint32_t i = 0; i < L; ++i) v[i] = __fmul_rn(v[i], C.scale[kP][w]);
+    }
   }
 #pragma unroll
   for (uint32_t i = 0; i < kN * kB / 32; ++i) words[i] = 0;
@@ -1991,10 +2446,16 @@ __device__ __forceinline__ void SplitEncodePart(float x[kN], const TqSplitConsts
     const float z = x[j];
     uint32_t c;
     if constexpr (kB >= 3) {
-      const float f = __fadd_rn(__fmul_rn(z, kLutScale), kLutMagic);
+      // Generation 2: the index as one fma, bit for bit the same f (see QuadCodeFma).
+      const float f = kGen2 ? __fmaf_rn(z, kLutScale, kLutMagic)
+                            : __fadd_rn(__fmul_rn(z, kLutScale), kLutMagic);
       const float2 ent = lut[__float_as_uint(f) & (kQuantLut - 1u)];
       const uint32_t codes = __float_as_uint(ent.y);
       c = z >= ent.x ? (codes >> 8) : (codes & 0xFFu);
+    } else if constexpr (kGen2) {
+      // The count of midpoints <= z by definition (NaN: 0).
+      c = static_cast<uint32_t>(z >= C.bounds[kP][0]) + static_cast<uint32_t>(z >= C.bounds[kP][1]) +
+          static_cast<uint32_t>(z >= C.bounds[kP][2]);
     } else {
       const bool h = z >= C.bounds[kP][1];
       const float t = h ? C.bounds[kP][2] : C.bounds[kP][0];
@@ -2008,7 +2469,7 @@ __device__ __forceinline__ void SplitEncodePart(float x[kN], const TqSplitConsts
 }
 
 // Packed codes + norm -> the part's kN decoded values (before rounding to E).
-template <uint32_t kP, uint32_t kN, uint32_t kB>
+template <uint32_t kP, uint32_t kN, uint32_t kB, bool kGen2>
 __device__ __forceinline__ void SplitDecodePart(const uint32_t* words, float norm,
                                                 const TqSplitConsts& C, const float* cents,
                                                 float x[kN]) {
@@ -2025,7 +2486,11 @@ __device__ __forceinline__ void SplitDecodePart(const uint32_t* words, float nor
     float* v = x + SplitWindowOffset(kN, static_cast<uint32_t>(w));
     SplitFwht<L>(v);
 #pragma unroll
-    for (uint32_t i = 0; i < L; ++i) v[i] = __fmul_rn(__fmul_rn(v[i], C.scale[kP][w]), C.signs[kP][w][i]);
+    for (uint32_t i = 0; i < L; ++i) {
+      // Generation 2: (v * scale) * s = v * (scale * s) exactly (s = +-1, rounding symmetric).
+      v[i] = kGen2 ? __fmul_rn(v[i], C.signs[kP][w][i])
+                   : __fmul_rn(__fmul_rn(v[i], C.scale[kP][w]), C.signs[kP][w][i]);
+    }
   }
 #pragma unroll
   for (uint32_t j = 0; j < kN; ++j) x[j] = __fmul_rn(x[j], norm);
@@ -2070,7 +2535,7 @@ __device__ __forceinline__ void SplitScatter(uint16_t* rh, const uint8_t* perm, 
   }
 }
 
-template <typename E, uint32_t kN0, uint32_t kB0, uint32_t kN1, uint32_t kB1>
+template <typename E, uint32_t kN0, uint32_t kB0, uint32_t kN1, uint32_t kB1, bool kGen2>
 __global__ void __launch_bounds__(kSplitThreads, 2)
     EncodeSplitKernel(const __grid_constant__ TqDevParams P, const __grid_constant__ TqSplitConsts C,
                       const uint16_t* in, uint8_t* body) {
@@ -2147,12 +2612,12 @@ __global__ void __launch_bounds__(kSplitThreads, 2)
     {
       float x[kN0];
       SplitGather<E, kN0>(rh, perm, x);
-      SplitEncodePart<0, kN0, kB0>(x, C, lut0, w0, &n0);
+      SplitEncodePart<0, kN0, kB0, kGen2>(x, C, lut0, w0, &n0);
     }
     {
       float x[kN1];
       SplitGather<E, kN1>(rh, perm + kN0, x);
-      SplitEncodePart<1, kN1, kB1>(x, C, lut1, w1, &n1);
+      SplitEncodePart<1, kN1, kB1, kGen2>(x, C, lut1, w1, &n1);
     }
     // The row is this thread's alone: its codes replace it.
 #pragma unroll
@@ -2170,7 +2635,7 @@ __global__ void __launch_bounds__(kSplitThreads, 2)
   }
 }
 
-template <typename E, uint32_t kN0, uint32_t kB0, uint32_t kN1, uint32_t kB1>
+template <typename E, uint32_t kN0, uint32_t kB0, uint32_t kN1, uint32_t kB1, bool kGen2>
 __global__ void __launch_bounds__(kSplitDecodeTokens, 4)
     DecodeSplitKernel(const __grid_constant__ TqDevParams P, const __grid_constant__ TqSplitConsts C,
                       const uint8_t* body, const TqTarget view) {
@@ -2219,7 +2684,7 @@ __global__ void __launch_bounds__(kSplitDecodeTokens, 4)
 #pragma unroll
       for (uint32_t i = 0; i < kW0; ++i) w[i] = rec[i];
       float x[kN0];
-      SplitDecodePart<0, kN0, kB0>(w, n0, C, cents[0], x);
+      SplitDecodePart<0, kN0, kB0, kGen2>(w, n0, C, cents[0], x);
       if (isfinite(n0)) {
         SplitScatter<E, kN0, true>(rh, perm, x);
       } else {
@@ -2231,7 +2696,7 @@ __global__ void __launch_bounds__(kSplitDecodeTokens, 4)
 #pragma unroll
       for (uint32_t i = 0; i < kW1; ++i) w[i] = rec[kW0 + i];
       float x[kN1];
-      SplitDecodePart<1, kN1, kB1>(w, n1, C, cents[1], x);
+      SplitDecodePart<1, kN1, kB1, kGen2>(w, n1, C, cents[1], x);
       if (isfinite(n1)) {
         SplitScatter<E, kN1, true>(rh, perm + kN0, x);
       } else {
@@ -2285,19 +2750,39 @@ bool SplitPath(const TqPlan& plan, const TqDevParams& P) {
          g.scalars_per_vector == 2;
 }
 
-TqSplitConsts MakeSplitConsts(const TqPlan& plan) {
+enum class SplitConstsFor { kGen1, kGen2Encode, kGen2Decode };
+
+TqSplitConsts MakeSplitConsts(const TqPlan& plan, SplitConstsFor mode) {
   TqSplitConsts c{};
   for (uint32_t p = 0; p < 2; ++p) {
     const TqTables& t = *plan.tables[p];
     for (size_t w = 0; w < t.windows.size() && w < 3; ++w) {
-      c.scale[p][w] = t.windows[w].scale;
-      for (size_t i = 0; i < t.windows[w].signs.size() && i < 64; ++i) c.signs[p][w][i] = t.windows[w].signs[i];
+      const auto& win = t.windows[w];
+      const size_t L = std::min<size_t>(win.signs.size(), 64);
+      c.scale[p][w] = win.scale;
+      c.pscale[p][w] = L > 0 ? win.scale * win.signs[0] : win.scale;  // exact: signs are +-1
+      for (size_t i = 0; i < L; ++i) {
+        c.signs[p][w][i] = mode == SplitConstsFor::kGen2Decode ? win.scale * win.signs[i] : win.signs[i];
+      }
+      if (mode == SplitConstsFor::kGen2Encode) {
+        // SplitFwhtPending's multipliers: span h, block pair b -> s[2 h b] * s[2 h b + h].
+        float mult[64] = {};
+        for (size_t h = 1; h < L; h *= 2) {
+          for (size_t b = 0; b < L / (2 * h); ++b) mult[L - L / h + b] = win.signs[2 * h * b] * win.signs[2 * h * b + h];
+        }
+        for (size_t i = 0; i < L; ++i) c.signs[p][w][i] = mult[i];
+      }
     }
     for (size_t k = 0; k < t.boundaries.size() && k < 3; ++k) c.bounds[p][k] = t.boundaries[k];
     for (size_t k = 0; k < t.centroids.size() && k < 16; ++k) c.cents[p][k] = t.centroids[k];
   }
   return c;
 }
+
+template <auto kKernel>
+struct KernelTag {
+  static constexpr auto value = kKernel;
+};
 
 template <auto kKernel>
 bool SplitSmemOk(size_t smem) {
@@ -2319,18 +2804,21 @@ template <typename E>
 bool LaunchEncodeSplit(const TqPlan& plan, const TqDevParams& P, const void* in, uint8_t* body) {
   if (!SplitPath(plan, P)) return false;
   const size_t smem = SplitEncodeSmem(P.g);
-  const TqSplitConsts C = MakeSplitConsts(plan);
+  const bool gen2 = g_kernel_generation >= 2;
+  const TqSplitConsts C =
+      MakeSplitConsts(plan, gen2 ? SplitConstsFor::kGen2Encode : SplitConstsFor::kGen1);
   const auto* x = static_cast<const uint16_t*>(in);
+  const auto go = [&](auto kernel) {
+    if (!SplitSmemOk<decltype(kernel)::value>(smem)) return false;
+    decltype(kernel)::value<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, x, body);
+    return true;
+  };
   if (P.g.parts[0].dim == 32) {
-    constexpr auto K = EncodeSplitKernel<E, 32, 3, 96, 2>;
-    if (!SplitSmemOk<K>(smem)) return false;
-    K<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, x, body);
-  } else {
-    constexpr auto K = EncodeSplitKernel<E, 64, 4, 64, 3>;
-    if (!SplitSmemOk<K>(smem)) return false;
-    K<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, x, body);
+    return gen2 ? go(KernelTag<EncodeSplitKernel<E, 32, 3, 96, 2, true>>{})
+                : go(KernelTag<EncodeSplitKernel<E, 32, 3, 96, 2, false>>{});
   }
-  return true;
+  return gen2 ? go(KernelTag<EncodeSplitKernel<E, 64, 4, 64, 3, true>>{})
+              : go(KernelTag<EncodeSplitKernel<E, 64, 4, 64, 3, false>>{});
 }
 
 template <typename E>
@@ -2338,26 +2826,30 @@ bool LaunchDecodeSplit(const TqPlan& plan, const TqDevParams& P, const uint8_t* 
                        const TqTarget& view) {
   if (!SplitPath(plan, P)) return false;
   const size_t smem = SplitDecodeSmem(P.g);
-  const TqSplitConsts C = MakeSplitConsts(plan);
+  const bool gen2 = g_kernel_generation >= 2;
+  const TqSplitConsts C =
+      MakeSplitConsts(plan, gen2 ? SplitConstsFor::kGen2Decode : SplitConstsFor::kGen1);
   const uint32_t tiles = (P.g.shape.tokens + kSplitDecodeTokens - 1) / kSplitDecodeTokens;
   const uint64_t blocks64 = uint64_t{P.g.shape.num_streams} * tiles;
   if (blocks64 >= (1ull << 31)) return false;
   const unsigned blocks = static_cast<unsigned>(blocks64);
+  const auto go = [&](auto kernel) {
+    if (!SplitSmemOk<decltype(kernel)::value>(smem)) return false;
+    decltype(kernel)::value<<<blocks, kSplitDecodeTokens, smem>>>(P, C, body, view);
+    return true;
+  };
   if (P.g.parts[0].dim == 32) {
-    constexpr auto K = DecodeSplitKernel<E, 32, 3, 96, 2>;
-    if (!SplitSmemOk<K>(smem)) return false;
-    K<<<blocks, kSplitDecodeTokens, smem>>>(P, C, body, view);
-  } else {
-    constexpr auto K = DecodeSplitKernel<E, 64, 4, 64, 3>;
-    if (!SplitSmemOk<K>(smem)) return false;
-    K<<<blocks, kSplitDecodeTokens, smem>>>(P, C, body, view);
+    return gen2 ? go(KernelTag<DecodeSplitKernel<E, 32, 3, 96, 2, true>>{})
+                : go(KernelTag<DecodeSplitKernel<E, 32, 3, 96, 2, false>>{});
   }
-  return true;
+  return gen2 ? go(KernelTag<DecodeSplitKernel<E, 64, 4, 64, 3, true>>{})
+              : go(KernelTag<DecodeSplitKernel<E, 64, 4, 64, 3, false>>{});
 }
 
 }  // namespace
 
 void TqSetSplitKernelsForTesting(bool enabled) { g_split_kernels = enabled; }
+void TqSetKernelGenerationForTesting(int generation) { g_kernel_generation = generation; }
 
 absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body,
                               bool sync) {
@@ -2391,7 +2883,11 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
       // The quad kernels quantize 3 and 4 mse bits through the lookup table.
       if (fast && (P.parts[0].mse_bits < 3 || P.parts[0].lut != nullptr)) {
         if (P.g.prod && P.parts[0].qjl_had) {
-          LaunchEncodeQuadProd<E, true>(P, in, body);
+          if (HqGen2(P)) {
+            LaunchEncodeQuadHq<E>(P, in, body);
+          } else {
+            LaunchEncodeQuadProd<E, true>(P, in, body);
+          }
         } else if (P.g.prod) {
           LaunchEncodeQuadProd<E, false>(P, in, body);
         } else {
@@ -2497,7 +2993,11 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
       } else if (quad) {
         if constexpr (sizeof(typename E::Storage) == 2) {
           if (P.g.prod && P.parts[0].qjl_had) {
-            LaunchDecodeQuadProd<E, true>(P, body, view);
+            if (HqGen2(P)) {
+              LaunchDecodeQuadHq<E>(P, body, view);
+            } else {
+              LaunchDecodeQuadProd<E, true>(P, body, view);
+            }
           } else if (P.g.prod) {
             LaunchDecodeQuadProd<E, false>(P, body, view);
           } else {

@@ -10,5 +10,6 @@ absl::Status TqDecodeOnDevice(const TqPlan&, const void*, const DecodeTarget&, b
   return absl::UnimplementedError("turboquant: built without CUDA");
 }
 void TqSetSplitKernelsForTesting(bool) {}
+void TqSetKernelGenerationForTesting(int) {}
 
 }  // namespace kvtier::kernels::internal
