@@ -40,7 +40,7 @@ std::vector<ConfigField> ConfigFields(DaemonOptions* o) {
       {"server.max_inflight_calls", "Calls executing at once (beyond: RESOURCE_EXHAUSTED)",
        &s.max_inflight_calls},
       {"server.max_connections",
-       "Open connections on the Unix socket and plaintext TCP (beyond: closed at once)",
+       "Open connections on the Unix socket and TCP, TLS included (beyond: closed at once)",
        &s.max_connections},
       {"server.shared_memory",
        "Offer same-node shared memory for Put/Get data on <unix_socket>.shm",

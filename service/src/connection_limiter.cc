@@ -114,7 +114,8 @@ absl::StatusOr<std::pair<int, int>> ListenTcp(const std::string& host_port) {
 }
 
 absl::StatusOr<std::unique_ptr<ConnectionLimiter>> ConnectionLimiter::Start(
-    std::vector<int> listen_fds, int max_connections, std::function<void(int fd)> hand_over) {
+    std::vector<int> listen_fds, int max_connections, std::function<void(int fd)> hand_over,
+    int tls_port) {
   auto close_all = [&] {
     for (int fd : listen_fds) ::close(fd);
   };
@@ -135,18 +136,20 @@ absl::StatusOr<std::unique_ptr<ConnectionLimiter>> ConnectionLimiter::Start(
     close_all();
     return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
   }
-  std::unique_ptr<ConnectionLimiter> l(
-      new ConnectionLimiter(std::move(listen_fds), max_connections, std::move(hand_over), wake));
+  std::unique_ptr<ConnectionLimiter> l(new ConnectionLimiter(
+      std::move(listen_fds), max_connections, std::move(hand_over), wake, tls_port));
   l->thread_ = std::thread([p = l.get()] { p->Loop(); });
   return l;
 }
 
 ConnectionLimiter::ConnectionLimiter(std::vector<int> listen_fds, int max_connections,
-                                     std::function<void(int)> hand_over, int wake_fd)
+                                     std::function<void(int)> hand_over, int wake_fd,
+                                     int tls_port)
     : listen_fds_(std::move(listen_fds)),
       max_connections_(max_connections),
       hand_over_(std::move(hand_over)),
-      wake_fd_(wake_fd) {}
+      wake_fd_(wake_fd),
+      tls_port_(tls_port) {}
 
 ConnectionLimiter::~ConnectionLimiter() {
   Stop();
@@ -168,15 +171,23 @@ void ConnectionLimiter::Stop() {
 int ConnectionLimiter::Recount() {
   const absl::flat_hash_set<ino_t> alive = OpenSocketInodes();
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = sockets_.begin(); it != sockets_.end();) {
-    if (!alive.contains(*it)) {
-      sockets_.erase(it++);
-    } else {
-      ++it;
+  return PruneLocked(alive);
+}
+
+int ConnectionLimiter::PruneLocked(const absl::flat_hash_set<ino_t>& alive) {
+  for (auto* set : {&sockets_, &tls_, &tls_shut_}) {
+    for (auto it = set->begin(); it != set->end();) {
+      if (!alive.contains(*it)) {
+        set->erase(it++);
+      } else {
+        ++it;
+      }
     }
   }
-  open_.store(static_cast<int>(sockets_.size()), std::memory_order_relaxed);
-  return static_cast<int>(sockets_.size());
+  const int open = static_cast<int>(sockets_.size() + tls_.size());
+  open_.store(open, std::memory_order_relaxed);
+  tls_open_.store(static_cast<int>(tls_.size()), std::memory_order_relaxed);
+  return open;
 }
 
 void ConnectionLimiter::OnAccepted(int fd) {
@@ -188,7 +199,7 @@ void ConnectionLimiter::OnAccepted(int fd) {
   bool full;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    full = static_cast<int>(sockets_.size()) >= max_connections_;
+    full = static_cast<int>(sockets_.size() + tls_.size()) >= max_connections_;
   }
   if (full) {
     // Recount (a /proc/self/fd scan) at most every 20 ms, so a storm of connection attempts at
@@ -210,10 +221,72 @@ void ConnectionLimiter::OnAccepted(int fd) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     sockets_.insert(st.st_ino);
-    open_.store(static_cast<int>(sockets_.size()), std::memory_order_relaxed);
+    open_.store(static_cast<int>(sockets_.size() + tls_.size()), std::memory_order_relaxed);
   }
   accepted_.fetch_add(1, std::memory_order_relaxed);
   hand_over_(fd);
+}
+
+void ConnectionLimiter::ScanTls() {
+  // gRPC's accepted TLS connections: this process's sockets on the TLS port, not listening.
+  struct Found {
+    int fd;
+    ino_t ino;
+  };
+  std::vector<Found> found;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return;
+  const int dir_fd = ::dirfd(dir);
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    const int fd = std::atoi(e->d_name);
+    struct stat st;
+    if (fd == dir_fd || ::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) continue;
+    int port = 0;
+    if (addr.ss_family == AF_INET) {
+      port = ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
+    } else if (addr.ss_family == AF_INET6) {
+      port = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
+    }
+    int listening = 0;
+    socklen_t optlen = sizeof(listening);
+    if (port != tls_port_ ||
+        ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 || listening) {
+      continue;
+    }
+    found.push_back({fd, st.st_ino});
+  }
+  ::closedir(dir);
+  // Connections gRPC closed (plaintext or TLS) free their places.
+  const absl::flat_hash_set<ino_t> alive = OpenSocketInodes();
+  std::vector<Found> excess;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    PruneLocked(alive);
+    for (const Found& f : found) {
+      if (tls_.contains(f.ino) || tls_shut_.contains(f.ino)) continue;
+      if (static_cast<int>(sockets_.size() + tls_.size()) < max_connections_) {
+        tls_.insert(f.ino);
+      } else {
+        tls_shut_.insert(f.ino);  // shut down once; gRPC closes it soon after
+        excess.push_back(f);
+      }
+    }
+    open_.store(static_cast<int>(sockets_.size() + tls_.size()), std::memory_order_relaxed);
+    tls_open_.store(static_cast<int>(tls_.size()), std::memory_order_relaxed);
+  }
+  for (const Found& f : excess) {
+    struct stat st;
+    // Still the same socket (gRPC may have closed it and reused the number meanwhile).
+    if (::fstat(f.fd, &st) == 0 && st.st_ino == f.ino) ::shutdown(f.fd, SHUT_RDWR);
+    if (refused_.fetch_add(1, std::memory_order_relaxed) % 100 == 0) {
+      KVTIER_LOG(WARNING, "TLS connection closed: {} connections open (server.max_connections)",
+                 max_connections_);
+    }
+  }
 }
 
 void ConnectionLimiter::Loop() {
@@ -221,13 +294,14 @@ void ConnectionLimiter::Loop() {
   fds.push_back({wake_fd_, POLLIN, 0});
   for (int fd : listen_fds_) fds.push_back({fd, POLLIN, 0});
   while (true) {
-    const int n = ::poll(fds.data(), fds.size(), -1);
+    const int n = ::poll(fds.data(), fds.size(), tls_port_ != 0 ? 100 : -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       KVTIER_LOG(ERROR, "connection acceptor: poll: {}", std::strerror(errno));
       return;
     }
     if (fds[0].revents != 0) return;  // Stop()
+    if (tls_port_ != 0) ScanTls();
     for (size_t i = 1; i < fds.size(); ++i) {
       if ((fds[i].revents & POLLIN) == 0) continue;
       while (true) {

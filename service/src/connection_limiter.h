@@ -3,13 +3,19 @@
 // has no connection-count limit of its own; streams per connection and calls in flight are
 // capped by gRPC and KvTierService.
 //
-// A thread accepts on the listening sockets. While fewer than `max_connections` handed-over
-// connections are open, each new one goes to `hand_over` (in kvtierd: grpc::AddInsecureChannelFrom
+// A thread accepts on the listening sockets. While fewer than `max_connections` connections are
+// open, each new one goes to `hand_over` (in kvtierd: grpc::AddInsecureChannelFrom
 // Fd, which gives the descriptor to the gRPC server); beyond the cap it is closed at once, so the
 // client sees UNAVAILABLE and retries with backoff. A connection is open while its socket exists:
 // the limiter remembers each handed-over socket's inode and, when the cap is reached, recounts
 // the sockets this process still has (/proc/self/fd), so connections gRPC has closed (idle
 // timeout, client gone) free their places.
+//
+// TLS connections count against the same cap, but gRPC accepts them itself (it can only be handed
+// plaintext sockets). With `tls_port` set, the thread looks every 100 ms for sockets of this
+// process on that local port that are not listening (gRPC's accepted TLS connections); a new one
+// that finds the cap reached is shut down (shutdown(2): gRPC then closes it as a client gone), so
+// an excess TLS connection lives at most about 100 ms and is counted as refused.
 //
 // Thread-safety: Start/Stop from one thread; the counters may be read from any thread.
 #ifndef KVTIER_SERVICE_SRC_CONNECTION_LIMITER_H_
@@ -46,8 +52,11 @@ class ConnectionLimiter {
  public:
   // Takes ownership of `listen_fds` (bound, listening stream sockets). `hand_over` receives each
   // accepted descriptor (non-blocking, close-on-exec) and owns it from then on.
+  // `tls_port` (0 = none): the local TCP port of gRPC's own TLS listener, whose connections are
+  // counted and capped too.
   static absl::StatusOr<std::unique_ptr<ConnectionLimiter>> Start(
-      std::vector<int> listen_fds, int max_connections, std::function<void(int fd)> hand_over);
+      std::vector<int> listen_fds, int max_connections, std::function<void(int fd)> hand_over,
+      int tls_port = 0);
   ~ConnectionLimiter();  // Stop()
   ConnectionLimiter(const ConnectionLimiter&) = delete;
   ConnectionLimiter& operator=(const ConnectionLimiter&) = delete;
@@ -55,28 +64,39 @@ class ConnectionLimiter {
   // Stops accepting and closes the listening sockets. Handed-over connections are not touched.
   void Stop();
 
-  // Handed-over connections still open when last counted (an upper bound between recounts).
+  // Connections still open when last counted (an upper bound between recounts), TLS included.
   int open_connections() const { return open_.load(std::memory_order_relaxed); }
+  // TLS connections open at the last look.
+  int open_tls_connections() const { return tls_open_.load(std::memory_order_relaxed); }
   uint64_t accepted() const { return accepted_.load(std::memory_order_relaxed); }
   uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
 
-  // Forgets handed-over connections whose socket this process no longer has; the new count.
+  // Forgets handed-over connections whose socket this process no longer has; the new count
+  // (TLS connections included).
   int Recount();
 
  private:
   ConnectionLimiter(std::vector<int> listen_fds, int max_connections,
-                    std::function<void(int)> hand_over, int wake_fd);
+                    std::function<void(int)> hand_over, int wake_fd, int tls_port);
   void Loop();
   void OnAccepted(int fd);
+  // Counts gRPC's TLS connections and shuts down new ones beyond the cap.
+  void ScanTls();
+  // Forgets connections (of every kind) whose socket is not in `alive`; the open count.
+  int PruneLocked(const absl::flat_hash_set<ino_t>& alive);
 
   const std::vector<int> listen_fds_;
   const int max_connections_;
   const std::function<void(int)> hand_over_;
   const int wake_fd_;  // eventfd: Stop() wakes the loop through it
+  const int tls_port_;
   std::thread thread_;
   std::mutex mu_;
   absl::flat_hash_set<ino_t> sockets_;  // Guarded by mu_: inodes of handed-over sockets.
+  absl::flat_hash_set<ino_t> tls_;      // Guarded by mu_: inodes of admitted TLS connections.
+  absl::flat_hash_set<ino_t> tls_shut_; // Guarded by mu_: TLS connections shut down, not yet gone.
   std::atomic<int> open_{0};
+  std::atomic<int> tls_open_{0};
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> refused_{0};
   bool stopped_ = false;

@@ -110,7 +110,7 @@ class Daemon::Impl {
   std::unique_ptr<KvTierService> service;
   std::unique_ptr<HealthService> health;
   std::unique_ptr<grpc::Server> server;
-  std::unique_ptr<ConnectionLimiter> limiter;  // accepts for the plaintext listeners
+  std::unique_ptr<ConnectionLimiter> limiter;  // accepts for the plaintext listeners, caps TLS
   std::unique_ptr<SharedMemoryRegistry> shm;   // same-node shared memory (server.shared_memory)
   std::shared_ptr<ConnectionCollector> connection_collector =
       std::make_shared<ConnectionCollector>();
@@ -249,11 +249,14 @@ absl::Status Daemon::Impl::StartGrpc() {
     close_plain();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", so.tcp_address));
   }
-  if (!plain_fds.empty()) {
+  // gRPC's own TLS listener: its connections count against the same cap (connection_limiter.h).
+  const int tls_port = so.tls_cert_file.empty() ? 0 : tcp_port;
+  if (!plain_fds.empty() || tls_port != 0) {
     grpc::Server* srv = server.get();
     KVTIER_ASSIGN_OR_RETURN(
-        limiter, ConnectionLimiter::Start(std::move(plain_fds), static_cast<int>(so.max_connections),
-                                          [srv](int fd) { grpc::AddInsecureChannelFromFd(srv, fd); }));
+        limiter, ConnectionLimiter::Start(
+                     std::move(plain_fds), static_cast<int>(so.max_connections),
+                     [srv](int fd) { grpc::AddInsecureChannelFromFd(srv, fd); }, tls_port));
     connection_collector->SetLimiter(limiter.get());
   }
   WritePortFile(so.port_file, tcp_port);

@@ -338,8 +338,7 @@ std::vector<prometheus::MetricFamily> ConnectionCollector::Collect() const {
   }
   if (limiter_ == nullptr) return out;
   auto open = Family("kvtier_connections_open",
-                     "Client connections open on the Unix socket and plaintext TCP (TLS "
-                     "connections are not counted).",
+                     "Client connections open on the Unix socket and TCP (TLS included).",
                      prometheus::MetricType::Gauge);
   AddValue(&open, {}, static_cast<double>(limiter_->Recount()));
   auto refused = Family("kvtier_connections_refused_total",

@@ -55,9 +55,9 @@ struct ServerOptions {
   uint32_t max_concurrent_streams = 64;
   // Calls executing at once across all connections; beyond it calls fail RESOURCE_EXHAUSTED (64).
   uint32_t max_inflight_calls = 64;
-  // Open client connections on the Unix socket and on plaintext TCP (256); beyond it a new
-  // connection is closed at once (the client sees UNAVAILABLE and retries). TLS connections are
-  // not counted: gRPC 1.51 accepts them itself.
+  // Open client connections on the Unix socket and TCP, TLS included (256); beyond it a new
+  // connection is closed at once (the client sees UNAVAILABLE and retries). gRPC 1.51 accepts TLS
+  // connections itself: one beyond the cap is shut down within about 100 ms of its accept.
   uint32_t max_connections = 256;
   // Same-node shared memory (docs/API.md, "Shared memory"): clients on this node may register a
   // sealed memfd on the SOCK_SEQPACKET socket <unix_socket>.shm and name ranges of it in Put and
