@@ -381,7 +381,7 @@ int main(int argc, char** argv) {
         std::vector<std::unique_ptr<kvtier::client::Client>> out;
         kvtier::client::ClientOptions o;
         o.target = "unix:" + daemon.socket_path();
-        o.shared_memory_bytes = shm ? uint64_t{64} << 20 : 0;
+        if (!shm) o.shared_memory_bytes = 0;  // else the SDK's default region
         for (int c = 0; c < clients; ++c) {
           auto made = kvtier::client::Client::Connect(o);
           if (!made.ok()) {

@@ -18,7 +18,8 @@ namespace kvtier::service {
 
 absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::GetRequest& req,
                                        storage::TierManager* tm,
-                                       const SharedMemoryRegistry::View* shm, GetPlan* plan) {
+                                       const SharedMemoryRegistry::View* shm, GetPlan* plan,
+                                       bool must_fit) {
   KVTIER_ASSIGN_OR_RETURN(auto ns, registry_->Get(req.namespace_()));
   KVTIER_ASSIGN_OR_RETURN(ChunkKey key, KeyFromProto(req.key(), "key"));
   const bool tensor = req.format() == v1::DATA_FORMAT_TENSOR;
@@ -32,8 +33,17 @@ absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::G
   }
   plan->handle = std::move(*got);
   storage::ChunkHandle* handle = &plan->handle;
-  metrics_->CountHits(handle->tier(), 1);
   absl::Span<const uint8_t> payload = handle->bytes();
+  if (must_fit) {
+    // The answer's size is known before any work: the payload, or the tensor the chunk decodes to.
+    const uint64_t answer = tensor ? handle->meta().decoded_bytes : payload.size();
+    if (shm == nullptr || answer > shm->size) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the answer (", answer, " bytes) does not fit the shared memory range (",
+          shm == nullptr ? 0 : shm->size, " bytes): fetch it through gRPC"));
+    }
+  }
+  metrics_->CountHits(handle->tier(), 1);  // after the refusal above: the retry through gRPC counts
   // End-to-end check: the bytes we are about to serve are the bytes that were acknowledged.
   // Storage records a CRC-32C once a chunk has been on disk (0 while it only lived in memory);
   // the payload's own header and body checksums are verified below in every case.

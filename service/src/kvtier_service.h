@@ -143,9 +143,10 @@ class KvTierService final
   // Looks the chunk up, verifies it and decodes it when asked (everything but the streaming);
   // when the answer fits in `shm` (nullptr = none) it is copied there too (plan->in_shm). `ctx`
   // (checked for cancellation) is nullptr on the shared-memory call channel.
+  // With `must_fit`, an answer larger than `shm` fails RESOURCE_EXHAUSTED before any decoding.
   absl::Status PrepareGet(grpc::ServerContextBase* ctx, const v1::GetRequest& req,
                           storage::TierManager* tm, const SharedMemoryRegistry::View* shm,
-                          GetPlan* plan);
+                          GetPlan* plan, bool must_fit = false);
   // Keys of a Delete/Pin/Unpin/Lookup request, validated.
   absl::Status ParseKeys(const google::protobuf::RepeatedPtrField<std::string>& keys,
                          std::vector<ChunkKey>* out) const;

@@ -309,9 +309,10 @@ void SharedMemoryRegistry::ServeCalls(int fd) {
       break;  // the client gave up on the call (its deadline) or went away
     }
   }
-  ::close(fd);
+  // Closed under the lock, so the destructor never shuts down a number reused meanwhile.
   std::lock_guard<std::mutex> lock(mu_);
   call_fds_.erase(fd);
+  ::close(fd);
   calls_done_.notify_all();
 }
 

@@ -56,11 +56,9 @@ absl::Status KvTierService::SharedMemoryGet(storage::TierManager* tm, const std:
     status = view.status();
   }
   GetPlan plan;
-  if (status.ok()) status = PrepareGet(/*ctx=*/nullptr, req, tm, &*view, &plan);
-  if (status.ok() && !plan.in_shm) {
-    status = absl::ResourceExhaustedError(
-        absl::StrCat("the answer (", plan.out.size(), " bytes) does not fit the shared memory "
-                     "range (", req.shm().length(), " bytes): fetch it through gRPC"));
+  if (status.ok()) status = PrepareGet(/*ctx=*/nullptr, req, tm, &*view, &plan, /*must_fit=*/true);
+  if (status.ok() && !plan.in_shm) {  // must_fit checked the size up front; this cannot happen
+    status = absl::InternalError("a shared-memory Get answer was not put in shared memory");
   }
   if (status.ok()) {
     shm_->CountWritten(plan.out.size());

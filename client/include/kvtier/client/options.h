@@ -58,10 +58,14 @@ struct ClientOptions {
   // registers a shared memory region of this many bytes with the daemon at Connect and moves Put
   // and Get data through it instead of the socket. 0 = off. Falls back to the socket, per call,
   // when the daemon offers none, when the region has no room, and after a daemon restart (it
-  // registers again). Pages are allocated only as they are first used. Default 256 MiB.
-  uint64_t shared_memory_bytes = 256ull << 20;
-  // Room a Get reserves in the region for its answer; a larger answer is streamed. Default 16 MiB.
-  uint64_t shared_memory_get_bytes = 16ull << 20;
+  // registers again). The region is address space: its pages are allocated only as calls first
+  // touch them (about the bytes of the calls in flight at once), so the default is generous.
+  // Default 1 GiB.
+  uint64_t shared_memory_bytes = 1ull << 30;
+  // Room a Get reserves in the region for its answer (only the answer's own bytes are touched);
+  // a larger answer is streamed through the socket. Default 64 MiB, the daemon's default
+  // server.max_value_bytes.
+  uint64_t shared_memory_get_bytes = 64ull << 20;
   RetryPolicy retry;
 
   // Rejects an empty target, a "unix:" target with TLS, zero deadlines, zero message size and an
