@@ -225,9 +225,10 @@ TEST(TurboQuantGpuTest, DeviceBodiesEqualCpuBodiesAndCrossDecode) {
 }
 
 // The generation-1 kernels (kept for before/after measurements, TqSetKernelGenerationForTesting)
-// must stay exact too: the cases whose kernels have two generations.
+// and the generation-3 variants (measured beside generation 2) must stay exact too: the cases
+// whose kernels have several generations.
 TEST(TurboQuantGpuTest, OtherGenerationKernelsMatchCpu) {
-  for (int generation : {1}) {
+  for (int generation : {1, 3}) {
     SCOPED_TRACE("generation " + std::to_string(generation));
     TqSetKernelGenerationForTesting(generation);
     for (const Case& k : Cases()) {
@@ -431,6 +432,7 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
       for (uint8_t b : {1, 2, 3, 4}) {
         configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard", TqHq(b, rot)});
         configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen1", TqHq(b, rot), 1});
+        configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen3", TqHq(b, rot), 3});
       }
     }
     configs.push_back({rn + " mse 2.5",
@@ -581,7 +583,7 @@ TEST(TurboQuantGpuTest, ReportsSplitThroughput) {
 }
 
 // Not a test: with KVTIER_TQ_PROFILE_ONCE set, one encode and one decode of each kernel under
-// study (qjl=hadamard b = 1 and 4, both generations; the splits, both generations) on a 256-token
+// study (qjl=hadamard b = 1 and 4, the splits; generations 1-3) on a 256-token
 // Llama-3.1-8B-shaped chunk, for a profiler that filters kernels by name. Skipped otherwise.
 TEST(TurboQuantGpuTest, ProfileKernelsOnce) {
   if (std::getenv("KVTIER_TQ_PROFILE_ONCE") == nullptr) GTEST_SKIP() << "KVTIER_TQ_PROFILE_ONCE not set";
@@ -597,7 +599,7 @@ TEST(TurboQuantGpuTest, ProfileKernelsOnce) {
       TqHq(1, TurboQuantRotation::kHadamard), TqHq(4, TurboQuantRotation::kHadamard),
       Tq(2, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k2p5),
       Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k3p5)};
-  for (int generation : {1, 2}) {
+  for (int generation : {1, 2, 3}) {
     TqSetKernelGenerationForTesting(generation);
     for (const CodecParams& p : params) {
       ASSERT_TRUE(c.EncodeDevice(p, shape, d_in.p, d_body.p).ok());

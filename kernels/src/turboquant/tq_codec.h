@@ -39,7 +39,9 @@ void TqSetSplitKernelsForTesting(bool enabled);
 
 // Tests and the speed report only: 1 selects the kernels as they were before generation 2 (the
 // prefetching qjl=hadamard quad kernels and the reworked split kernels; docs/BENCHMARKS.md), 2
-// (the default) the current ones. Same bodies and outputs either way. Not thread-safe, as above.
+// (the default) the current ones, 3 the current ones with the other quantizer form of the
+// qjl=hadamard kernels (select trees or table; HqSelectTrees in tq_cuda.cu), so that both forms
+// stay tested. Same bodies and outputs either way. Not thread-safe, as above.
 void TqSetKernelGenerationForTesting(int generation);
 
 }  // namespace kvtier::kernels::internal

@@ -1662,7 +1662,8 @@ void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTar
 //    records and scalars) into its own shared-memory buffer with cp.async while it computes the
 //    current group, so that its global-memory latency overlaps its own arithmetic;
 //  - encode: 3 blocks per SM (80 registers, no spills; generation 1: 2), the lookup index as one
-//    fma (QuadCodeFma), the sign bits collected with one mask, add and shift per word;
+//    fma (QuadCodeFma), the sign bits collected with one mask, add and shift per word; at 1 mse
+//    bit codes and centroids by select trees (HqSelectTrees);
 //  - decode: G^T s (exact integers) mostly on binary16 pairs, the first three butterfly stages
 //    by table lookup per sign byte, no multiply by the window scale (1 for n = 128), the output
 //    sign masks read from shared memory instead of held in 16 registers (no spills at 128).
@@ -1694,21 +1695,65 @@ __device__ __forceinline__ uint32_t QuadCodeFma(float z, const float2* lut, cons
   }
 }
 
+// Code and centroid of z by a select tree over the sorted midpoints t and the centroids c, both
+// read from the kernel parameters, instead of the shared-memory table and centroid loads:
+// code = #{k : z >= t_k} by binary search (NaN: 0, as every comparison is false), cent = c[code].
+template <uint32_t kBits>
+__device__ __forceinline__ uint32_t QuadCodeSel(float z, const TqDevParams& P, float* cent) {
+  const float* t = P.fast_bounds;
+  const float* c = P.fast_cents;
+  if constexpr (kBits == 1) {
+    const bool b0 = z >= t[0];
+    *cent = b0 ? c[1] : c[0];
+    return b0 ? 1u : 0u;
+  } else if constexpr (kBits == 2) {
+    const bool b1 = z >= t[1];
+    const bool b0 = z >= (b1 ? t[2] : t[0]);
+    *cent = b1 ? (b0 ? c[3] : c[2]) : (b0 ? c[1] : c[0]);
+    return (b1 ? 2u : 0u) | (b0 ? 1u : 0u);
+  } else {
+    const bool b2 = z >= t[3];
+    const bool b1 = z >= (b2 ? t[5] : t[1]);
+    const bool b0 = z >= (b2 ? (b1 ? t[6] : t[4]) : (b1 ? t[2] : t[0]));
+    const float lo = b1 ? (b0 ? c[3] : c[2]) : (b0 ? c[1] : c[0]);
+    const float hi = b1 ? (b0 ? c[7] : c[6]) : (b0 ? c[5] : c[4]);
+    *cent = b2 ? hi : lo;
+    return (b2 ? 4u : 0u) | (b1 ? 2u : 0u) | (b0 ? 1u : 0u);
+  }
+}
+
+// c[code] by a select tree over the kernel parameters (decode's counterpart of QuadCodeSel).
+template <uint32_t kBits>
+__device__ __forceinline__ float QuadCentSel(uint32_t code, const TqDevParams& P) {
+  const float* c = P.fast_cents;
+  const bool b0 = code & 1u;
+  if constexpr (kBits == 1) {
+    return b0 ? c[1] : c[0];
+  } else if constexpr (kBits == 2) {
+    return (code & 2u) ? (b0 ? c[3] : c[2]) : (b0 ? c[1] : c[0]);
+  } else {
+    const bool b1 = code & 2u;
+    const float lo = b1 ? (b0 ? c[3] : c[2]) : (b0 ? c[1] : c[0]);
+    const float hi = b1 ? (b0 ? c[7] : c[6]) : (b0 ? c[5] : c[4]);
+    return (code & 4u) ? hi : lo;
+  }
+}
+
 // Chunk c (16 bytes) of vector a of a warp's group lives at a * 16 + (c ^ 4 (a & 1)): the reads
 // of lanes (g, q) and (g + 1, q) then fall in different banks.
 __device__ __forceinline__ uint32_t HqRowSlot(uint32_t a, uint32_t c) { return a * 16u + (c ^ (4u * (a & 1u))); }
 
-template <typename E, uint32_t kMb, int kMinBlocks>
+template <typename E, uint32_t kMb, int kMinBlocks, bool kSel>
 __global__ void __launch_bounds__(32 * kQuadWarps, kMinBlocks)
     EncodeQuadHqKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
                        uint8_t* body) {
-  __shared__ float2 sb[kMb >= 3 ? kQuantLut : 1];
+  __shared__ float2 sb[kMb >= 3 && !kSel ? kQuantLut : 1];
   __shared__ float scn[16];
   __shared__ uint4 hflip[4][2][4];  // [q][window][k]
   __shared__ uint4 rows[kQuadWarps][2][128];  // per warp, double-buffered: 8 rows of 256 bytes
   const TqDevPart& part = P.parts[0];
   if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
-  if constexpr (kMb >= 3) {
+  if constexpr (kMb >= 3 && !kSel) {
     for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) sb[i] = part.lut[i];
   }
   FillQjlEncodeFlips(part, hflip);
@@ -1771,8 +1816,15 @@ __global__ void __launch_bounds__(32 * kQuadWarps, kMinBlocks)
 #pragma unroll
         for (uint32_t e = 0; e < 8; ++e) {
           const float z = __fmul_rn(x[8 * k + e], scale);
-          const uint32_t c = QuadCodeFma<kMb>(z, sb, P);
-          x[8 * k + e] = __fsub_rn(z, scn[c]);
+          uint32_t c;
+          if constexpr (kSel) {
+            float cent;
+            c = QuadCodeSel<kMb>(z, P, &cent);
+            x[8 * k + e] = __fsub_rn(z, cent);
+          } else {
+            c = QuadCodeFma<kMb>(z, sb, P);
+            x[8 * k + e] = __fsub_rn(z, scn[c]);
+          }
           w |= c << (kMb * e);
         }
         packed[k] = w;
@@ -1881,7 +1933,7 @@ __device__ __forceinline__ void QuadCodesFromSmem(const uint8_t* rec, uint32_t q
   }
 }
 
-template <typename E, uint32_t kMb, int kMinBlocks>
+template <typename E, uint32_t kMb, int kMinBlocks, bool kSel>
 __global__ void __launch_bounds__(32 * kQuadWarps, kMinBlocks)
     DecodeQuadHqKernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
                        const TqTarget view) {
@@ -1994,7 +2046,9 @@ __global__ void __launch_bounds__(32 * kQuadWarps, kMinBlocks)
     for (uint32_t k = 0; k < 4; ++k) {
 #pragma unroll
       for (uint32_t e = 0; e < 8; ++e) {
-        const float y = kMb > 0 ? scn[(packed[k] >> (kMb * e)) & ((1u << kMb) - 1u)] : 0.0f;
+        const uint32_t code = (packed[k] >> (kMb * e)) & ((1u << kMb) - 1u);
+        float y = 0.0f;
+        if constexpr (kMb > 0) y = kSel ? QuadCentSel<kMb>(code, P) : scn[code];
         x[8 * k + e] = __fadd_rn(y, __fmul_rn(coef, x[8 * k + e]));
       }
     }
@@ -2026,28 +2080,28 @@ bool HqGen2(const TqDevParams& P) {
          P.g.scalars_per_vector == 2 && P.g.scalars_offset % 16 == 0 && P.g.codes_offset % 16 == 0;
 }
 
-template <typename E, int kMinBlocks>
+template <typename E, int kMinBlocks, bool kSel>
 void LaunchEncodeQuadHqAt(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
   const uint64_t n = P.g.Vectors();
 #define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n), 32 * kQuadWarps>>>(P, in, body)
   switch (P.parts[0].mse_bits) {
-    case 0: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 0, kMinBlocks>)); break;
-    case 1: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 1, kMinBlocks>)); break;
-    case 2: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 2, kMinBlocks>)); break;
-    default: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 3, kMinBlocks>)); break;
+    case 0: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 0, kMinBlocks, kSel>)); break;
+    case 1: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 1, kMinBlocks, kSel>)); break;
+    case 2: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 2, kMinBlocks, kSel>)); break;
+    default: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 3, kMinBlocks, kSel>)); break;
   }
 #undef KVTIER_TQ_GO
 }
 
-template <typename E, int kMinBlocks>
+template <typename E, int kMinBlocks, bool kSel>
 void LaunchDecodeQuadHqAt(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
   const uint64_t n = P.g.Vectors();
 #define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n), 32 * kQuadWarps>>>(P, body, view)
   switch (P.parts[0].mse_bits) {
-    case 0: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 0, kMinBlocks>)); break;
-    case 1: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 1, kMinBlocks>)); break;
-    case 2: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 2, kMinBlocks>)); break;
-    default: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 3, kMinBlocks>)); break;
+    case 0: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 0, kMinBlocks, kSel>)); break;
+    case 1: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 1, kMinBlocks, kSel>)); break;
+    case 2: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 2, kMinBlocks, kSel>)); break;
+    default: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 3, kMinBlocks, kSel>)); break;
   }
 #undef KVTIER_TQ_GO
 }
@@ -2055,14 +2109,31 @@ void LaunchDecodeQuadHqAt(const TqDevParams& P, const uint8_t* body, const TqTar
 // Blocks per SM the launch bounds ask for: encode fits 3 (80 registers, no spills; 4 would need
 // 64 registers and spill, and measured slower); decode 2 (3 would spill ~100 bytes a thread, and
 // measured slower: docs/BENCHMARKS.md).
+// Codes and centroids by select trees over the kernel parameters (QuadCodeSel / QuadCentSel) or
+// by the shared-memory table and centroid loads: measured side by side, the trees are faster at
+// 1 mse bit (b = 2: encode and decode kernels -5 %), equal at 2 and slower at 3 (+8 to +10 %),
+// so generation 2 uses them at 1 mse bit only. Generation 3 (testing only) takes the other form
+// at every width, so that both stay tested.
+bool HqSelectTrees(const TqDevParams& P) {
+  return (P.parts[0].mse_bits == 1) != (g_kernel_generation >= 3);
+}
+
 template <typename E>
 void LaunchEncodeQuadHq(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
-  LaunchEncodeQuadHqAt<E, 3>(P, in, body);
+  if (HqSelectTrees(P)) {
+    LaunchEncodeQuadHqAt<E, 3, true>(P, in, body);
+  } else {
+    LaunchEncodeQuadHqAt<E, 3, false>(P, in, body);
+  }
 }
 
 template <typename E>
 void LaunchDecodeQuadHq(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
-  LaunchDecodeQuadHqAt<E, 2>(P, body, view);
+  if (HqSelectTrees(P)) {
+    LaunchDecodeQuadHqAt<E, 2, true>(P, body, view);
+  } else {
+    LaunchDecodeQuadHqAt<E, 2, false>(P, body, view);
+  }
 }
 
 // ---- Quad path, dense rotation (mse and prod), head_dim 128 -------------------------------------
