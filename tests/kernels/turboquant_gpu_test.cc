@@ -6,12 +6,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -286,6 +288,135 @@ TEST(TurboQuantGpuTest, SplitTiesMatchCpu) {
 
 // Paged targets: the register path (16-byte aligned rows) and the generic path (a split, or rows
 // that are not 16-byte aligned) both write exactly what the host decode writes.
+// The launch cache (TqEncodeDevice / TqDecodeDevice) keeps every (params, shape, generation,
+// split switch) apart: configurations that differ in one field each, interleaved, in both orders,
+// then from 4 threads at once, with the cache switched off for comparison; every device body
+// equals the CPU body and every device decode of it the CPU decode. Incompatible parameters and
+// bad targets are refused on every call (errors are not cached).
+struct LaunchCacheGuard {
+  ~LaunchCacheGuard() {
+    TqSetLaunchCacheForTesting(true);
+    TqSetKernelGenerationForTesting(2);
+    TqSetSplitKernelsForTesting(true);
+  }
+};
+
+TEST(TurboQuantGpuTest, LaunchCacheKeepsParametersApart) {
+  const CodecImpl& c = TurboQuantCodec();
+  LaunchCacheGuard restore;
+  struct Item {
+    CodecParams p;
+    KvLayout l;
+    uint32_t T;
+    int generation;
+    bool split_kernels;
+    std::vector<uint8_t> in, cpu_body, cpu_out;
+  };
+  std::vector<Item> items;
+  const auto H = TurboQuantRotation::kHadamard;
+  auto add = [&](CodecParams p, KvLayout l, uint32_t T, int generation = 2, bool sk = true) {
+    items.push_back({p, l, T, generation, sk, {}, {}, {}});
+  };
+  CodecParams seed2 = Tq(2, TurboQuantVariant::kMse, H);
+  seed2.seed = 99;
+  add(Tq(2, TurboQuantVariant::kMse, H), Mha(2, 2, 128), 40);
+  add(seed2, Mha(2, 2, 128), 40);                                   // seed only
+  add(Tq(3, TurboQuantVariant::kMse, H), Mha(2, 2, 128), 40);       // bits only
+  add(Tq(2, TurboQuantVariant::kMse, H), Mha(2, 2, 128), 41);       // tokens only
+  add(Tq(2, TurboQuantVariant::kMse, H), Mha(2, 2, 128, DType::kBFloat16), 40);  // dtype only
+  add(TqHq(2, H), Mha(2, 2, 128), 40);                              // variant
+  add(TqHq(2, H), Mha(2, 2, 128), 40, 1);                           // generation only
+  add(Tq(2, TurboQuantVariant::kMse, H, TurboQuantSplit::k2p5), Mha(2, 2, 128), 40);
+  add(Tq(2, TurboQuantVariant::kMse, H, TurboQuantSplit::k2p5), Mha(2, 2, 128), 40, 1);
+  add(Tq(2, TurboQuantVariant::kMse, H, TurboQuantSplit::k2p5), Mha(2, 2, 128), 40, 2, false);
+  add(Tq(3, TurboQuantVariant::kMse, H, TurboQuantSplit::k3p5), Mha(2, 2, 128), 40);
+  add(Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kDense), Mha(2, 2, 128), 40);
+  add(Tq(2, TurboQuantVariant::kMse, H), Mha(2, 2, 64), 40);        // generic kernels
+  for (Item& it : items) {
+    const ChunkShape shape{it.l, it.T, 0, false};
+    it.in = MakeInput(it.l, it.T, 31 + it.T);
+    it.cpu_body.resize(c.BodySize(it.p, shape));
+    ASSERT_TRUE(c.EncodeHost(it.p, shape, it.in.data(), absl::MakeSpan(it.cpu_body)).ok());
+    it.cpu_out.assign(it.in.size(), 0x5A);
+    ASSERT_TRUE(c.DecodeHost(it.p, shape, it.cpu_body,
+                             Contiguous(it.cpu_out.data(), it.l, it.T, MemorySpace::kHost))
+                    .ok());
+  }
+  // One device encode + decode of item i; returns the number of differing bytes (or ~0 on a
+  // failed call). Testing switches are process-wide, so the threaded round keeps them fixed.
+  auto run = [&](const Item& it, bool set_switches) -> size_t {
+    if (set_switches) {
+      TqSetKernelGenerationForTesting(it.generation);
+      TqSetSplitKernelsForTesting(it.split_kernels);
+    }
+    const ChunkShape shape{it.l, it.T, 0, false};
+    DevBuf d_in(it.in.size()), d_body(it.cpu_body.size()), d_out(it.in.size());
+    if (cudaMemcpy(d_in.p, it.in.data(), it.in.size(), cudaMemcpyHostToDevice) != cudaSuccess ||
+        cudaMemset(d_body.p, 0xA5, it.cpu_body.size()) != cudaSuccess ||
+        cudaMemset(d_out.p, 0xC3, it.in.size()) != cudaSuccess) {
+      return ~size_t{0};
+    }
+    if (!c.EncodeDevice(it.p, shape, d_in.p, d_body.p).ok()) return ~size_t{0};
+    std::vector<uint8_t> body(it.cpu_body.size()), out(it.in.size());
+    if (cudaMemcpy(body.data(), d_body.p, body.size(), cudaMemcpyDeviceToHost) != cudaSuccess) {
+      return ~size_t{0};
+    }
+    if (!c.DecodeDevice(it.p, shape, d_body.p,
+                        Contiguous(d_out.u8(), it.l, it.T, MemorySpace::kDevice)).ok() ||
+        cudaMemcpy(out.data(), d_out.p, out.size(), cudaMemcpyDeviceToHost) != cudaSuccess) {
+      return ~size_t{0};
+    }
+    size_t diff = 0;
+    for (size_t i = 0; i < body.size(); ++i) diff += body[i] != it.cpu_body[i];
+    for (size_t i = 0; i < out.size(); ++i) diff += out[i] != it.cpu_out[i];
+    return diff;
+  };
+  for (bool cache : {true, false}) {
+    TqSetLaunchCacheForTesting(cache);
+    for (int round = 0; round < 2; ++round) {
+      for (size_t j = 0; j < items.size(); ++j) {
+        const size_t i = round == 0 ? j : items.size() - 1 - j;
+        SCOPED_TRACE("cache " + std::to_string(cache) + " round " + std::to_string(round) +
+                     " item " + std::to_string(i));
+        EXPECT_EQ(run(items[i], true), 0u);
+      }
+    }
+  }
+  TqSetLaunchCacheForTesting(true);
+  TqSetKernelGenerationForTesting(2);
+  TqSetSplitKernelsForTesting(true);
+  std::vector<size_t> diffs(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 3; ++rep) {
+        for (size_t i = t; i < items.size(); i += 4) {
+          if (items[i].generation == 2 && items[i].split_kernels) diffs[t] += run(items[i], false);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT_EQ(diffs[t], 0u) << "thread " << t;
+  // Refusals are not cached: an incompatible split (head_dim 64) fails every time, and a cached
+  // configuration still checks each decode target.
+  const KvLayout l64 = Mha(1, 1, 64);
+  DevBuf d(1 << 20);
+  for (int rep = 0; rep < 2; ++rep) {
+    EXPECT_FALSE(c.EncodeDevice(Tq(2, TurboQuantVariant::kMse, H, TurboQuantSplit::k2p5),
+                                ChunkShape{l64, 8, 0, false}, d.p, d.p)
+                     .ok());
+    DecodeTarget bad = Contiguous(d.u8(), items[0].l, items[0].T, MemorySpace::kDevice);
+    bad.dtype = DType::kBFloat16;
+    EXPECT_FALSE(c.DecodeDevice(items[0].p, ChunkShape{items[0].l, items[0].T, 0, false}, d.p, bad)
+                     .ok());
+    bad = Contiguous(d.u8(), items[0].l, items[0].T, MemorySpace::kDevice);
+    bad.layer_base.pop_back();
+    EXPECT_FALSE(c.DecodeDevice(items[0].p, ChunkShape{items[0].l, items[0].T, 0, false}, d.p, bad)
+                     .ok());
+  }
+}
+
 TEST(TurboQuantGpuTest, PagedDeviceDecodeMatchesHostDecode) {
   const CodecImpl& c = TurboQuantCodec();
   const KvLayout l = Mha(2, 2, 128);
@@ -572,6 +703,189 @@ TEST(TurboQuantGpuTest, ReportsSplitThroughput) {
   TqSetKernelGenerationForTesting(2);
   json += "\n  ]\n}\n";
   if (const char* path = std::getenv("KVTIER_TQ_SPLIT_SPEED_JSON")) {
+    if (FILE* f = std::fopen(path, "w")) {
+      std::fputs(json.c_str(), f);
+      std::fclose(f);
+    }
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+}
+
+// Information only: the per-call host overhead of the device entry points. For 256- and 512-token
+// Llama-3.1-8B-shaped chunks, Hadamard mse b = 2..4, prod qjl=hadamard b = 1..4 and the
+// 2.5 / 3.5 splits, encode and decode, with the launch cache (the default) and without it (every
+// call prepares plan and kernel parameters, as before), alternating, two rounds. Per
+// configuration: "call" = one EncodeDevice / DecodeDevice between two events (host work, launch
+// and the final synchronize included, as in ReportsThroughput), "kernels" = 10 back-to-back calls
+// without the synchronize / 10, "host" = wall-clock microseconds until a call without the
+// synchronize returns (host work + launch API). References, same bracket: "copy" = one
+// cudaMemcpyAsync device-to-device (no synchronize inside the bracket: the definition the ratios
+// use), "copy+sync" = the same copy followed by cudaStreamSynchronize inside the bracket (like for
+// like with "call"), "floor" = a 16-byte cudaMemsetAsync + cudaStreamSynchronize (one launch and
+// one synchronize, no work), and the same split into its parts with empty kernels
+// (TqLaunchProbeForTesting). KVTIER_TQ_OVERHEAD_JSON=PATH writes the figures.
+TEST(TurboQuantGpuTest, ReportsHostOverhead) {
+  const CodecImpl& c = TurboQuantCodec();
+  LaunchCacheGuard restore;
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  auto median_ms = [&](auto fn) {
+    fn();
+    fn();
+    std::vector<float> ms;
+    for (int i = 0; i < 15; ++i) {
+      cudaEventRecord(e0, 0);
+      fn();
+      cudaEventRecord(e1, 0);
+      cudaEventSynchronize(e1);
+      float m = 0;
+      cudaEventElapsedTime(&m, e0, e1);
+      ms.push_back(m);
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  // Host wall time of fn (which must not synchronize), then a synchronize outside the timing.
+  auto median_host_us = [&](auto fn) {
+    fn();
+    cudaStreamSynchronize(0);
+    std::vector<double> us;
+    for (int i = 0; i < 15; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fn();
+      const auto t1 = std::chrono::steady_clock::now();
+      cudaStreamSynchronize(0);
+      us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+    }
+    std::sort(us.begin(), us.end());
+    return us[us.size() / 2];
+  };
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  std::string json = "{\n  \"device\": \"" + std::string(prop.name) + "\",\n  \"runs\": [\n";
+  const auto H = TurboQuantRotation::kHadamard;
+  struct Config {
+    std::string name;
+    CodecParams p;
+  };
+  const std::vector<Config> configs = {
+      {"hadamard mse b=2", Tq(2, TurboQuantVariant::kMse, H)},
+      {"hadamard mse b=3", Tq(3, TurboQuantVariant::kMse, H)},
+      {"hadamard mse b=4", Tq(4, TurboQuantVariant::kMse, H)},
+      {"hadamard prod b=1 qjl=hadamard", TqHq(1, H)},
+      {"hadamard prod b=2 qjl=hadamard", TqHq(2, H)},
+      {"hadamard prod b=3 qjl=hadamard", TqHq(3, H)},
+      {"hadamard prod b=4 qjl=hadamard", TqHq(4, H)},
+      {"hadamard mse 2.5", Tq(2, TurboQuantVariant::kMse, H, TurboQuantSplit::k2p5)},
+      {"hadamard mse 3.5", Tq(3, TurboQuantVariant::kMse, H, TurboQuantSplit::k3p5)}};
+  bool first_run = true;
+  for (uint32_t T : {256u, 512u}) {
+    const KvLayout l = Mha(32, 8, 128);
+    const ChunkShape shape{l, T, 0, false};
+    const auto in = MakeInput(l, T, 5);
+    DevBuf d_in(in.size()), d_out(in.size()), d_copy(in.size()), d_body(in.size()), d_small(16);
+    ASSERT_EQ(cudaMemcpy(d_in.p, in.data(), in.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    const DecodeTarget t = Contiguous(d_out.u8(), l, T, MemorySpace::kDevice);
+    const float copy_ms = median_ms(
+        [&] { cudaMemcpyAsync(d_copy.p, d_in.p, in.size(), cudaMemcpyDeviceToDevice, 0); });
+    const float copy_sync_ms = median_ms([&] {
+      cudaMemcpyAsync(d_copy.p, d_in.p, in.size(), cudaMemcpyDeviceToDevice, 0);
+      cudaStreamSynchronize(0);
+    });
+    const float floor_ms = median_ms([&] {
+      cudaMemsetAsync(d_small.p, 0, 16, 0);
+      cudaStreamSynchronize(0);
+    });
+    const double copy_gbs = 2.0 * in.size() / copy_ms / 1e6;
+    const double copy_sync_gbs = 2.0 * in.size() / copy_sync_ms / 1e6;
+    std::printf("overhead report T=%u: copy %.4f ms (%.1f GB/s), copy+sync %.4f ms (%.1f GB/s), "
+                "floor %.4f ms\n", T, copy_ms, copy_gbs, copy_sync_ms, copy_sync_gbs, floor_ms);
+    // Decomposition: host microseconds to enqueue a 16-byte memset and empty kernels with no,
+    // TqDevParams-sized and split-sized parameters, and the same in the event bracket with the
+    // synchronize (as "floor").
+    std::string probes;
+    {
+      const double memset_h =
+          median_host_us([&] { cudaMemsetAsync(d_small.p, 0, 16, 0); });
+      probes += ", \"memset16_host_us\": " + std::to_string(memset_h);
+      std::printf("  memset16 host %.2f us\n", memset_h);
+      for (int kind = 0; kind < 3; ++kind) {
+        ASSERT_EQ(TqLaunchProbeForTesting(kind), 0);
+        const double h = median_host_us([&] { (void)TqLaunchProbeForTesting(kind); });
+        const float ms = median_ms([&] {
+          (void)TqLaunchProbeForTesting(kind);
+          cudaStreamSynchronize(0);
+        });
+        probes += ", \"probe" + std::to_string(kind) + "_host_us\": " + std::to_string(h) +
+                  ", \"probe" + std::to_string(kind) + "_sync_ms\": " + std::to_string(ms);
+        std::printf("  empty kernel, params kind %d: host %.2f us, launch + sync %.4f ms\n", kind,
+                    h, ms);
+      }
+    }
+    json += std::string(first_run ? "" : ",\n") + "    {\"tokens\": " + std::to_string(T) +
+            ", \"fp16_bytes\": " + std::to_string(in.size()) +
+            ", \"d2d_copy_ms\": " + std::to_string(copy_ms) +
+            ", \"d2d_copy_gbs\": " + std::to_string(copy_gbs) +
+            ", \"d2d_copy_sync_ms\": " + std::to_string(copy_sync_ms) +
+            ", \"d2d_copy_sync_gbs\": " + std::to_string(copy_sync_gbs) +
+            ", \"floor_memset16_sync_ms\": " + std::to_string(floor_ms) + probes +
+            ", \"codecs\": [\n";
+    first_run = false;
+    bool first = true;
+    for (int round = 0; round < 2; ++round) {
+      for (const Config& cfg : configs) {
+        const size_t body = c.BodySize(cfg.p, shape);
+        const double bytes = double(in.size()) + double(body);
+        for (int k = 0; k < 2; ++k) {
+          const bool cache = (k == 0) == (round == 0);  // round 0: cached first; round 1: uncached
+          TqSetLaunchCacheForTesting(cache);
+          const float enc = median_ms([&] { (void)c.EncodeDevice(cfg.p, shape, d_in.p, d_body.p); });
+          const float dec = median_ms([&] { (void)c.DecodeDevice(cfg.p, shape, d_body.p, t); });
+          const float enc_k = median_ms([&] {
+                                for (int i = 0; i < 10; ++i)
+                                  (void)TqEncodeDevice(cfg.p, shape, d_in.p, d_body.p, false);
+                              }) / 10.0f;
+          const float dec_k = median_ms([&] {
+                                for (int i = 0; i < 10; ++i)
+                                  (void)TqDecodeDevice(cfg.p, shape, d_body.p, t, false);
+                              }) / 10.0f;
+          const double enc_h = median_host_us(
+              [&] { (void)TqEncodeDevice(cfg.p, shape, d_in.p, d_body.p, false); });
+          const double dec_h = median_host_us(
+              [&] { (void)TqDecodeDevice(cfg.p, shape, d_body.p, t, false); });
+          cudaDeviceSynchronize();
+          const std::string name = cfg.name + (cache ? " cached" : " uncached");
+          std::printf("T=%u round %d %-40s encode %.4f ms (%.2f of copy, %.2f of copy+sync; "
+                      "kernels %.4f, host %.1f us)  decode %.4f ms (%.2f, %.2f; kernels %.4f, "
+                      "host %.1f us)\n",
+                      T, round, name.c_str(), enc, bytes / enc / 1e6 / copy_gbs,
+                      bytes / enc / 1e6 / copy_sync_gbs, enc_k, enc_h, dec,
+                      bytes / dec / 1e6 / copy_gbs, bytes / dec / 1e6 / copy_sync_gbs, dec_k, dec_h);
+          json += std::string(first ? "" : ",\n") + "      {\"codec\": \"turboquant " + name +
+                  "\", \"round\": " + std::to_string(round) +
+                  ", \"body_bytes\": " + std::to_string(body) +
+                  ", \"encode_ms\": " + std::to_string(enc) +
+                  ", \"decode_ms\": " + std::to_string(dec) +
+                  ", \"encode_ratio_to_copy\": " + std::to_string(bytes / enc / 1e6 / copy_gbs) +
+                  ", \"decode_ratio_to_copy\": " + std::to_string(bytes / dec / 1e6 / copy_gbs) +
+                  ", \"encode_ratio_to_copy_sync\": " +
+                  std::to_string(bytes / enc / 1e6 / copy_sync_gbs) +
+                  ", \"decode_ratio_to_copy_sync\": " +
+                  std::to_string(bytes / dec / 1e6 / copy_sync_gbs) +
+                  ", \"encode_kernels_ms\": " + std::to_string(enc_k) +
+                  ", \"decode_kernels_ms\": " + std::to_string(dec_k) +
+                  ", \"encode_host_us\": " + std::to_string(enc_h) +
+                  ", \"decode_host_us\": " + std::to_string(dec_h) + "}";
+          first = false;
+        }
+      }
+    }
+    json += "\n    ]}";
+  }
+  json += "\n  ]\n}\n";
+  if (const char* path = std::getenv("KVTIER_TQ_OVERHEAD_JSON")) {
     if (FILE* f = std::fopen(path, "w")) {
       std::fputs(json.c_str(), f);
       std::fclose(f);

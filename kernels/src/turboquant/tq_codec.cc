@@ -211,7 +211,9 @@ void DecodeChunk(const TqPlan& plan, const uint8_t* body, const DecodeTarget& ta
   }
 }
 
-absl::Status CheckTarget(const TqPlan& plan, const ChunkShape& shape, const DecodeTarget& target) {
+}  // namespace
+
+absl::Status TqCheckTarget(const ChunkShape& shape, const DecodeTarget& target) {
   if (target.dtype != shape.layout.dtype) {
     return absl::InvalidArgumentError("turboquant: target dtype differs from the payload's");
   }
@@ -221,9 +223,10 @@ absl::Status CheckTarget(const TqPlan& plan, const ChunkShape& shape, const Deco
   if (target.block_table != nullptr && target.block_size == 0) {
     return absl::InvalidArgumentError("turboquant: block_table without block_size");
   }
-  (void)plan;
   return absl::OkStatus();
 }
+
+namespace {
 
 class TurboQuantCodecImpl final : public CodecImpl {
  public:
@@ -255,7 +258,7 @@ class TurboQuantCodecImpl final : public CodecImpl {
     if (body.size() != plan.g.body_bytes) {
       return absl::InvalidArgumentError("turboquant: body has the wrong size");
     }
-    KVTIER_RETURN_IF_ERROR(CheckTarget(plan, shape, target));
+    KVTIER_RETURN_IF_ERROR(TqCheckTarget(shape, target));
     if (plan.g.split) {
       // A mask must select exactly the outlier count: anything else is a malformed body.
       for (uint32_t s = 0; s < plan.g.shape.num_streams; ++s) {
@@ -276,15 +279,13 @@ class TurboQuantCodecImpl final : public CodecImpl {
 
   absl::Status EncodeDevice(const CodecParams& params, const ChunkShape& shape,
                             const void* device_input, void* device_body) const override {
-    KVTIER_ASSIGN_OR_RETURN(TqPlan plan, MakeTqPlan(params, shape));
-    return TqEncodeOnDevice(plan, device_input, device_body);
+    // Plan, kernel parameters and split constants come from a per-device cache (tq_codec.h).
+    return TqEncodeDevice(params, shape, device_input, device_body);
   }
 
   absl::Status DecodeDevice(const CodecParams& params, const ChunkShape& shape,
                             const void* device_body, const DecodeTarget& target) const override {
-    KVTIER_ASSIGN_OR_RETURN(TqPlan plan, MakeTqPlan(params, shape));
-    KVTIER_RETURN_IF_ERROR(CheckTarget(plan, shape, target));
-    return TqDecodeOnDevice(plan, device_body, target);
+    return TqDecodeDevice(params, shape, device_body, target);
   }
 };
 

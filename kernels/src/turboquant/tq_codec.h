@@ -25,7 +25,33 @@ absl::StatusOr<TqPlan> MakeTqPlan(const CodecParams& params, const ChunkShape& s
 // stream's T rows (sequential in t), ranked descending, ties to the lower channel.
 void TqOutlierMask(const float* sumsq, uint32_t width, uint32_t outliers, uint8_t mask[16]);
 
-// Device entry points; they synchronize the default stream unless `sync` is false (the speed
+// The target checks shared by host and device decode (dtype, one base per layer, block table).
+absl::Status TqCheckTarget(const ChunkShape& shape, const DecodeTarget& target);
+
+// The codec's device entry points (CodecImpl::EncodeDevice / DecodeDevice): the plan, kernel
+// parameters (tables' device pointers) and split constants of a (params, shape) are prepared on
+// the first call per device and cached (thread-safe, bounded), so a later call does a lookup,
+// the launch and, unless `sync` is false, one synchronize of the default stream. Errors as
+// MakeTqPlan's, then (decode) TqCheckTarget's.
+absl::Status TqEncodeDevice(const CodecParams& params, const ChunkShape& shape,
+                            const void* device_input, void* device_body, bool sync = true);
+absl::Status TqDecodeDevice(const CodecParams& params, const ChunkShape& shape,
+                            const void* device_body, const DecodeTarget& target, bool sync = true);
+
+// Tests and the speed report only: false makes TqEncodeDevice / TqDecodeDevice prepare
+// everything on every call (MakeTqPlan, then TqEncodeOnDevice / TqDecodeOnDevice), as before the
+// cache, so that both can be timed in one run. Same launches either way. Not thread-safe; set it
+// while no device call is in flight.
+void TqSetLaunchCacheForTesting(bool enabled);
+
+// Tests and the overhead report only: launches an empty one-block kernel on the default stream
+// without synchronizing: kind 0 without parameters, 1 with a TqDevParams by value (the quad and
+// generic kernels' parameter size), 2 with TqDevParams and the split constants (the split
+// kernels'), so that the launch's own cost can be told from the codec's host work. Returns a
+// cudaError_t value (0 = success; without CUDA, non-zero).
+int TqLaunchProbeForTesting(int kind);
+
+// Device entry points on a ready plan (the kernel parameters are built on every call); they synchronize the default stream unless `sync` is false (the speed
 // report times back-to-back launches that way).
 absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body,
                               bool sync = true);

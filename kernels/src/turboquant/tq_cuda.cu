@@ -24,6 +24,7 @@
 #include <map>
 #include <mutex>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -2850,6 +2851,17 @@ TqSplitConsts MakeSplitConsts(const TqPlan& plan, SplitConstsFor mode) {
   return c;
 }
 
+// What the cached entry points (TqEncodeDevice / TqDecodeDevice) prepare once per (codec
+// parameters, chunk shape, device, testing switches) instead of on every call: the plan (tables
+// looked up, geometry), the kernel parameters with the tables' device pointers, whether the split
+// kernels apply and their constants for encode and decode. Immutable once built.
+struct TqPrepared {
+  TqPlan plan;
+  TqDevParams P;  // decode fills in the layer bases per call, on a copy
+  bool split_path = false;
+  TqSplitConsts split_enc{}, split_dec{};
+};
+
 template <auto kKernel>
 struct KernelTag {
   static constexpr auto value = kKernel;
@@ -2872,12 +2884,16 @@ size_t SplitDecodeSmem(const TqGeometry& g) {
 
 // False when the split kernels do not apply (the caller takes the generic path).
 template <typename E>
-bool LaunchEncodeSplit(const TqPlan& plan, const TqDevParams& P, const void* in, uint8_t* body) {
-  if (!SplitPath(plan, P)) return false;
+bool LaunchEncodeSplit(const TqPlan& plan, const TqDevParams& P, const void* in, uint8_t* body,
+                       const TqPrepared* pre) {
+  if (pre != nullptr ? !pre->split_path : !SplitPath(plan, P)) return false;
   const size_t smem = SplitEncodeSmem(P.g);
   const bool gen2 = g_kernel_generation >= 2;
-  const TqSplitConsts C =
-      MakeSplitConsts(plan, gen2 ? SplitConstsFor::kGen2Encode : SplitConstsFor::kGen1);
+  TqSplitConsts local{};
+  if (pre == nullptr) {
+    local = MakeSplitConsts(plan, gen2 ? SplitConstsFor::kGen2Encode : SplitConstsFor::kGen1);
+  }
+  const TqSplitConsts& C = pre != nullptr ? pre->split_enc : local;
   const auto* x = static_cast<const uint16_t*>(in);
   const auto go = [&](auto kernel) {
     if (!SplitSmemOk<decltype(kernel)::value>(smem)) return false;
@@ -2894,12 +2910,15 @@ bool LaunchEncodeSplit(const TqPlan& plan, const TqDevParams& P, const void* in,
 
 template <typename E>
 bool LaunchDecodeSplit(const TqPlan& plan, const TqDevParams& P, const uint8_t* body,
-                       const TqTarget& view) {
-  if (!SplitPath(plan, P)) return false;
+                       const TqTarget& view, const TqPrepared* pre) {
+  if (pre != nullptr ? !pre->split_path : !SplitPath(plan, P)) return false;
   const size_t smem = SplitDecodeSmem(P.g);
   const bool gen2 = g_kernel_generation >= 2;
-  const TqSplitConsts C =
-      MakeSplitConsts(plan, gen2 ? SplitConstsFor::kGen2Decode : SplitConstsFor::kGen1);
+  TqSplitConsts local{};
+  if (pre == nullptr) {
+    local = MakeSplitConsts(plan, gen2 ? SplitConstsFor::kGen2Decode : SplitConstsFor::kGen1);
+  }
+  const TqSplitConsts& C = pre != nullptr ? pre->split_dec : local;
   const uint32_t tiles = (P.g.shape.tokens + kSplitDecodeTokens - 1) / kSplitDecodeTokens;
   const uint64_t blocks64 = uint64_t{P.g.shape.num_streams} * tiles;
   if (blocks64 >= (1ull << 31)) return false;
@@ -2917,14 +2936,11 @@ bool LaunchDecodeSplit(const TqPlan& plan, const TqDevParams& P, const uint8_t* 
               : go(KernelTag<DecodeSplitKernel<E, 64, 4, 64, 3, false>>{});
 }
 
-}  // namespace
 
-void TqSetSplitKernelsForTesting(bool enabled) { g_split_kernels = enabled; }
-void TqSetKernelGenerationForTesting(int generation) { g_kernel_generation = generation; }
-
-absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body,
-                              bool sync) {
-  KVTIER_ASSIGN_OR_RETURN(TqDevParams P, MakeDevParams(plan));
+// The launches of one encode with its kernel parameters ready; `pre` (may be null: computed here)
+// holds the split constants.
+absl::Status EncodeWith(const TqPlan& plan, TqDevParams& P, const TqPrepared* pre,
+                        const void* device_input, void* device_body, bool sync) {
   uint8_t* body = static_cast<uint8_t*>(device_body);
   const uint64_t vectors = P.g.Vectors();
   if (vectors == 0) return absl::OkStatus();
@@ -2978,7 +2994,7 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
       return;
     }
     if constexpr (sizeof(typename E::Storage) == 2) {
-      if (aligned && LaunchEncodeSplit<E>(plan, P, in, body)) return;
+      if (aligned && LaunchEncodeSplit<E>(plan, P, in, body, pre)) return;
     }
     if (P.g.split) OutlierMaskKernel<E><<<P.g.shape.num_streams, 128>>>(P, in, body);
     const size_t smem = size_t{P.warp_smem} * P.warps;
@@ -2992,9 +3008,10 @@ absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void
   return sync ? Cuda(cudaStreamSynchronize(0), "encode") : absl::OkStatus();
 }
 
-absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
-                              const DecodeTarget& target, bool sync) {
-  KVTIER_ASSIGN_OR_RETURN(TqDevParams P, MakeDevParams(plan));
+// The launches of one decode with its kernel parameters ready (layer bases still to fill in);
+// `pre` as for EncodeWith.
+absl::Status DecodeWith(const TqPlan& plan, TqDevParams& P, const TqPrepared* pre,
+                        const void* device_body, const DecodeTarget& target, bool sync) {
   const uint64_t vectors = P.g.Vectors();
   if (vectors == 0) return absl::OkStatus();
   // Layer bases travel in the kernel parameters when they fit; a block table (and more layers
@@ -3049,7 +3066,7 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
       }
       bool split = false;
       if constexpr (sizeof(typename E::Storage) == 2) {
-        split = aligned && LaunchDecodeSplit<E>(plan, P, body, view);
+        split = aligned && LaunchDecodeSplit<E>(plan, P, body, view, pre);
       }
       if (split) {
         // launched
@@ -3096,6 +3113,144 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
   if (dmem != nullptr) cudaFreeAsync(dmem, 0);
   KVTIER_RETURN_IF_ERROR(st);
   return sync ? Cuda(cudaStreamSynchronize(0), "decode") : absl::OkStatus();
+}
+
+// ---- Cached entry points -------------------------------------------------------------------------
+
+bool g_launch_cache = true;
+
+struct PreparedKey {
+  CodecParams params;
+  KvLayout layout;
+  uint32_t tokens = 0;
+  int device = 0;
+  int generation = 0;
+  bool split_kernels = true;
+  bool operator==(const PreparedKey& o) const {
+    return params == o.params && layout == o.layout && tokens == o.tokens && device == o.device &&
+           generation == o.generation && split_kernels == o.split_kernels;
+  }
+};
+
+struct PreparedKeyHash {
+  size_t operator()(const PreparedKey& k) const {
+    uint64_t h = k.params.seed;
+    const uint64_t parts[] = {k.params.bits,
+                              static_cast<uint64_t>(k.params.tq_variant),
+                              static_cast<uint64_t>(k.params.tq_rotation),
+                              static_cast<uint64_t>(k.params.tq_split),
+                              static_cast<uint64_t>(k.params.tq_qjl),
+                              static_cast<uint64_t>(k.layout.kind),
+                              static_cast<uint64_t>(k.layout.dtype),
+                              k.layout.num_layers,
+                              k.layout.num_kv_heads,
+                              k.layout.head_dim,
+                              k.layout.latent_dim,
+                              k.layout.rope_dim,
+                              k.tokens,
+                              static_cast<uint64_t>(k.device),
+                              static_cast<uint64_t>(k.generation),
+                              k.split_kernels ? 1u : 0u};
+    for (uint64_t v : parts) h = (h ^ v) * 0x100000001B3ull + (h >> 29);
+    return static_cast<size_t>(h);
+  }
+};
+
+// The prepared launch of (params, shape) on the current device, built on first use and kept
+// (bounded like the table cache: keys come from configuration). Thread-safe: entries are
+// immutable and shared, so one evicted while a call uses it stays alive until that call returns.
+// An incompatible (params, shape) returns MakeTqPlan's error and is not cached.
+absl::StatusOr<std::shared_ptr<const TqPrepared>> GetPrepared(const CodecParams& params,
+                                                              const ChunkShape& shape) {
+  PreparedKey key;
+  KVTIER_RETURN_IF_ERROR(Cuda(cudaGetDevice(&key.device), "cudaGetDevice"));
+  key.params = params;
+  key.layout = shape.layout;
+  key.tokens = shape.num_tokens;
+  key.generation = g_kernel_generation;
+  key.split_kernels = g_split_kernels;
+  static auto* cache =
+      new std::unordered_map<PreparedKey, std::shared_ptr<const TqPrepared>, PreparedKeyHash>();
+  static std::mutex mu;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache->find(key);
+    if (it != cache->end()) return it->second;
+  }
+  auto pre = std::make_shared<TqPrepared>();
+  KVTIER_ASSIGN_OR_RETURN(pre->plan, MakeTqPlan(params, shape));
+  KVTIER_ASSIGN_OR_RETURN(pre->P, MakeDevParams(pre->plan));
+  pre->split_path = SplitPath(pre->plan, pre->P);
+  if (pre->split_path) {
+    const bool gen2 = g_kernel_generation >= 2;
+    pre->split_enc = MakeSplitConsts(pre->plan, gen2 ? SplitConstsFor::kGen2Encode : SplitConstsFor::kGen1);
+    pre->split_dec = MakeSplitConsts(pre->plan, gen2 ? SplitConstsFor::kGen2Decode : SplitConstsFor::kGen1);
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache->size() >= 256) cache->clear();
+  return cache->emplace(key, std::move(pre)).first->second;
+}
+
+}  // namespace
+
+void TqSetSplitKernelsForTesting(bool enabled) { g_split_kernels = enabled; }
+void TqSetKernelGenerationForTesting(int generation) { g_kernel_generation = generation; }
+void TqSetLaunchCacheForTesting(bool enabled) { g_launch_cache = enabled; }
+
+namespace {
+__global__ void ProbeKernel() {}
+// The bodies read nothing they are given, like ProbeKernel: only the parameter size differs.
+__global__ void ProbeParamsKernel(TqDevParams) {}
+__global__ void ProbeSplitParamsKernel(TqDevParams, TqSplitConsts) {}
+}  // namespace
+
+int TqLaunchProbeForTesting(int kind) {
+  static const TqDevParams kP{};
+  static const TqSplitConsts kC{};
+  if (kind == 0) {
+    ProbeKernel<<<1, 32>>>();
+  } else if (kind == 1) {
+    ProbeParamsKernel<<<1, 32>>>(kP);
+  } else {
+    ProbeSplitParamsKernel<<<1, 32>>>(kP, kC);
+  }
+  return static_cast<int>(cudaGetLastError());
+}
+
+absl::Status TqEncodeOnDevice(const TqPlan& plan, const void* device_input, void* device_body,
+                              bool sync) {
+  KVTIER_ASSIGN_OR_RETURN(TqDevParams P, MakeDevParams(plan));
+  return EncodeWith(plan, P, nullptr, device_input, device_body, sync);
+}
+
+absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
+                              const DecodeTarget& target, bool sync) {
+  KVTIER_ASSIGN_OR_RETURN(TqDevParams P, MakeDevParams(plan));
+  return DecodeWith(plan, P, nullptr, device_body, target, sync);
+}
+
+absl::Status TqEncodeDevice(const CodecParams& params, const ChunkShape& shape,
+                            const void* device_input, void* device_body, bool sync) {
+  if (!g_launch_cache) {  // the per-call preparation, as before the cache (testing only)
+    KVTIER_ASSIGN_OR_RETURN(TqPlan plan, MakeTqPlan(params, shape));
+    return TqEncodeOnDevice(plan, device_input, device_body, sync);
+  }
+  KVTIER_ASSIGN_OR_RETURN(std::shared_ptr<const TqPrepared> pre, GetPrepared(params, shape));
+  TqDevParams P = pre->P;
+  return EncodeWith(pre->plan, P, pre.get(), device_input, device_body, sync);
+}
+
+absl::Status TqDecodeDevice(const CodecParams& params, const ChunkShape& shape,
+                            const void* device_body, const DecodeTarget& target, bool sync) {
+  if (!g_launch_cache) {
+    KVTIER_ASSIGN_OR_RETURN(TqPlan plan, MakeTqPlan(params, shape));
+    KVTIER_RETURN_IF_ERROR(TqCheckTarget(shape, target));
+    return TqDecodeOnDevice(plan, device_body, target, sync);
+  }
+  KVTIER_ASSIGN_OR_RETURN(std::shared_ptr<const TqPrepared> pre, GetPrepared(params, shape));
+  KVTIER_RETURN_IF_ERROR(TqCheckTarget(shape, target));
+  TqDevParams P = pre->P;
+  return DecodeWith(pre->plan, P, pre.get(), device_body, target, sync);
 }
 
 }  // namespace kvtier::kernels::internal
