@@ -237,7 +237,9 @@ TEST_F(SharedMemoryTest, PutAndGetThroughGrpcMoveTheBytesThroughTheRegion) {
   std::string streamed;
   bool first = true;
   while (reader2->Read(&msg)) {
-    if (first) EXPECT_FALSE(msg.header().in_shared_memory());
+    if (first) {
+      EXPECT_FALSE(msg.header().in_shared_memory());
+    }
     first = false;
     streamed += msg.data();
   }
