@@ -1,5 +1,6 @@
 #include "kvtier/common/crc32c.h"
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -102,13 +103,15 @@ TEST(Crc32cAppendTest, CopyAndAppendChecksumWhatTheyCopy) {
     const uint32_t crc = Crc32cAppend(Crc32c("ab", 2), &s, src.data(), n);
     EXPECT_EQ(crc, Crc32c(s.data(), s.size())) << n;
     ASSERT_EQ(s.size(), n + 2);
-    EXPECT_EQ(0, std::memcmp(s.data() + 2, src.data(), n)) << n;
+    EXPECT_TRUE(std::equal(src.begin(), src.end(), s.begin() + 2,
+                           [](uint8_t a, char b) { return a == static_cast<uint8_t>(b); }))
+        << n;
     std::vector<uint8_t> v;
     EXPECT_EQ(Crc32cAppend(0, &v, src.data(), n), Crc32c(src.data(), n)) << n;
     EXPECT_EQ(v, src) << n;
     std::vector<uint8_t> dst(n + 1, 0xEE);
     EXPECT_EQ(Crc32cCopy(7, dst.data(), src.data(), n), Crc32cExtend(7, src.data(), n)) << n;
-    EXPECT_EQ(0, std::memcmp(dst.data(), src.data(), n)) << n;
+    EXPECT_TRUE(std::equal(src.begin(), src.end(), dst.begin())) << n;
     EXPECT_EQ(dst[n], 0xEE) << "wrote past the end, n = " << n;
   }
 }
