@@ -7,8 +7,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -212,7 +214,12 @@ absl::StatusOr<std::string> SharedArena::Call(shm::Op op, const std::string& bod
                                               std::chrono::steady_clock::time_point deadline) {
   absl::StatusOr<int> fd = TakeConnection();
   if (!fd.ok()) return fd.status();
-  absl::Status s = shm::SendPacket(*fd, shm::EncodeCall(op, body), -1);
+  // The time left travels with the call, so the daemon gives up on it when the caller has.
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  const uint32_t timeout_ms = static_cast<uint32_t>(
+      std::clamp<int64_t>(left.count(), 1, std::numeric_limits<uint32_t>::max()));
+  absl::Status s = shm::SendPacket(*fd, shm::EncodeCall(op, timeout_ms, body), -1);
   if (!s.ok()) {
     ::close(*fd);
     return absl::UnavailableError(fmt::format("shared-memory call channel: {}", s.ToString()));

@@ -108,22 +108,25 @@ absl::StatusOr<Attach> DecodeAttach(const std::string& packet) {
   return Attach{packet.substr(sizeof(kAttachMagic), kHandleBytes), packet.substr(kFixed)};
 }
 
-std::string EncodeCall(Op op, const std::string& body) {
+std::string EncodeCall(Op op, uint32_t timeout_ms, const std::string& body) {
   std::string out(kCallMagic, sizeof(kCallMagic));
   out.push_back(static_cast<char>(op));
+  PutU32(&out, timeout_ms);
   out += body;
   return out;
 }
 
 absl::StatusOr<Call> DecodeCall(const std::string& packet) {
-  if (!HasMagic(packet, kCallMagic) || packet.size() < sizeof(kCallMagic) + 1) {
+  constexpr size_t kFixed = sizeof(kCallMagic) + 1 + 4;
+  if (!HasMagic(packet, kCallMagic) || packet.size() < kFixed) {
     return absl::InvalidArgumentError("malformed shared-memory call");
   }
   const auto op = static_cast<uint8_t>(packet[sizeof(kCallMagic)]);
   if (op != static_cast<uint8_t>(Op::kPut) && op != static_cast<uint8_t>(Op::kGet)) {
     return absl::InvalidArgumentError(absl::StrCat("unknown shared-memory call op ", op));
   }
-  return Call{static_cast<Op>(op), packet.substr(sizeof(kCallMagic) + 1)};
+  return Call{static_cast<Op>(op), static_cast<uint32_t>(GetLE(packet, sizeof(kCallMagic) + 1, 4)),
+              packet.substr(kFixed)};
 }
 
 std::string EncodeCallReply(const absl::Status& status, const std::string& body) {

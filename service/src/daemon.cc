@@ -186,8 +186,8 @@ absl::Status Daemon::Impl::StartGrpc() {
       shm_options.token = so.token;
       shm_options.max_call_connections = so.shared_memory_max_call_connections;
       KvTierService* svc = service.get();
-      shm_options.on_call = [svc](shm::Op op, const std::string& body, std::string* reply) {
-        return svc->ServeSharedMemoryCall(op, body, reply);
+      shm_options.on_call = [svc](const shm::Call& call, std::string* reply) {
+        return svc->ServeSharedMemoryCall(call, reply);
       };
       auto started = SharedMemoryRegistry::Start(std::move(shm_options));
       if (!started.ok()) {

@@ -16,7 +16,7 @@
 
 namespace kvtier::service {
 
-absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::GetRequest& req,
+absl::Status KvTierService::PrepareGet(const CallLiveness& live, const v1::GetRequest& req,
                                        storage::TierManager* tm,
                                        const SharedMemoryRegistry::View* shm, GetPlan* plan,
                                        bool must_fit) {
@@ -58,7 +58,7 @@ absl::Status KvTierService::PrepareGet(grpc::ServerContextBase* ctx, const v1::G
     metrics_->CountChecksumFailure(ChecksumSource::kFetch);
     return absl::DataLossError("stored payload failed its checksum; not served");
   }
-  if (ctx != nullptr && ctx->IsCancelled()) return CancelledStatus(ctx, "before sending");
+  KVTIER_RETURN_IF_ERROR(live.Check("before sending"));
 
   v1::GetHeader* h = &plan->header;
   h->set_format(req.format());
@@ -190,7 +190,8 @@ class KvTierService::GetReactor final : public grpc::ServerWriteReactor<grpc::By
         return;
       }
     }
-    s = service_->PrepareGet(ctx_, req, tm, req.has_shm() ? &*shm : nullptr, &plan_);
+    s = service_->PrepareGet(CallLiveness{ctx_}, req, tm, req.has_shm() ? &*shm : nullptr,
+                             &plan_);
     if (!s.ok()) {
       FinishWith(s);
       return;

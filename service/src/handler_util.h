@@ -31,6 +31,22 @@ inline absl::Status CancelledStatus(grpc::ServerContextBase* ctx, const char* wh
   return absl::CancelledError(absl::StrCat("cancelled ", where));
 }
 
+// How a handler step asks whether its call is still wanted: through the gRPC call's context
+// (cancellation and deadline), or, on the shared-memory call channel, through the deadline the
+// caller sent.
+struct CallLiveness {
+  grpc::ServerContextBase* ctx = nullptr;
+  Clock::time_point deadline = Clock::time_point::max();
+  // OK, or CANCELLED / DEADLINE_EXCEEDED naming `where`.
+  absl::Status Check(const char* where) const {
+    if (ctx != nullptr) return ctx->IsCancelled() ? CancelledStatus(ctx, where) : absl::OkStatus();
+    if (Clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("deadline exceeded ", where));
+    }
+    return absl::OkStatus();
+  }
+};
+
 // Reserves bytes of a shared budget; released by the destructor.
 class BudgetReservation {
  public:

@@ -32,6 +32,7 @@ namespace kvtier::service {
 // copied once; Get streams slices of the stored bytes without copies); the other calls use the
 // sync API.
 class BudgetReservation;
+struct CallLiveness;
 
 class KvTierService final
     : public v1::KvTier::WithRawCallbackMethod_Put<
@@ -57,7 +58,7 @@ class KvTierService final
   // checks, storage, metrics and errors as the gRPC calls; the token was checked when the
   // channel attached. A Get whose answer does not fit the range fails RESOURCE_EXHAUSTED (fetch
   // it through gRPC, which streams it).
-  absl::Status ServeSharedMemoryCall(shm::Op op, const std::string& body, std::string* reply);
+  absl::Status ServeSharedMemoryCall(const shm::Call& call, std::string* reply);
   // Start refusing new calls with UNAVAILABLE (drain). Running calls continue.
   void StartDraining() { draining_.store(true, std::memory_order_release); }
   int64_t inflight() const { return inflight_.load(std::memory_order_acquire); }
@@ -119,8 +120,8 @@ class KvTierService final
   absl::Status StartPut(const v1::PutHeader& header, PutState* st);
   absl::Status AppendPut(PutState* st, const uint8_t* p, size_t n);
   // Checks size and CRC, encodes or verifies, stores. Nothing is visible before this succeeds.
-  // `ctx` (checked for cancellation) is nullptr on the shared-memory call channel.
-  absl::Status FinishPut(grpc::ServerContextBase* ctx, storage::TierManager* tm, PutState* st,
+  // `live` says whether the caller still wants the call (checked before storing).
+  absl::Status FinishPut(const CallLiveness& live, storage::TierManager* tm, PutState* st,
                          v1::PutResponse* resp);
 
   // What a Get serves: the header and the bytes, kept alive by `handle` or `decoded`.
@@ -134,17 +135,17 @@ class KvTierService final
   };
   class GetReactor;
   // The shared-memory call channel's Put and Get (shared_memory_calls.cc), admitted already.
-  absl::Status SharedMemoryPut(storage::TierManager* tm, const std::string& body,
-                               std::string* reply);
-  absl::Status SharedMemoryGet(storage::TierManager* tm, const std::string& body,
-                               std::string* reply);
+  absl::Status SharedMemoryPut(storage::TierManager* tm, const CallLiveness& live,
+                               const std::string& body, std::string* reply);
+  absl::Status SharedMemoryGet(storage::TierManager* tm, const CallLiveness& live,
+                               const std::string& body, std::string* reply);
   // The shared memory range a request names.
   absl::StatusOr<SharedMemoryRegistry::View> ResolveShm(const v1::SharedMemoryRef& ref) const;
   // Looks the chunk up, verifies it and decodes it when asked (everything but the streaming);
   // when the answer fits in `shm` (nullptr = none) it is copied there too (plan->in_shm). `ctx`
-  // (checked for cancellation) is nullptr on the shared-memory call channel.
+  // `live`: whether the caller still wants the call (checked before the answer is made).
   // With `must_fit`, an answer larger than `shm` fails RESOURCE_EXHAUSTED before any decoding.
-  absl::Status PrepareGet(grpc::ServerContextBase* ctx, const v1::GetRequest& req,
+  absl::Status PrepareGet(const CallLiveness& live, const v1::GetRequest& req,
                           storage::TierManager* tm, const SharedMemoryRegistry::View* shm,
                           GetPlan* plan, bool must_fit = false);
   // Keys of a Delete/Pin/Unpin/Lookup request, validated.

@@ -90,7 +90,7 @@ absl::Status KvTierService::AppendPut(PutState* st, const uint8_t* p, size_t n) 
   return absl::OkStatus();
 }
 
-absl::Status KvTierService::FinishPut(grpc::ServerContextBase* ctx, storage::TierManager* tm,
+absl::Status KvTierService::FinishPut(const CallLiveness& live, storage::TierManager* tm,
                                       PutState* st, v1::PutResponse* resp) {
   if (st->data.size() != st->total) {
     return absl::InvalidArgumentError(absl::StrCat("Put stream ended after ", st->data.size(),
@@ -159,7 +159,7 @@ absl::Status KvTierService::FinishPut(grpc::ServerContextBase* ctx, storage::Tie
     meta.decoded_bytes = info->DecodedBytes();
   }
   // Last chance to honour a cancellation before the value becomes visible.
-  if (ctx != nullptr && ctx->IsCancelled()) return CancelledStatus(ctx, "before storing");
+  KVTIER_RETURN_IF_ERROR(live.Check("before storing"));
   const bool existed = tm->Contains(st->ns->id, st->key);
   storage::PutOptions put_options;
   // An uploaded payload arrived with its CRC-32C checked: storage keeps it (no pass on demotion,
@@ -323,7 +323,7 @@ class KvTierService::PutReactor final : public grpc::ServerReadReactor<grpc::Byt
 
   void Complete() {
     v1::PutResponse resp;
-    absl::Status s = service_->FinishPut(ctx_, tm_, &st_, &resp);
+    absl::Status s = service_->FinishPut(CallLiveness{ctx_}, tm_, &st_, &resp);
     if (s.ok()) {
       std::string bytes = resp.SerializeAsString();
       grpc::Slice slice(bytes.data(), bytes.size());

@@ -303,7 +303,7 @@ void SharedMemoryRegistry::ServeCalls(int fd) {
     absl::StatusOr<shm::Call> call = shm::DecodeCall(packet);
     absl::Status status = call.status();
     reply_body.clear();
-    if (call.ok()) status = options_.on_call(call->op, call->body, &reply_body);
+    if (call.ok()) status = options_.on_call(*call, &reply_body);
     if (!shm::SendPacket(fd, shm::EncodeCallReply(status, status.ok() ? reply_body : ""), -1)
              .ok()) {
       break;  // the client gave up on the call (its deadline) or went away

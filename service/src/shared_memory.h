@@ -47,9 +47,8 @@ class SharedMemoryRegistry {
     uint32_t max_regions = 0;       // regions registered at once
     std::string token;              // the daemon's token; empty = none
     uint32_t max_call_connections = 0;  // call-channel connections (threads) at once
-    // Runs one call of the call channel: `body` is the request message, `reply_body` the answer's.
-    std::function<absl::Status(shm::Op op, const std::string& body, std::string* reply_body)>
-        on_call;
+    // Runs one call of the call channel; `reply_body` receives the answer's message.
+    std::function<absl::Status(const shm::Call& call, std::string* reply_body)> on_call;
   };
   // A mapped region; unmapped when the last reference goes.
   struct Region {

@@ -10,23 +10,26 @@
 
 namespace kvtier::service {
 
-absl::Status KvTierService::ServeSharedMemoryCall(shm::Op op, const std::string& body,
-                                                  std::string* reply) {
+absl::Status KvTierService::ServeSharedMemoryCall(const shm::Call& call, std::string* reply) {
   const Clock::time_point start = Clock::now();
-  const char* method = op == shm::Op::kPut ? "Put" : "Get";
+  const char* method = call.op == shm::Op::kPut ? "Put" : "Get";
+  // The caller's deadline, from the time it has left (the clocks of the two processes need not
+  // agree; the time in transit is not subtracted).
+  CallLiveness live;
+  if (call.timeout_ms != 0) live.deadline = start + std::chrono::milliseconds(call.timeout_ms);
   storage::TierManager* tm = nullptr;
   absl::Status status = AdmitAuthenticated(/*needs_storage=*/true, &tm);
   if (status.ok()) {
-    status = op == shm::Op::kPut ? SharedMemoryPut(tm, body, reply)
-                                 : SharedMemoryGet(tm, body, reply);
+    status = call.op == shm::Op::kPut ? SharedMemoryPut(tm, live, call.body, reply)
+                                      : SharedMemoryGet(tm, live, call.body, reply);
     Release();
   }
   Record(method, status, SecondsSince(start));
   return status;
 }
 
-absl::Status KvTierService::SharedMemoryPut(storage::TierManager* tm, const std::string& body,
-                                            std::string* reply) {
+absl::Status KvTierService::SharedMemoryPut(storage::TierManager* tm, const CallLiveness& live,
+                                            const std::string& body, std::string* reply) {
   v1::PutHeader header;
   if (!header.ParseFromString(body)) return absl::InvalidArgumentError("malformed PutHeader");
   if (!header.has_shm()) {
@@ -36,13 +39,13 @@ absl::Status KvTierService::SharedMemoryPut(storage::TierManager* tm, const std:
   PutState st;
   KVTIER_RETURN_IF_ERROR(StartPut(header, &st));  // copies the bytes out of the region
   v1::PutResponse resp;
-  KVTIER_RETURN_IF_ERROR(FinishPut(/*ctx=*/nullptr, tm, &st, &resp));
+  KVTIER_RETURN_IF_ERROR(FinishPut(live, tm, &st, &resp));
   *reply = resp.SerializeAsString();
   return absl::OkStatus();
 }
 
-absl::Status KvTierService::SharedMemoryGet(storage::TierManager* tm, const std::string& body,
-                                            std::string* reply) {
+absl::Status KvTierService::SharedMemoryGet(storage::TierManager* tm, const CallLiveness& live,
+                                            const std::string& body, std::string* reply) {
   v1::GetRequest req;
   if (!req.ParseFromString(body)) return absl::InvalidArgumentError("malformed GetRequest");
   absl::Status status;
@@ -56,7 +59,7 @@ absl::Status KvTierService::SharedMemoryGet(storage::TierManager* tm, const std:
     status = view.status();
   }
   GetPlan plan;
-  if (status.ok()) status = PrepareGet(/*ctx=*/nullptr, req, tm, &*view, &plan, /*must_fit=*/true);
+  if (status.ok()) status = PrepareGet(live, req, tm, &*view, &plan, /*must_fit=*/true);
   if (status.ok() && !plan.in_shm) {  // must_fit checked the size up front; this cannot happen
     status = absl::InternalError("a shared-memory Get answer was not put in shared memory");
   }

@@ -42,9 +42,10 @@ TEST(ShmProtocolTest, PacketsRoundTrip) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, absl::FailedPreconditionError("not sealed"));
 
-  auto call = DecodeCall(EncodeCall(Op::kGet, std::string("\0body", 5)));
+  auto call = DecodeCall(EncodeCall(Op::kGet, 123456, std::string("\0body", 5)));
   ASSERT_TRUE(call.ok());
   EXPECT_EQ(call->op, Op::kGet);
+  EXPECT_EQ(call->timeout_ms, 123456u);
   EXPECT_EQ(call->body, std::string("\0body", 5));
   auto reply = DecodeCallReply(EncodeCallReply(absl::OkStatus(), "answer"));
   ASSERT_TRUE(reply.ok());
@@ -72,8 +73,11 @@ TEST(ShmProtocolTest, MalformedPacketsAreRefused) {
   for (size_t n = 0; n < att.size(); ++n) EXPECT_FALSE(DecodeAttach(att.substr(0, n)).ok()) << n;
   EXPECT_FALSE(DecodeAttach(req).ok());  // a registration is not an attach
   EXPECT_EQ(ClassifyHello("KVTSHX01"), Hello::kUnknown);
-  EXPECT_FALSE(DecodeCall(EncodeCall(Op::kPut, "b").substr(0, 8)).ok());
-  std::string unknown_op = EncodeCall(Op::kPut, "b");
+  for (size_t n = 0; n < 13; ++n) {  // magic, op and timeout are all needed
+    EXPECT_FALSE(DecodeCall(EncodeCall(Op::kPut, 5, "").substr(0, n)).ok()) << n;
+  }
+  EXPECT_TRUE(DecodeCall(EncodeCall(Op::kPut, 5, "")).ok());  // an empty body is the handler's to refuse
+  std::string unknown_op = EncodeCall(Op::kPut, 0, "b");
   unknown_op[8] = 9;
   EXPECT_EQ(DecodeCall(unknown_op).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(DecodeCall(req).ok());

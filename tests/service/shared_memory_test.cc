@@ -90,6 +90,13 @@ class SharedMemoryTest : public ::testing::Test {
     req.mutable_namespace_()->set_tokens_per_chunk(kTokens);
     v1::CreateNamespaceResponse resp;
     ASSERT_TRUE(daemon_->Stub()->CreateNamespace(&ctx, req, &resp).ok());
+    // 32 layers x 8 KV heads x 128 dims fp16: 2 MiB per 16 tokens, encoded with TurboQuant.
+    grpc::ClientContext ctx2;
+    rpc::Prepare(&ctx2, Settings());
+    req.mutable_namespace_()->set_name("tq");
+    req.mutable_namespace_()->set_codec("turboquant:b=3");
+    *req.mutable_namespace_()->mutable_layout() = rpc::MhaLayout(32, 8, 8, 128);
+    ASSERT_TRUE(daemon_->Stub()->CreateNamespace(&ctx2, req, &resp).ok());
   }
   static void TearDownTestSuite() {
     delete daemon_;
@@ -360,8 +367,9 @@ TEST_F(SharedMemoryTest, CallChannelServesPutAndGet) {
   ASSERT_TRUE(attached.ok());
   ASSERT_TRUE(shm::DecodeReply(*attached)->status.ok());
 
-  auto call = [&](shm::Op op, const std::string& body) -> absl::StatusOr<std::string> {
-    auto reply = Exchange(ch, shm::EncodeCall(op, body));
+  auto call = [&](shm::Op op, const std::string& body,
+                  uint32_t timeout_ms = 0) -> absl::StatusOr<std::string> {
+    auto reply = Exchange(ch, shm::EncodeCall(op, timeout_ms, body));
     if (!reply.ok()) return reply.status();
     auto decoded = shm::DecodeCallReply(*reply);
     if (!decoded.ok()) return decoded.status();
@@ -411,6 +419,25 @@ TEST_F(SharedMemoryTest, CallChannelServesPutAndGet) {
   EXPECT_EQ(shm::DecodeCallReply(*garbage)->status.code(), absl::StatusCode::kInvalidArgument);
   get.set_key(key);
   EXPECT_TRUE(call(shm::Op::kGet, get.SerializeAsString()).ok());
+
+  // The caller's deadline travels with the call: a TurboQuant tensor Put (its encode takes
+  // milliseconds on the CPU) with 1 ms left is refused before storing; with time left it goes in.
+  const std::string tensor = rpc::SyntheticFp16(2 << 20, 7);  // 32 layers x 8 heads x 16 tokens
+  std::memcpy(r.base, tensor.data(), tensor.size());
+  v1::PutHeader th;
+  th.set_namespace_("tq");
+  th.set_key(rpc::SeedKey(6));
+  th.set_format(v1::DATA_FORMAT_TENSOR);
+  th.set_num_tokens(kTokens);
+  th.set_total_bytes(tensor.size());
+  th.mutable_shm()->set_region(r.handle);
+  th.mutable_shm()->set_length(tensor.size());
+  EXPECT_EQ(call(shm::Op::kPut, th.SerializeAsString(), 1).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(rpc::Get(daemon_->Stub().get(), "tq", rpc::SeedKey(6), v1::DATA_FORMAT_PAYLOAD,
+                     Settings()).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(call(shm::Op::kPut, th.SerializeAsString(), 60000).ok());
   ::close(ch);
 }
 

@@ -20,8 +20,9 @@
 //   attach:   "KVTSHA01" | 16-byte handle | u32 token_bytes | token
 //   reply to either: "KVTSHM01" | u32 status code (absl::StatusCode, 0 = OK) | 16-byte handle |
 //            u64 region_bytes | message (UTF-8, the rest of the packet)
-//   call:     "KVTSHC01" | u8 op (1 = Put, 2 = Get) | body (kvtier.v1.PutHeader with `shm` set,
-//             or kvtier.v1.GetRequest with `shm` set, serialized)
+//   call:     "KVTSHC01" | u8 op (1 = Put, 2 = Get) | u32 timeout_ms (the caller's time left;
+//             0 = none) | body (kvtier.v1.PutHeader with `shm` set, or kvtier.v1.GetRequest with
+//             `shm` set, serialized)
 //   call reply: "KVTSHR01" | u32 status code | u32 message_bytes | message |
 //             body (kvtier.v1.PutResponse, or kvtier.v1.GetHeader with in_shared_memory set)
 //
@@ -73,9 +74,10 @@ absl::StatusOr<Attach> DecodeAttach(const std::string& packet);
 
 struct Call {
   Op op = Op::kPut;
+  uint32_t timeout_ms = 0;  // 0 = no deadline
   std::string body;
 };
-std::string EncodeCall(Op op, const std::string& body);
+std::string EncodeCall(Op op, uint32_t timeout_ms, const std::string& body);
 absl::StatusOr<Call> DecodeCall(const std::string& packet);
 struct CallReply {
   absl::Status status;
