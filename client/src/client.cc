@@ -134,6 +134,18 @@ struct Client::Impl {
     *use_channel = false;
     return true;
   }
+  // Runs `call`; when it used `shm` and the daemon no longer knows the region (FAILED_PRECONDITION:
+  // it restarted), forgets the region and runs `call` again without it, over the socket.
+  template <typename Fn>
+  absl::Status WithShmFallback(ShmBlock* shm, Fn&& call) {
+    absl::Status status = call();
+    if (status.code() == absl::StatusCode::kFailedPrecondition && *shm) {
+      DropArena(shm->arena);
+      shm->Reset();
+      status = call();
+    }
+    return status;
+  }
   // After the daemon answered FAILED_PRECONDITION for a region: forget it (registered again by
   // the next call that wants one).
   void DropArena(const std::shared_ptr<internal::SharedArena>& a) {
@@ -378,14 +390,7 @@ absl::StatusOr<PutResult> Client::Put(const std::string& ns, const ChunkKey& key
       return st;
     });
   };
-  absl::Status status = put_call();
-  if (status.code() == absl::StatusCode::kFailedPrecondition && shm) {
-    // The daemon no longer knows the region (it restarted): this call goes over the socket.
-    impl_->DropArena(shm.arena);
-    shm.Reset();
-    status = put_call();
-  }
-  KVTIER_RETURN_IF_ERROR(status);
+  KVTIER_RETURN_IF_ERROR(impl_->WithShmFallback(&shm, put_call));
   PutResult out;
   out.stored_bytes = resp.stored_bytes();
   out.tensor_bytes = resp.tensor_bytes();
@@ -514,14 +519,7 @@ absl::StatusOr<GetResult> Client::Get(const std::string& ns, const ChunkKey& key
                                 : Crc32c(out.data.data(), out.data.size()));
     });
   };
-  absl::Status status = get_call();
-  if (status.code() == absl::StatusCode::kFailedPrecondition && shm) {
-    // The daemon no longer knows the region (it restarted): this call goes over the socket.
-    impl_->DropArena(shm.arena);
-    shm.Reset();
-    status = get_call();
-  }
-  KVTIER_RETURN_IF_ERROR(status);
+  KVTIER_RETURN_IF_ERROR(impl_->WithShmFallback(&shm, get_call));
   return out;
 }
 
