@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
@@ -36,7 +36,14 @@ absl::StatusOr<std::unique_ptr<SharedMemoryRegistry>> SharedMemoryRegistry::Star
   if (options.max_regions == 0 || options.max_region_bytes == 0) {
     return absl::InvalidArgumentError("shared memory: max_regions and max_region_bytes must be > 0");
   }
-  ::unlink(options.socket_path.c_str());  // a stale socket of an earlier run
+  struct stat st {};
+  if (::lstat(options.socket_path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(options.socket_path, " exists and is not a socket"));
+    }
+    ::unlink(options.socket_path.c_str());  // a stale socket of an earlier run
+  }
   auto fd = ListenUnix(options.socket_path, SOCK_SEQPACKET);
   if (!fd.ok()) return fd.status();
   const int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
