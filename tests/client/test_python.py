@@ -43,10 +43,17 @@ def daemon(tmp_path_factory):
             proc.kill()
             raise RuntimeError("kvtierd did not start:\n" + (d / "kvtierd.log").read_text())
         time.sleep(0.1)
-    yield target
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    try:
+        yield target
+    finally:
+        # Never leave a daemon behind, whatever happened to the tests.
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 @pytest.fixture
