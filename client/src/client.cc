@@ -124,10 +124,12 @@ struct Client::Impl {
       out->block = *b;
     }
   }
-  // Whether a call-channel status means "use gRPC instead" (channel unusable, or the region is
-  // unknown: FAILED_PRECONDITION); clears *use_channel then. Otherwise it is the call's answer.
+  // Whether a call-channel status means "use gRPC instead" (channel unusable, a daemon that
+  // speaks another channel version: UNIMPLEMENTED, or the region is unknown:
+  // FAILED_PRECONDITION); clears *use_channel then. Otherwise it is the call's answer.
   static bool ChannelFailed(const absl::Status& s, bool* use_channel) {
     if (s.code() != absl::StatusCode::kUnavailable &&
+        s.code() != absl::StatusCode::kUnimplemented &&
         s.code() != absl::StatusCode::kFailedPrecondition) {
       return false;
     }

@@ -118,6 +118,14 @@ std::string EncodeCall(Op op, uint32_t timeout_ms, const std::string& body) {
 
 absl::StatusOr<Call> DecodeCall(const std::string& packet) {
   constexpr size_t kFixed = sizeof(kCallMagic) + 1 + 4;
+  if (!HasMagic(packet, kCallMagic) && packet.size() >= sizeof(kCallMagic) &&
+      std::memcmp(packet.data(), kCallMagic, 6) == 0) {
+    // A call of another version of the channel (the last two magic bytes): the caller can still
+    // use gRPC.
+    return absl::UnimplementedError(absl::StrCat(
+        "shared-memory call version ", packet.substr(6, 2), " is not spoken by this kvtierd (",
+        std::string(kCallMagic + 6, 2), "): use gRPC"));
+  }
   if (!HasMagic(packet, kCallMagic) || packet.size() < kFixed) {
     return absl::InvalidArgumentError("malformed shared-memory call");
   }

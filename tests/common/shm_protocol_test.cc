@@ -80,6 +80,9 @@ TEST(ShmProtocolTest, MalformedPacketsAreRefused) {
   std::string unknown_op = EncodeCall(Op::kPut, 0, "b");
   unknown_op[8] = 9;
   EXPECT_EQ(DecodeCall(unknown_op).status().code(), absl::StatusCode::kInvalidArgument);
+  std::string other_version = EncodeCall(Op::kPut, 0, "b");
+  other_version[7] = '9';  // "KVTSHC09": a later channel version; the caller falls back to gRPC
+  EXPECT_EQ(DecodeCall(other_version).status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_FALSE(DecodeCall(req).ok());
   const std::string rep = EncodeCallReply(absl::NotFoundError("abc"), "");
   for (size_t n = 0; n < rep.size() - 3; ++n) {

@@ -78,6 +78,8 @@ struct Call {
   std::string body;
 };
 std::string EncodeCall(Op op, uint32_t timeout_ms, const std::string& body);
+// InvalidArgument for a malformed call; Unimplemented for a call of another channel version
+// ("KVTSHC" with other last two magic bytes), which the caller should send through gRPC.
 absl::StatusOr<Call> DecodeCall(const std::string& packet);
 struct CallReply {
   absl::Status status;
