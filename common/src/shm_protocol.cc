@@ -26,8 +26,8 @@ uint64_t GetLE(const std::string& s, size_t at, int bytes) {
   return v;
 }
 constexpr char kAttachMagic[8] = {'K', 'V', 'T', 'S', 'H', 'A', '0', '1'};
-constexpr char kCallMagic[8] = {'K', 'V', 'T', 'S', 'H', 'C', '0', '1'};
-constexpr char kCallReplyMagic[8] = {'K', 'V', 'T', 'S', 'H', 'R', '0', '1'};
+constexpr char kCallMagic[8] = {'K', 'V', 'T', 'S', 'H', 'C', '0', '2'};
+constexpr char kCallReplyMagic[8] = {'K', 'V', 'T', 'S', 'H', 'R', '0', '2'};
 
 bool HasMagic(const std::string& s, const char (&magic)[8] = kMagic) {
   return s.size() >= sizeof(magic) && std::memcmp(s.data(), magic, sizeof(magic)) == 0;

@@ -20,10 +20,11 @@
 //   attach:   "KVTSHA01" | 16-byte handle | u32 token_bytes | token
 //   reply to either: "KVTSHM01" | u32 status code (absl::StatusCode, 0 = OK) | 16-byte handle |
 //            u64 region_bytes | message (UTF-8, the rest of the packet)
-//   call:     "KVTSHC01" | u8 op (1 = Put, 2 = Get) | u32 timeout_ms (the caller's time left;
+//   (version 02 of the call channel; 01, without timeout_ms, was never released)
+//   call:     "KVTSHC02" | u8 op (1 = Put, 2 = Get) | u32 timeout_ms (the caller's time left;
 //             0 = none) | body (kvtier.v1.PutHeader with `shm` set, or kvtier.v1.GetRequest with
 //             `shm` set, serialized)
-//   call reply: "KVTSHR01" | u32 status code | u32 message_bytes | message |
+//   call reply: "KVTSHR02" | u32 status code | u32 message_bytes | message |
 //             body (kvtier.v1.PutResponse, or kvtier.v1.GetHeader with in_shared_memory set)
 //
 // Thread-safety: pure functions.
