@@ -65,6 +65,10 @@ const CodecImpl& KiviCodec();        // src/codecs
 // library, and a weak reference does not pull an object out of an archive.
 const CodecImpl& TurboQuantCodec();  // src/turboquant
 
+// The codec of `id` (src/codecs/codec.cc): FailedPrecondition for ids that are not chunk codecs
+// (latent, compacted), Unimplemented for one this build lacks, InvalidArgument for unknown ids.
+absl::StatusOr<const CodecImpl*> LookupCodec(CodecId id);
+
 }  // namespace kvtier::kernels::internal
 
 #endif  // KVTIER_KERNELS_SRC_CODEC_IMPL_H_

@@ -24,7 +24,9 @@ namespace {
 using internal::ChunkShape;
 using internal::CodecImpl;
 
-absl::StatusOr<const CodecImpl*> Lookup(CodecId id) {
+}  // namespace
+
+absl::StatusOr<const CodecImpl*> internal::LookupCodec(CodecId id) {
   switch (id) {
     case CodecId::kRaw:
       return &internal::RawCodec();
@@ -49,6 +51,8 @@ absl::StatusOr<const CodecImpl*> Lookup(CodecId id) {
   return absl::InvalidArgumentError(absl::StrCat("unknown codec id ", static_cast<int>(id)));
 }
 
+namespace {
+
 absl::Status CheckShape(const KvLayout& layout, uint32_t num_tokens) {
   KVTIER_RETURN_IF_ERROR(layout.Validate());
   if (num_tokens == 0 || num_tokens > internal::kMaxTokens) {
@@ -67,7 +71,7 @@ absl::Status CheckShape(const KvLayout& layout, uint32_t num_tokens) {
 absl::StatusOr<const CodecImpl*> Prepare(const CodecParams& params, const ChunkShape& shape) {
   KVTIER_RETURN_IF_ERROR(params.Validate());
   KVTIER_RETURN_IF_ERROR(CheckShape(shape.layout, shape.num_tokens));
-  KVTIER_ASSIGN_OR_RETURN(const CodecImpl* impl, Lookup(params.id));
+  KVTIER_ASSIGN_OR_RETURN(const CodecImpl* impl, internal::LookupCodec(params.id));
   KVTIER_RETURN_IF_ERROR(impl->CheckCompatible(params, shape));
   return impl;
 }
@@ -250,7 +254,7 @@ absl::StatusOr<PayloadInfo> InspectPayload(absl::Span<const uint8_t> payload,
 absl::Status Decode(absl::Span<const uint8_t> payload, const DecodeTarget& target) {
   KVTIER_ASSIGN_OR_RETURN(PayloadInfo info, InspectPayload(payload));
   KVTIER_RETURN_IF_ERROR(CheckTarget(info, target));
-  KVTIER_ASSIGN_OR_RETURN(const CodecImpl* impl, Lookup(info.codec.id));
+  KVTIER_ASSIGN_OR_RETURN(const CodecImpl* impl, internal::LookupCodec(info.codec.id));
   const ChunkShape shape{info.layout, info.num_tokens, info.first_position, info.ends_sequence};
   absl::Span<const uint8_t> body = payload.subspan(info.header_bytes, info.body_bytes);
   if (target.space == MemorySpace::kHost) {

@@ -63,28 +63,6 @@ absl::Status Reserve(internal::DeviceBuffer* buf, size_t bytes) {
   return absl::OkStatus();
 }
 
-// The codec whose device kernels a stager runs, or an error status (as the dispatcher's).
-absl::StatusOr<const CodecImpl*> DeviceCodec(CodecId id) {
-  switch (id) {
-    case CodecId::kRaw:
-      return &internal::RawCodec();
-    case CodecId::kFp8:
-      return &internal::Fp8Codec();
-    case CodecId::kKivi:
-      return &internal::KiviCodec();
-    case CodecId::kTurboQuant:
-#ifdef KVTIER_HAVE_TURBOQUANT
-      return &internal::TurboQuantCodec();
-#else
-      return absl::UnimplementedError("turboquant not built");
-#endif
-    default:
-      break;
-  }
-  return absl::UnimplementedError(
-      absl::StrCat("GPU staging: codec ", static_cast<int>(id), " has no GPU kernels"));
-}
-
 // Raw, fp8 and kivi kernels launch on the slot's stream (codec_cuda.h); other codecs go through
 // CodecImpl, which runs on the legacy default stream and synchronizes it.
 bool HasStreamLaunchers(CodecId id) {
@@ -328,7 +306,7 @@ absl::Status GpuStager::Impl::EncodeStaged(const CodecParams& params, const Chun
   KVTIER_RETURN_IF_ERROR(MaxPayloadSize(params, input.layout, input.num_tokens).status());
   const ChunkShape shape{input.layout, input.num_tokens, input.first_position,
                          input.ends_sequence};
-  KVTIER_ASSIGN_OR_RETURN(const CodecImpl* impl, DeviceCodec(params.id));
+  KVTIER_ASSIGN_OR_RETURN(const CodecImpl* impl, internal::LookupCodec(params.id));
   KVTIER_RETURN_IF_ERROR(impl->CheckCompatible(params, shape));
   const size_t body_bytes = impl->BodySize(params, shape);
 
@@ -366,7 +344,7 @@ absl::Status GpuStager::Impl::EncodeStaged(const CodecParams& params, const Chun
 
 absl::Status GpuStager::Impl::DecodeStaged(absl::Span<const uint8_t> payload,
                                            const PayloadInfo& info, absl::Span<uint8_t> out) {
-  KVTIER_ASSIGN_OR_RETURN(const CodecImpl* impl, DeviceCodec(info.codec.id));
+  KVTIER_ASSIGN_OR_RETURN(const CodecImpl* impl, internal::LookupCodec(info.codec.id));
   const ChunkShape shape{info.layout, info.num_tokens, info.first_position, info.ends_sequence};
   KVTIER_ASSIGN_OR_RETURN(auto lease, Acquire(out.size()));
   Slot* s = lease->slot();
