@@ -174,15 +174,7 @@ absl::Status Encode(const CodecParams& params, const ChunkInput& input,
   } else {
     return absl::InvalidArgumentError("Encode: unknown memory space");
   }
-  internal::HeaderFields h;
-  h.codec = params;
-  h.layout = input.layout;
-  h.num_tokens = input.num_tokens;
-  h.first_position = input.first_position;
-  h.ends_sequence = input.ends_sequence;
-  h.body_bytes = body_bytes;
-  h.body_crc = Crc32c(body.data(), body.size());
-  internal::WriteHeader(h, out.data());
+  internal::WriteChunkHeader(params, input, body_bytes, out.data());
   *payload = std::move(out);
   return absl::OkStatus();
 }

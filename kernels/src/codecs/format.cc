@@ -43,6 +43,19 @@ static_assert(kOffHeaderCrc + 4 == kHeaderSize);
 
 }  // namespace
 
+void WriteChunkHeader(const CodecParams& params, const ChunkInput& input, uint64_t body_bytes,
+                      uint8_t* payload) {
+  HeaderFields h;
+  h.codec = params;
+  h.layout = input.layout;
+  h.num_tokens = input.num_tokens;
+  h.first_position = input.first_position;
+  h.ends_sequence = input.ends_sequence;
+  h.body_bytes = body_bytes;
+  h.body_crc = Crc32c(payload + kHeaderSize, body_bytes);
+  WriteHeader(h, payload);
+}
+
 void WriteHeader(const HeaderFields& h, uint8_t* out) {
   std::memset(out, 0, kHeaderSize);
   Put32(out + kOffMagic, kPayloadMagic);

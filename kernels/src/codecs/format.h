@@ -31,6 +31,12 @@ struct HeaderFields {
 // Writes the header (with its own CRC) into out[0, kHeaderSize).
 void WriteHeader(const HeaderFields& h, uint8_t* out);
 
+// Writes the header of an encoded chunk into payload[0, kHeaderSize): the chunk's parameters and
+// shape from `params` / `input`, and the size and CRC-32C of the body that follows it in
+// `payload` (already written).
+void WriteChunkHeader(const CodecParams& params, const ChunkInput& input, uint64_t body_bytes,
+                      uint8_t* payload);
+
 // Parses and checks the header in `payload`: size, magic, version, header size, header CRC,
 // reserved bytes, flags, and that codec params and layout validate. Does not look at the body
 // (the caller checks body size and CRC). Errors: InvalidArgument, DataLoss (header CRC),

@@ -329,15 +329,7 @@ absl::Status GpuStager::Impl::EncodeStaged(const CodecParams& params, const Chun
   std::vector<uint8_t> out(internal::kHeaderSize + body_bytes);
   uint8_t* body = out.data() + internal::kHeaderSize;
   KVTIER_RETURN_IF_ERROR(Download(s, body, s->body.get(), body_bytes));
-  internal::HeaderFields h;
-  h.codec = params;
-  h.layout = input.layout;
-  h.num_tokens = input.num_tokens;
-  h.first_position = input.first_position;
-  h.ends_sequence = input.ends_sequence;
-  h.body_bytes = body_bytes;
-  h.body_crc = Crc32c(body, body_bytes);
-  internal::WriteHeader(h, out.data());
+  internal::WriteChunkHeader(params, input, body_bytes, out.data());
   *payload = std::move(out);
   return absl::OkStatus();
 }
