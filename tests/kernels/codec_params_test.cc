@@ -152,6 +152,81 @@ TEST(CodecParamsTest, QjlProjectionIsValidatedParsedAndPrinted) {
   EXPECT_NE(a, b);
 }
 
+TEST(CodecParamsTest, MatrixArithmeticIsValidatedParsedAndPrinted) {
+  EXPECT_TRUE(TurboQuantUsesMatrix(TurboQuantVariant::kMse, TurboQuantRotation::kDense,
+                                   TurboQuantQjl::kGaussian));
+  EXPECT_TRUE(TurboQuantUsesMatrix(TurboQuantVariant::kProd, TurboQuantRotation::kHadamard,
+                                   TurboQuantQjl::kGaussian));
+  EXPECT_TRUE(TurboQuantUsesMatrix(TurboQuantVariant::kProd, TurboQuantRotation::kDense,
+                                   TurboQuantQjl::kHadamard));
+  EXPECT_FALSE(TurboQuantUsesMatrix(TurboQuantVariant::kMse, TurboQuantRotation::kHadamard,
+                                    TurboQuantQjl::kGaussian));
+  EXPECT_FALSE(TurboQuantUsesMatrix(TurboQuantVariant::kProd, TurboQuantRotation::kHadamard,
+                                    TurboQuantQjl::kHadamard));
+  // Struct: default kFloat everywhere; kFixed only where a matrix is used; values > 1 rejected.
+  CodecParams t;
+  t.id = CodecId::kTurboQuant;
+  t.bits = 2;
+  EXPECT_EQ(t.tq_matrix, TurboQuantMatrix::kFloat);
+  t.tq_matrix = TurboQuantMatrix::kFixed;
+  auto st = t.Validate();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("matrix=fixed"), absl::string_view::npos) << st;
+  t.tq_rotation = TurboQuantRotation::kDense;
+  EXPECT_TRUE(t.Validate().ok());
+  t.tq_matrix = static_cast<TurboQuantMatrix>(2);
+  st = t.Validate();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("unknown matrix arithmetic 2"), absl::string_view::npos) << st;
+  CodecParams raw;
+  raw.tq_matrix = TurboQuantMatrix::kFixed;
+  EXPECT_FALSE(raw.Validate().ok());
+  CodecParams kivi = *CodecParams::Parse("kivi");
+  kivi.tq_matrix = TurboQuantMatrix::kFixed;
+  EXPECT_FALSE(kivi.Validate().ok());
+
+  // Text: fixed by default where a matrix is used, `matrix=float` printed only then.
+  const struct {
+    const char* text;
+    TurboQuantMatrix want;
+    const char* printed;
+  } cases[] = {
+      {"turboquant:b=3,rotation=dense", TurboQuantMatrix::kFixed, "turboquant:b=3,rotation=dense"},
+      {"turboquant:b=3,rotation=dense,matrix=fixed", TurboQuantMatrix::kFixed,
+       "turboquant:b=3,rotation=dense"},
+      {"turboquant:b=3,rotation=dense,matrix=float", TurboQuantMatrix::kFloat,
+       "turboquant:b=3,rotation=dense,matrix=float"},
+      {"turboquant:b=2,variant=prod,qjl=gaussian", TurboQuantMatrix::kFixed,
+       "turboquant:b=2,variant=prod,qjl=gaussian"},
+      {"turboquant:b=2,variant=prod,qjl=gaussian,matrix=float,seed=3", TurboQuantMatrix::kFloat,
+       "turboquant:b=2,variant=prod,qjl=gaussian,matrix=float,seed=3"},
+      {"turboquant:b=2,variant=prod,rotation=dense,qjl=hadamard", TurboQuantMatrix::kFixed,
+       "turboquant:b=2,variant=prod,rotation=dense,qjl=hadamard"},
+      {"turboquant:b=2,split=2.5,variant=prod,qjl=gaussian,matrix=float", TurboQuantMatrix::kFloat,
+       "turboquant:b=2,variant=prod,split=2.5,qjl=gaussian,matrix=float"},
+      // No matrix used: float, and `matrix=float` is accepted but never printed.
+      {"turboquant:b=3", TurboQuantMatrix::kFloat, "turboquant:b=3"},
+      {"turboquant:b=3,matrix=float", TurboQuantMatrix::kFloat, "turboquant:b=3"},
+      {"turboquant:b=3,variant=prod", TurboQuantMatrix::kFloat, "turboquant:b=3,variant=prod"},
+  };
+  for (const auto& c : cases) {
+    auto p = CodecParams::Parse(c.text);
+    ASSERT_TRUE(p.ok()) << c.text << ": " << p.status();
+    EXPECT_EQ(p->tq_matrix, c.want) << c.text;
+    EXPECT_EQ(p->ToString(), c.printed) << c.text;
+    auto again = CodecParams::Parse(p->ToString());
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(*again, *p) << c.text;
+  }
+  for (const char* bad : {"turboquant:b=3,matrix=fixed", "turboquant:b=3,variant=prod,matrix=fixed",
+                          "turboquant:b=3,rotation=dense,matrix=int8", "kivi:b=2,matrix=float",
+                          "raw:matrix=fixed", "turboquant:b=3,rotation=dense,matrix=fixed,matrix=float"}) {
+    EXPECT_FALSE(CodecParams::Parse(bad).ok()) << bad;
+  }
+  EXPECT_NE(*CodecParams::Parse("turboquant:b=3,rotation=dense"),
+            *CodecParams::Parse("turboquant:b=3,rotation=dense,matrix=float"));
+}
+
 TEST(CodecParamsTest, TextRoundTrip) {
   for (const char* text : {"raw", "fp8", "kivi:b=2,g=32", "kivi:b=4,g=128,sink=4,tail=128",
                            "turboquant:b=3", "turboquant:b=3,variant=prod,rotation=dense,seed=7",

@@ -10,3 +10,6 @@ if(KVTIER_HAVE_CUDA)
                   LIBS kvtier::kernels CUDA::cudart GPU)
   target_include_directories(kernels_turboquant_gpu_test PRIVATE ${PROJECT_SOURCE_DIR}/kernels/src)
 endif()
+kvtier_add_test(NAME kernels_turboquant_fixed_test SOURCES kernels/turboquant_fixed_test.cc
+                LIBS kvtier::kernels LABELS unit)
+target_include_directories(kernels_turboquant_fixed_test PRIVATE ${PROJECT_SOURCE_DIR}/kernels/src)

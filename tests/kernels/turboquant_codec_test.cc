@@ -342,8 +342,9 @@ TEST(TurboQuantCodecTest, QjlHeaderByteSelectsTheProjection) {
   const KvLayout& l = c.l;
   const ChunkInput input = HostChunk(c.in, l, c.T);
   std::vector<uint8_t> gauss, had;
-  ASSERT_TRUE(Encode(*CodecParams::Parse("turboquant:b=3,variant=prod,qjl=gaussian,seed=4"),
-                     input, &gauss).ok());
+  ASSERT_TRUE(Encode(
+      *CodecParams::Parse("turboquant:b=3,variant=prod,qjl=gaussian,matrix=float,seed=4"), input,
+      &gauss).ok());
   ASSERT_TRUE(Encode(*CodecParams::Parse("turboquant:b=3,variant=prod,seed=4"), input, &had).ok());
   EXPECT_EQ(gauss[19], 0);
   EXPECT_EQ(had[19], 1);
@@ -394,16 +395,172 @@ TEST(TurboQuantCodecTest, GaussianQjlBodiesAreUnchanged) {
     const char* text;
     size_t size;
     uint32_t body_crc;
-  } golden[] = {{"turboquant:b=3,variant=prod,qjl=gaussian,seed=4", 1760, 0x47048C08u},
-                {"turboquant:b=1,variant=prod,rotation=dense,seed=4", 736, 0xE2A0548Au},
-                {"turboquant:b=2,variant=prod,split=2.5,qjl=gaussian,seed=4", 1568, 0xD1E751E5u}};
+  } golden[] = {
+      {"turboquant:b=3,variant=prod,qjl=gaussian,matrix=float,seed=4", 1760, 0x47048C08u},
+      {"turboquant:b=1,variant=prod,rotation=dense,matrix=float,seed=4", 736, 0xE2A0548Au},
+      {"turboquant:b=2,variant=prod,split=2.5,qjl=gaussian,matrix=float,seed=4", 1568,
+       0xD1E751E5u}};
   for (const auto& g : golden) {
     SCOPED_TRACE(g.text);
     std::vector<uint8_t> p;
     ASSERT_TRUE(Encode(*CodecParams::Parse(g.text), input, &p).ok());
     ASSERT_EQ(p.size(), g.size);
     EXPECT_EQ(p[19], 0);
+    EXPECT_EQ(p[30], 0);  // binary32 matrices
     EXPECT_EQ(Crc32c(p.data() + 96, p.size() - 96), g.body_crc);
+  }
+}
+
+// Fixed-point matrix bodies (header byte 30 = 1): checksums of this implementation's output,
+// which TurboQuantFixedTest checks vector by vector against an independent int64 evaluation of
+// docs/FORMAT.md; they pin the chunk-level layout and arithmetic against later changes. The
+// fp32 chunk (inputs never on a binary16 grid) is there because small fp16 chunks can happen to
+// give the same bytes under both arithmetics.
+TEST(TurboQuantCodecTest, FixedMatrixGoldenBodies) {
+  const SmallChunk c;
+  const KvLayout l32 = KvLayout::Mha(1, 2, 2, 128, DType::kFloat32);
+  std::vector<float> ref32;
+  const auto in32 = MakeInput(l32, 8, &ref32, 9);
+  const struct {
+    const char* text;
+    bool fp32;
+    size_t size;
+    uint32_t body_crc;
+  } golden[] = {
+      {"turboquant:b=1,rotation=dense,seed=4", false, 672, 0xF60B4939u},
+      {"turboquant:b=2,rotation=dense,seed=4", false, 1184, 0x9FEEB440u},
+      {"turboquant:b=3,rotation=dense,seed=4", false, 1696, 0xD945F6FBu},
+      {"turboquant:b=4,rotation=dense,seed=4", false, 2208, 0xAC90FD0Au},
+      {"turboquant:b=2,variant=prod,rotation=dense,seed=4", false, 1248, 0x3DB28FA8u},
+      {"turboquant:b=3,variant=prod,rotation=dense,seed=4", false, 1760, 0x9F48BA78u},
+      {"turboquant:b=4,variant=prod,rotation=dense,seed=4", false, 2272, 0x85E5DB82u},
+      // Hadamard rotation, fixed QJL: every sign of this chunk agrees with the binary32
+      // sketch's (GaussianQjlBodiesAreUnchanged has the same checksum): no sketch coordinate is
+      // near enough to 0 for the two arithmetics to differ.
+      {"turboquant:b=3,variant=prod,qjl=gaussian,seed=4", false, 1760, 0x47048C08u},
+      {"turboquant:b=3,variant=prod,rotation=dense,seed=4", true, 1760, 0xFAC60A47u},
+      {"turboquant:b=4,rotation=dense,seed=4", true, 2208, 0x047A9205u},
+  };
+  for (const auto& g : golden) {
+    SCOPED_TRACE(testing::Message() << g.text << (g.fp32 ? " fp32" : " fp16"));
+    const ChunkInput input = g.fp32 ? HostChunk(in32, l32, 8) : HostChunk(c.in, c.l, c.T);
+    auto params = CodecParams::Parse(g.text);
+    ASSERT_TRUE(params.ok());
+    ASSERT_EQ(params->tq_matrix, TurboQuantMatrix::kFixed);
+    std::vector<uint8_t> p;
+    ASSERT_TRUE(Encode(*params, input, &p).ok());
+    EXPECT_EQ(p[30], 1);
+    EXPECT_EQ(p[31], 0);
+    ASSERT_EQ(p.size(), g.size);
+    EXPECT_EQ(Crc32c(p.data() + 96, p.size() - 96), g.body_crc);
+    // The same codec with binary32 matrices: decodes differ (fp32 chunk) or at least both decode.
+    CodecParams fl = *params;
+    fl.tq_matrix = TurboQuantMatrix::kFloat;
+    std::vector<uint8_t> pf;
+    ASSERT_TRUE(Encode(fl, input, &pf).ok());
+    EXPECT_EQ(pf[30], 0);
+    if (g.fp32) {
+      std::vector<uint8_t> a(in32.size()), b(in32.size());
+      ASSERT_TRUE(Decode(p, DecodeTarget::Contiguous(a.data(), l32, 8)).ok());
+      ASSERT_TRUE(Decode(pf, DecodeTarget::Contiguous(b.data(), l32, 8)).ok());
+      EXPECT_NE(a, b);
+    }
+  }
+}
+
+// Header byte 30 (matrix arithmetic): read back into CodecParams, selects the decode
+// arithmetic, and is rejected where it cannot apply.
+TEST(TurboQuantCodecTest, MatrixHeaderByteSelectsTheArithmetic) {
+  const KvLayout l = KvLayout::Mha(1, 2, 2, 128, DType::kFloat32);
+  const uint32_t T = 8;
+  std::vector<float> ref;
+  const auto in = MakeInput(l, T, &ref, 9);
+  const ChunkInput input = HostChunk(in, l, T);
+  const ChunkShape shape{l, T, 0, false};
+  std::vector<uint8_t> fixed, hadamard;
+  const CodecParams fp = *CodecParams::Parse("turboquant:b=3,variant=prod,rotation=dense,seed=4");
+  ASSERT_TRUE(Encode(fp, input, &fixed).ok());
+  ASSERT_TRUE(Encode(*CodecParams::Parse("turboquant:b=3,seed=4"), input, &hadamard).ok());
+  EXPECT_EQ(fixed[30], 1);
+  EXPECT_EQ(hadamard[30], 0);
+  auto info = InspectPayload(fixed);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->codec.tq_matrix, TurboQuantMatrix::kFixed);
+  EXPECT_EQ(info->codec, fp);
+  auto direct = [&](const CodecParams& p, const std::vector<uint8_t>& payload) {
+    std::vector<uint8_t> out(in.size());
+    EXPECT_TRUE(TurboQuantCodec()
+                    .DecodeHost(p, shape, absl::MakeConstSpan(payload).subspan(96),
+                                Contiguous(out.data(), l, T))
+                    .ok());
+    return out;
+  };
+  auto decode = [&](const std::vector<uint8_t>& payload, absl::Status* st = nullptr) {
+    std::vector<uint8_t> out(in.size(), 0xAB);
+    const absl::Status s = Decode(payload, DecodeTarget::Contiguous(out.data(), l, T));
+    if (st) *st = s;
+    EXPECT_TRUE(st != nullptr || s.ok()) << s;
+    return out;
+  };
+  auto with = [](std::vector<uint8_t> p, size_t at, uint8_t v) {
+    p[at] = v;
+    const uint32_t crc = Crc32c(p.data(), 92);
+    std::memcpy(&p[92], &crc, 4);
+    return p;
+  };
+  EXPECT_EQ(decode(fixed), direct(fp, fixed));
+  // The same body read as binary32: valid, decoded with the float arithmetic.
+  CodecParams flt = fp;
+  flt.tq_matrix = TurboQuantMatrix::kFloat;
+  const auto as_float = with(fixed, 30, 0);
+  EXPECT_EQ(decode(as_float), direct(flt, fixed));
+  EXPECT_NE(decode(as_float), decode(fixed));
+  // Values > 1, and 1 on a codec without a matrix, are InvalidArgument with a clear message.
+  absl::Status st;
+  decode(with(fixed, 30, 2), &st);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("unknown matrix arithmetic 2"), absl::string_view::npos) << st;
+  decode(with(fixed, 30, 255), &st);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  decode(with(hadamard, 30, 1), &st);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("matrix=fixed"), absl::string_view::npos) << st;
+  EXPECT_EQ(InspectPayload(with(fixed, 31, 1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Fixed matrices round-trip chunks as well as the float ones (every dtype, MLA, split): the
+// relative error of each case within 3% of the binary32 arithmetic's on the same chunk.
+TEST(TurboQuantCodecTest, FixedMatricesRoundTripLikeFloat) {
+  struct Case {
+    CodecParams p;
+    KvLayout l;
+    uint32_t T;
+  };
+  std::vector<Case> cases;
+  for (uint8_t b = 1; b <= 4; ++b) {
+    cases.push_back({Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kDense), Mha(2, 2, 128), 32});
+  }
+  for (uint8_t b = 2; b <= 4; ++b) {
+    cases.push_back({Tq(b, TurboQuantVariant::kProd, TurboQuantRotation::kDense), Mha(2, 2, 128), 32});
+  }
+  for (DType dt : {DType::kFloat16, DType::kBFloat16, DType::kFloat32}) {
+    cases.push_back({Tq(4, TurboQuantVariant::kProd, TurboQuantRotation::kDense), Mha(1, 2, 64, dt), 8});
+    cases.push_back({Tq(3, TurboQuantVariant::kProd), Mha(1, 2, 64, dt), 8});  // fixed QJL only
+  }
+  cases.push_back({Tq(3, TurboQuantVariant::kProd, TurboQuantRotation::kDense), Mla(2, 96, 32), 8});
+  cases.push_back({Tq(3, TurboQuantVariant::kProd, TurboQuantRotation::kDense, TurboQuantSplit::kNone,
+                      TurboQuantQjl::kHadamard),
+                   Mha(1, 2, 128), 16});  // fixed rotation, structured QJL
+  cases.push_back({Tq(2, TurboQuantVariant::kMse, TurboQuantRotation::kDense, TurboQuantSplit::k2p5),
+                   Mha(1, 2, 128), 16});
+  for (Case& c : cases) {
+    SCOPED_TRACE(c.p.ToString());
+    const double e_float = RoundTrip(c.p, c.l, c.T);
+    c.p.tq_matrix = TurboQuantMatrix::kFixed;
+    const double e_fixed = RoundTrip(c.p, c.l, c.T);
+    EXPECT_GT(e_float, 0.0);
+    EXPECT_NEAR(e_fixed, e_float, 0.03 * e_float);
   }
 }
 

@@ -178,11 +178,14 @@ TEST(TurboQuantVectorTest, ZeroVectorDecodesToZero) {
 // at d = 128), for both rotations, and scaling with the norm.
 TEST(TurboQuantVectorTest, MseRoundTripDistortion) {
   const double want[4] = {0.3609, 0.1160, 0.0340, 0.0093};
-  for (auto rot : {TurboQuantRotation::kHadamard, TurboQuantRotation::kDense}) {
+  // Hadamard, dense binary32, dense fixed-point.
+  for (int mode = 0; mode < 3; ++mode) {
+    const auto rot = mode == 0 ? TurboQuantRotation::kHadamard : TurboQuantRotation::kDense;
     for (uint8_t b = 1; b <= 4; ++b) {
       TurboQuantVectorParams p;
       p.bits = b;
       p.rotation = rot;
+      p.matrix = mode == 2 ? TurboQuantMatrix::kFixed : TurboQuantMatrix::kFloat;
       p.seed = 21;
       auto q = TurboQuantVectorQuantizer::Create(p);
       ASSERT_TRUE(q.ok());
@@ -202,8 +205,7 @@ TEST(TurboQuantVectorTest, MseRoundTripDistortion) {
         for (int k = 0; k < 128; ++k) e += (double(y[k]) - x[k]) * (double(y[k]) - x[k]);
         sum += e / 9.0;
       }
-      EXPECT_NEAR(sum / n, want[b - 1], 0.08 * want[b - 1])
-          << "rotation " << int(rot) << " b=" << int(b);
+      EXPECT_NEAR(sum / n, want[b - 1], 0.08 * want[b - 1]) << "mode " << mode << " b=" << int(b);
     }
   }
 }
@@ -212,12 +214,16 @@ TEST(TurboQuantVectorTest, MseRoundTripDistortion) {
 // 4 standard errors of 0 (a generous, statistically sound tolerance), for the structured
 // projection also with q = x, where a mis-scaled QJL term shows most; and the decoded vector's inner product agrees with the
 // query-side estimator. Returns d * D_prod (random q).
-double CheckProdEstimator(uint32_t d, uint8_t b, TurboQuantQjl qjl) {
+double CheckProdEstimator(uint32_t d, uint8_t b, TurboQuantQjl qjl,
+                          TurboQuantRotation rot = TurboQuantRotation::kHadamard,
+                          TurboQuantMatrix matrix = TurboQuantMatrix::kFloat) {
   TurboQuantVectorParams p;
   p.dim = d;
   p.bits = b;
   p.variant = TurboQuantVariant::kProd;
   p.qjl = qjl;
+  p.rotation = rot;
+  p.matrix = matrix;
   p.seed = 33;
   auto q = TurboQuantVectorQuantizer::Create(p);
   EXPECT_TRUE(q.ok());
@@ -241,7 +247,10 @@ double CheckProdEstimator(uint32_t d, uint8_t b, TurboQuantQjl qjl) {
     }
     const auto sy = (*q)->TransformQuery(y.data());
     const double est = (*q)->EstimateInnerProduct(y.data(), sy.data(), c.data(), nrm, g);
-    EXPECT_NEAR(est, dec, 1e-4);
+    // The query side applies the fixed codec's effective matrices in floating point; the decode
+    // of a fixed dense rotation also quantizes y to 2^-14 steps, hence the wider tolerance.
+    const bool fixed_rot = matrix == TurboQuantMatrix::kFixed && rot == TurboQuantRotation::kDense;
+    EXPECT_NEAR(est, dec, fixed_rot ? 1e-3 : 1e-4);
     sum += dec - truth;
     sum2 += (dec - truth) * (dec - truth);
     self += xx - 1.0;
@@ -267,6 +276,26 @@ TEST(TurboQuantVectorTest, ProdEstimatorIsUnbiased) {
                 0.15 * want[b - 1])
         << "b=" << int(b);
   }
+}
+
+// Fixed-point matrices (dense rotation and Gaussian QJL, or Hadamard rotation with the fixed
+// Gaussian QJL): unbiased, with the float figures.
+TEST(TurboQuantVectorTest, FixedMatrixProdEstimatorIsUnbiased) {
+  const double want[3] = {1.566, 0.571, 0.180};
+  for (uint8_t b = 1; b <= 3; ++b) {
+    EXPECT_NEAR(CheckProdEstimator(128, b, TurboQuantQjl::kGaussian, TurboQuantRotation::kDense,
+                                   TurboQuantMatrix::kFixed),
+                want[b - 1], 0.15 * want[b - 1])
+        << "dense b=" << int(b);
+  }
+  EXPECT_NEAR(CheckProdEstimator(128, 2, TurboQuantQjl::kGaussian, TurboQuantRotation::kHadamard,
+                                 TurboQuantMatrix::kFixed),
+              want[1], 0.15 * want[1]);
+  // Dense fixed rotation with the structured QJL; a width that is not a power of two.
+  CheckProdEstimator(128, 2, TurboQuantQjl::kHadamard, TurboQuantRotation::kDense,
+                     TurboQuantMatrix::kFixed);
+  CheckProdEstimator(96, 2, TurboQuantQjl::kGaussian, TurboQuantRotation::kDense,
+                     TurboQuantMatrix::kFixed);
 }
 
 // Structured QJL: unbiased too, and its orthogonal rows leave only the sign error: with sketch

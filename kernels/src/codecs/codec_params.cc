@@ -15,7 +15,7 @@ namespace {
 bool TqFieldsDefault(const CodecParams& p) {
   return p.tq_variant == TurboQuantVariant::kMse && p.tq_rotation == TurboQuantRotation::kHadamard &&
          p.tq_split == TurboQuantSplit::kNone && p.tq_qjl == TurboQuantQjl::kGaussian &&
-         p.seed == 0;
+         p.tq_matrix == TurboQuantMatrix::kFloat && p.seed == 0;
 }
 bool KiviFieldsDefault(const CodecParams& p) {
   return p.group_size == 0 && p.sink_tokens == 0 && p.tail_tokens == 0;
@@ -26,6 +26,12 @@ bool KiviFieldsDefault(const CodecParams& p) {
 TurboQuantQjl TurboQuantDefaultQjl(TurboQuantRotation rotation) {
   return rotation == TurboQuantRotation::kHadamard ? TurboQuantQjl::kHadamard
                                                    : TurboQuantQjl::kGaussian;
+}
+
+bool TurboQuantUsesMatrix(TurboQuantVariant variant, TurboQuantRotation rotation,
+                          TurboQuantQjl qjl) {
+  return rotation == TurboQuantRotation::kDense ||
+         (variant == TurboQuantVariant::kProd && qjl == TurboQuantQjl::kGaussian);
 }
 
 const char* CodecName(CodecId id) {
@@ -68,8 +74,8 @@ absl::Status CodecParams::Validate() const {
             absl::StrCat("kivi: group_size must be 32, 64 or 128, got ", group_size));
       }
       if (!TqFieldsDefault(*this)) {
-        return absl::InvalidArgumentError("kivi: tq_variant, tq_rotation, tq_split and seed "
-                                          "must stay at their defaults");
+        return absl::InvalidArgumentError("kivi: tq_variant, tq_rotation, tq_split, tq_qjl, "
+                                          "tq_matrix and seed must stay at their defaults");
       }
       return absl::OkStatus();
     case CodecId::kTurboQuant:
@@ -104,6 +110,17 @@ absl::Status CodecParams::Validate() const {
       if (tq_qjl != TurboQuantQjl::kGaussian && tq_variant != TurboQuantVariant::kProd) {
         return absl::InvalidArgumentError("turboquant: qjl applies to variant=prod only");
       }
+      if (tq_matrix != TurboQuantMatrix::kFloat && tq_matrix != TurboQuantMatrix::kFixed) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "turboquant: unknown matrix arithmetic ", static_cast<int>(tq_matrix),
+            " (0 = float, 1 = fixed)"));
+      }
+      if (tq_matrix == TurboQuantMatrix::kFixed &&
+          !TurboQuantUsesMatrix(tq_variant, tq_rotation, tq_qjl)) {
+        return absl::InvalidArgumentError(
+            "turboquant: matrix=fixed needs a codec that uses a matrix (rotation=dense, or "
+            "variant=prod with qjl=gaussian)");
+      }
       return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown codec id ", static_cast<int>(id)));
@@ -124,6 +141,12 @@ std::string CodecParams::ToString() const {
     if (tq_variant == TurboQuantVariant::kProd && tq_qjl != TurboQuantDefaultQjl(tq_rotation)) {
       absl::StrAppend(&s, tq_qjl == TurboQuantQjl::kHadamard ? ",qjl=hadamard" : ",qjl=gaussian");
     }
+    // The text default is fixed for a codec that uses a matrix, float otherwise.
+    if (TurboQuantUsesMatrix(tq_variant, tq_rotation, tq_qjl)) {
+      if (tq_matrix != TurboQuantMatrix::kFixed) absl::StrAppend(&s, ",matrix=float");
+    } else if (tq_matrix != TurboQuantMatrix::kFloat) {
+      absl::StrAppend(&s, ",matrix=fixed");  // invalid params: Validate() rejects them
+    }
     if (seed) absl::StrAppend(&s, ",seed=", seed);
   }
   return s;
@@ -134,6 +157,7 @@ absl::StatusOr<CodecParams> CodecParams::Parse(const std::string& text) {
   const std::string name = text.substr(0, colon);
   CodecParams p;
   std::optional<TurboQuantQjl> qjl;  // applied after the loop: its default depends on rotation
+  std::optional<TurboQuantMatrix> matrix;  // likewise: its default depends on the whole codec
   if (name == "raw") {
     p.id = CodecId::kRaw;
   } else if (name == "fp8") {
@@ -218,6 +242,10 @@ absl::StatusOr<CodecParams> CodecParams::Parse(const std::string& text) {
         if (value == "gaussian") qjl = TurboQuantQjl::kGaussian;
         else if (value == "hadamard") qjl = TurboQuantQjl::kHadamard;
         else return bad_value();
+      } else if (key == "matrix" && tq) {
+        if (value == "fixed") matrix = TurboQuantMatrix::kFixed;
+        else if (value == "float") matrix = TurboQuantMatrix::kFloat;
+        else return bad_value();
       } else if (key == "seed" && tq) {
         if (!parse_uint(~uint64_t{0}, &v)) return bad_value();
         p.seed = v;
@@ -234,6 +262,15 @@ absl::StatusOr<CodecParams> CodecParams::Parse(const std::string& text) {
   if (p.id == CodecId::kTurboQuant && p.tq_variant == TurboQuantVariant::kProd) {
     p.tq_qjl = qjl.value_or(TurboQuantDefaultQjl(p.tq_rotation));
   }
+  if (p.id == CodecId::kTurboQuant) {
+    const bool uses = TurboQuantUsesMatrix(p.tq_variant, p.tq_rotation, p.tq_qjl);
+    if (!uses && matrix == TurboQuantMatrix::kFixed) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "codec '", text, "': matrix=fixed needs rotation=dense or variant=prod with "
+          "qjl=gaussian (this codec uses no dense matrix)"));
+    }
+    p.tq_matrix = uses ? matrix.value_or(TurboQuantMatrix::kFixed) : TurboQuantMatrix::kFloat;
+  }
   if (absl::Status s = p.Validate(); !s.ok()) return s;
   return p;
 }
@@ -242,7 +279,8 @@ bool operator==(const CodecParams& a, const CodecParams& b) {
   return a.id == b.id && a.bits == b.bits && a.group_size == b.group_size &&
          a.sink_tokens == b.sink_tokens && a.tail_tokens == b.tail_tokens &&
          a.tq_variant == b.tq_variant && a.tq_rotation == b.tq_rotation &&
-         a.tq_split == b.tq_split && a.tq_qjl == b.tq_qjl && a.seed == b.seed;
+         a.tq_split == b.tq_split && a.tq_qjl == b.tq_qjl && a.tq_matrix == b.tq_matrix &&
+         a.seed == b.seed;
 }
 
 }  // namespace kvtier::kernels

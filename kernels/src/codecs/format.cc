@@ -35,7 +35,7 @@ uint64_t Get64(const uint8_t* p) {
 constexpr size_t kOffMagic = 0, kOffVersion = 4, kOffHeaderSize = 6, kOffCodec = 8,
                  kOffBits = 9, kOffGroup = 10, kOffSink = 12, kOffTail = 14, kOffVariant = 16,
                  kOffRotation = 17, kOffSplit = 18, kOffQjl = 19, kOffSeed = 20,
-                 kOffKind = 28, kOffDtype = 29, kOffReserved30 = 30, kOffLayers = 32,
+                 kOffKind = 28, kOffDtype = 29, kOffMatrix = 30, kOffReserved31 = 31, kOffLayers = 32,
                  kOffKvHeads = 36, kOffQueryHeads = 40, kOffHeadDim = 44, kOffLatent = 48,
                  kOffRope = 52, kOffTokens = 56, kOffFlags = 60, kOffFirstPos = 64,
                  kOffBodyBytes = 72, kOffBodyCrc = 80, kOffReserved84 = 84, kOffHeaderCrc = 92;
@@ -73,6 +73,7 @@ void WriteHeader(const HeaderFields& h, uint8_t* out) {
   Put64(out + kOffSeed, h.codec.seed);
   out[kOffKind] = static_cast<uint8_t>(h.layout.kind);
   out[kOffDtype] = static_cast<uint8_t>(h.layout.dtype);
+  out[kOffMatrix] = static_cast<uint8_t>(h.codec.tq_matrix);
   Put32(out + kOffLayers, h.layout.num_layers);
   Put32(out + kOffKvHeads, h.layout.num_kv_heads);
   Put32(out + kOffQueryHeads, h.layout.num_query_heads);
@@ -122,7 +123,7 @@ absl::StatusOr<HeaderFields> ParseHeader(absl::Span<const uint8_t> payload) {
                                             absl::Hex(want_crc), ", computed ",
                                             absl::Hex(got_crc), ")"));
   }
-  if (Get16(p + kOffReserved30) != 0 || Get64(p + kOffReserved84) != 0) {
+  if (p[kOffReserved31] != 0 || Get64(p + kOffReserved84) != 0) {
     return absl::InvalidArgumentError("payload: reserved header bytes are not zero");
   }
   HeaderFields h;
@@ -135,6 +136,8 @@ absl::StatusOr<HeaderFields> ParseHeader(absl::Span<const uint8_t> payload) {
   h.codec.tq_rotation = static_cast<TurboQuantRotation>(p[kOffRotation]);
   h.codec.tq_split = static_cast<TurboQuantSplit>(p[kOffSplit]);
   h.codec.tq_qjl = static_cast<TurboQuantQjl>(p[kOffQjl]);  // checked by Validate()
+  // Checked by Validate(): 0 or 1, and 1 only for a turboquant codec that uses a matrix.
+  h.codec.tq_matrix = static_cast<TurboQuantMatrix>(p[kOffMatrix]);
   h.codec.seed = Get64(p + kOffSeed);
   h.layout.kind = static_cast<LayoutKind>(p[kOffKind]);
   h.layout.dtype = static_cast<DType>(p[kOffDtype]);

@@ -84,6 +84,7 @@ absl::StatusOr<TqPlan> MakeTqPlan(const CodecParams& params, const ChunkShape& s
     vp.seed = params.seed;
     vp.part = static_cast<uint8_t>(p);
     vp.qjl = params.tq_qjl;
+    vp.matrix = params.tq_matrix;
     KVTIER_ASSIGN_OR_RETURN(plan.tables[p], GetTqTables(vp));
     TqPartShape& ps = g.parts[p];
     ps.dim = dims[p];

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -36,6 +37,13 @@ absl::Status TurboQuantVectorParams::Validate() const {
   }
   if (qjl != TurboQuantQjl::kGaussian && variant != TurboQuantVariant::kProd) {
     return absl::InvalidArgumentError("turboquant: qjl applies to variant=prod only");
+  }
+  if (matrix != TurboQuantMatrix::kFloat && matrix != TurboQuantMatrix::kFixed) {
+    return absl::InvalidArgumentError("turboquant: unknown matrix arithmetic");
+  }
+  if (matrix == TurboQuantMatrix::kFixed && !TurboQuantUsesMatrix(variant, rotation, qjl)) {
+    return absl::InvalidArgumentError(
+        "turboquant: matrix=fixed needs rotation=dense or variant=prod with qjl=gaussian");
   }
   return absl::OkStatus();
 }
@@ -258,6 +266,24 @@ std::shared_ptr<const TqTables> BuildTables(const TurboQuantVectorParams& p,
     }
     t->qjl_scale = static_cast<float>(std::sqrt(M_PI / 2.0) / d);
   }
+  // Fixed-point matrices: the binary32 entries times a power of two (exact), rounded half to
+  // even. |rot| <= 1 keeps |rot_q| <= 2^14; the Gaussian entries stay below 8.6 (Box-Muller over
+  // 53-bit draws), so |qjl_q| <= 17573, checked against the int8-pair bound anyway.
+  t->fixed = p.matrix == TurboQuantMatrix::kFixed;
+  if (t->fixed && p.rotation == TurboQuantRotation::kDense) {
+    t->rot_q.resize(t->rot.size());
+    for (size_t k = 0; k < t->rot.size(); ++k) {
+      t->rot_q[k] = static_cast<int16_t>(std::nearbyint(t->rot[k] * 0x1.0p14f));
+    }
+  }
+  if (t->fixed && t->prod && !t->qjl_hadamard) {
+    t->qjl_q.resize(t->qjl.size());
+    for (size_t k = 0; k < t->qjl.size(); ++k) {
+      const float v = std::nearbyint(t->qjl[k] * 0x1.0p11f);
+      if (!(std::fabs(v) <= static_cast<float>(internal::kTqFixedClamp))) return nullptr;
+      t->qjl_q[k] = static_cast<int16_t>(v);
+    }
+  }
   return t;
 }
 
@@ -295,10 +321,10 @@ uint64_t TqStreamState(uint64_t seed, TqStream stream, uint32_t dim, uint32_t pa
 
 absl::StatusOr<std::shared_ptr<const TqTables>> GetTqTables(const TurboQuantVectorParams& p) {
   if (auto s = p.Validate(); !s.ok()) return s;
-  using Key = std::tuple<uint32_t, uint8_t, uint8_t, uint8_t, uint64_t, uint8_t, uint8_t>;
+  using Key = std::tuple<uint32_t, uint8_t, uint8_t, uint8_t, uint64_t, uint8_t, uint8_t, uint8_t>;
   static auto* cache = new std::map<Key, std::shared_ptr<const TqTables>>();
   const Key key{p.dim,  p.bits, static_cast<uint8_t>(p.variant), static_cast<uint8_t>(p.rotation),
-                p.seed, p.part, static_cast<uint8_t>(p.qjl)};
+                p.seed, p.part, static_cast<uint8_t>(p.qjl),     static_cast<uint8_t>(p.matrix)};
   {
     std::lock_guard<std::mutex> lock(g_cache_mu);
     auto it = cache->find(key);
@@ -312,6 +338,9 @@ absl::StatusOr<std::shared_ptr<const TqTables>> GetTqTables(const TurboQuantVect
     cb = *c;
   }
   auto t = BuildTables(p, cb.get());
+  if (t == nullptr) {
+    return absl::InternalError("turboquant: fixed-point QJL matrix entry outside the int8-pair range");
+  }
   std::lock_guard<std::mutex> lock(g_cache_mu);
   if (cache->size() > 256) cache->clear();  // bounded: seeds come from configuration
   return cache->emplace(key, t).first->second;
@@ -388,10 +417,59 @@ void TqApplyChainInverse(const std::vector<TqHadamardWindow>& chain, float* x) {
   }
 }
 
+void TqFixedMatVec(const int16_t* m, const int32_t* v, uint32_t n, int32_t* out) {
+  // Sums modulo 2^32 in uint32 (well defined wrap-around; the low 32 bits of every product and
+  // sum are those of the exact int64 values), so any order gives the same result.
+  for (uint32_t i = 0; i < n; ++i) {
+    const int16_t* row = m + static_cast<size_t>(i) * n;
+    uint32_t acc = 0;
+    for (uint32_t j = 0; j < n; ++j) {
+      acc += static_cast<uint32_t>(static_cast<int32_t>(row[j])) * static_cast<uint32_t>(v[j]);
+    }
+    out[i] = static_cast<int32_t>(acc);
+  }
+}
+
+void TqFixedMatTVec(const int16_t* m, const int32_t* v, uint32_t n, int32_t* out) {
+  // i-outer so that the inner loop runs over a contiguous row (vectorizes); the sums are exact
+  // modulo 2^32, so the order does not matter. `out` accumulates as uint32 bit patterns.
+  uint32_t* acc = reinterpret_cast<uint32_t*>(out);  // same object, signed/unsigned variant
+  std::fill(acc, acc + n, 0u);
+  for (uint32_t i = 0; i < n; ++i) {
+    const int16_t* row = m + static_cast<size_t>(i) * n;
+    const uint32_t vi = static_cast<uint32_t>(v[i]);
+    for (uint32_t j = 0; j < n; ++j) {
+      acc[j] += static_cast<uint32_t>(static_cast<int32_t>(row[j])) * vi;
+    }
+  }
+}
+
+namespace {
+// int32 -> binary32 (round to nearest even), then the exact scaling by 2^-28.
+inline float FixedToFloat28(int32_t v) { return static_cast<float>(v) * 0x1.0p-28f; }
+// Per-thread integer scratch (2 * n entries) of the fixed-point rotation (which = 0) and QJL
+// (which = 1) steps, so that neither allocates per vector.
+int32_t* FixedScratch(int which, uint32_t n) {
+  thread_local std::vector<int32_t> buf[2];
+  if (buf[which].size() < 2u * n) buf[which].resize(2u * n);
+  return buf[which].data();
+}
+}  // namespace
+
 void TqRotate(const TqTables& t, float* x, float* scratch) {
   const uint32_t d = t.dim;
   if (t.params.rotation == TurboQuantRotation::kHadamard) {
     TqApplyChain(t.windows, x);
+    return;
+  }
+  if (t.fixed) {
+    // uq_j = q(u_j 2^14); z_i = (float)(sum_j rot_q[i][j] uq_j mod 2^32) 2^-28.
+    (void)scratch;
+    int32_t* uq = FixedScratch(0, d);
+    int32_t* zi = uq + d;
+    for (uint32_t j = 0; j < d; ++j) uq[j] = TqQuantize(x[j] * 0x1.0p14f);
+    TqFixedMatVec(t.rot_q.data(), uq, d, zi);
+    for (uint32_t i = 0; i < d; ++i) x[i] = FixedToFloat28(zi[i]);
     return;
   }
   // z_i = sum over j ascending of rot[i][j] x_j. The loops run j-outer so that they vectorize;
@@ -409,6 +487,15 @@ void TqRotateInverse(const TqTables& t, float* x, float* scratch) {
   const uint32_t d = t.dim;
   if (t.params.rotation == TurboQuantRotation::kHadamard) {
     TqApplyChainInverse(t.windows, x);
+    return;
+  }
+  if (t.fixed) {
+    // yq_i = q(y_i 2^14); x_j = (float)(sum_i rot_q[i][j] yq_i mod 2^32) 2^-28.
+    int32_t* yq = FixedScratch(0, d);
+    int32_t* xi = yq + d;
+    for (uint32_t i = 0; i < d; ++i) yq[i] = TqQuantize(x[i] * 0x1.0p14f);
+    TqFixedMatTVec(t.rot_q.data(), yq, d, xi);
+    for (uint32_t j = 0; j < d; ++j) x[j] = FixedToFloat28(xi[j]);
     return;
   }
   // x_j = sum over i ascending of rot[i][j] y_i (i-outer to vectorize, same order per x_j).
@@ -485,6 +572,18 @@ void TqEncodeVector(const TqTables& t, const float* x, uint8_t* out, float* norm
     }
     return;
   }
+  if (t.fixed) {
+    // sg = 2^14 / gamma; rq_j = q(r_j sg); sign_i = (sum_j qjl_q[i][j] rq_j mod 2^32) >= 0.
+    const float sg = *gamma > 0.0f ? 16384.0f / *gamma : 0.0f;
+    int32_t* rq = FixedScratch(1, d);
+    int32_t* sk = rq + d;
+    for (uint32_t j = 0; j < d; ++j) rq[j] = TqQuantize(r[j] * sg);
+    TqFixedMatVec(t.qjl_q.data(), rq, d, sk);
+    for (uint32_t i = 0; i < d; ++i) {
+      if (sk[i] >= 0) signs[i / 8] |= static_cast<uint8_t>(1u << (i % 8));
+    }
+    return;
+  }
   // sketch_i = sum over j ascending of S[i][j] r_j (j-outer to vectorize, same order per i).
   float* sk = tmp;
   std::fill(sk, sk + d, 0.0f);
@@ -512,7 +611,15 @@ void TqDecodeVector(const TqTables& t, const uint8_t* in, float norm, float gamm
     const uint8_t* signs = in + t.MseBytes();
     const float coef = t.qjl_scale * gamma;
     float* acc = scratch;
-    if (t.qjl_hadamard) {
+    if (t.fixed && !t.qjl_hadamard) {
+      // t_j = (sum_i (+-qjl_q[i][j])) 2^-11, exact (|sum| < 2^24 for dim <= 512; wraps
+      // modulo 2^32 like every fixed sum beyond that).
+      int32_t* sv = FixedScratch(1, d);
+      int32_t* ti = sv + d;
+      for (uint32_t i = 0; i < d; ++i) sv[i] = ((signs[i / 8] >> (i % 8)) & 1) ? 1 : -1;
+      TqFixedMatTVec(t.qjl_q.data(), sv, d, ti);
+      for (uint32_t j = 0; j < d; ++j) acc[j] = static_cast<float>(ti[j]) * 0x1.0p-11f;
+    } else if (t.qjl_hadamard) {
       // t = H^T s (s_i = +-1).
       for (uint32_t i = 0; i < d; ++i) acc[i] = ((signs[i / 8] >> (i % 8)) & 1) ? 1.0f : -1.0f;
       TqApplyChainInverse(t.qjl_windows, acc);
@@ -581,14 +688,27 @@ std::vector<float> TurboQuantVectorQuantizer::TransformQuery(const float* y) con
   const uint32_t d = t.dim;
   std::vector<float> z(y, y + d), scratch(d), out(d, 0.0f);
   if (!t.prod) return out;
-  internal::TqRotate(t, z.data(), scratch.data());
+  if (t.fixed && !t.rot_q.empty()) {
+    // The fixed codec's effective rotation rot_q 2^-14 (exact in binary32), applied in double.
+    for (uint32_t i = 0; i < d; ++i) {
+      double acc = 0;
+      for (uint32_t j = 0; j < d; ++j) acc += t.rot_q[i * d + j] * 0x1.0p-14 * y[j];
+      z[i] = static_cast<float>(acc);
+    }
+  } else {
+    internal::TqRotate(t, z.data(), scratch.data());
+  }
   if (t.qjl_hadamard) {
     internal::TqApplyChain(t.qjl_windows, z.data());
     return z;
   }
+  const bool fq = t.fixed && !t.qjl_q.empty();  // effective S = qjl_q 2^-11
   for (uint32_t i = 0; i < d; ++i) {
     double acc = 0;
-    for (uint32_t j = 0; j < d; ++j) acc += static_cast<double>(t.qjl[i * d + j]) * z[j];
+    for (uint32_t j = 0; j < d; ++j) {
+      const double s = fq ? t.qjl_q[i * d + j] * 0x1.0p-11 : static_cast<double>(t.qjl[i * d + j]);
+      acc += s * z[j];
+    }
     out[i] = static_cast<float>(acc);
   }
   return out;

@@ -5,6 +5,8 @@
 #ifndef KVTIER_KERNELS_SRC_TURBOQUANT_TQ_TABLES_H_
 #define KVTIER_KERNELS_SRC_TURBOQUANT_TQ_TABLES_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -48,6 +50,23 @@ struct TqHadamardWindow {
   float scale = 0;           // (float)(1 / sqrt(len))
 };
 
+// Fixed-point matrices (TurboQuantMatrix::kFixed, docs/FORMAT.md "turboquant"): rot_q =
+// rint(rot * 2^kTqRotFrac), qjl_q = rint(qjl * 2^kTqQjlFrac); vectors enter the products as
+// q(v * 2^kTqVecFrac) (TqQuantize), every |q| <= kTqFixedClamp so that it splits into two int8.
+constexpr int kTqRotFrac = 14;
+constexpr int kTqVecFrac = 14;
+constexpr int kTqQjlFrac = 11;
+constexpr int32_t kTqFixedClamp = 32639;
+
+// q(v): 0 for NaN, else rint (half to even) of v clamped to [-32639, 32639] in binary32 first
+// (so +-inf and huge values clamp).
+inline int32_t TqQuantize(float v) {
+  if (std::isnan(v)) return 0;
+  const float c = std::min(std::max(v, -static_cast<float>(kTqFixedClamp)),
+                           static_cast<float>(kTqFixedClamp));
+  return static_cast<int32_t>(std::nearbyint(c));
+}
+
 struct TqTables {
   TurboQuantVectorParams params;
   uint32_t dim = 0;
@@ -71,6 +90,12 @@ struct TqTables {
   // hadamard (float)(1 / (dim * m_dim * g)) on G^T signs, m_dim = E|u_1| of a uniform unit
   // vector (dim 128: 0x3A626E71).
   float qjl_scale = 0;
+  // Fixed-point matrices (params.matrix == kFixed): rot_q when rotation == dense, qjl_q when
+  // prod && qjl == gaussian (dim x dim row-major, like rot / qjl, which stay filled: the query
+  // side and the tests read them). Integer sums wrap modulo 2^32 (docs/FORMAT.md).
+  bool fixed = false;
+  std::vector<int16_t> rot_q;
+  std::vector<int16_t> qjl_q;
 
   size_t MseBytes() const { return (static_cast<size_t>(dim) * mse_bits + 7) / 8; }
   size_t SignBytes() const { return prod ? (dim + 7) / 8 : 0; }
@@ -100,7 +125,13 @@ void TqApplyChainInverse(const std::vector<TqHadamardWindow>& chain, float* x);
 // sketch, docs/FORMAT.md).
 void TqApplyChainHalf(const std::vector<TqHadamardWindow>& chain, float* x);
 
-// u -> Rot u (forward) and back, in place; scratch holds dim floats.
+// Fixed-point matvecs (int32 results, sums modulo 2^32): out_i = sum_j m[i][j] v_j and
+// out_j = sum_i m[i][j] v_i for an n x n row-major int16 matrix.
+void TqFixedMatVec(const int16_t* m, const int32_t* v, uint32_t n, int32_t* out);
+void TqFixedMatTVec(const int16_t* m, const int32_t* v, uint32_t n, int32_t* out);
+
+// u -> Rot u (forward) and back, in place; scratch holds dim floats. Fixed tables with a dense
+// rotation use the fixed-point arithmetic (docs/FORMAT.md).
 void TqRotate(const TqTables& t, float* x, float* scratch);
 void TqRotateInverse(const TqTables& t, float* x, float* scratch);
 

@@ -40,6 +40,12 @@ enum class TurboQuantSplit : uint8_t { kNone = 0, k2p5 = 1, k3p5 = 2 };
 // payload written before this field existed has it); kHadamard = sqrt(n) x a seeded two-round
 // randomized Hadamard transform (docs/FORMAT.md), one more Hadamard transform on each side.
 enum class TurboQuantQjl : uint8_t { kGaussian = 0, kHadamard = 1 };
+// Arithmetic of TurboQuant's dense matrices (the dense rotation and the Gaussian QJL matrix):
+// kFloat = binary32 matvecs summed in a fixed order (every payload written before this field
+// existed); kFixed = int16 matrices times quantized int32 vectors, exact integer sums
+// (docs/FORMAT.md, "turboquant"), so a GPU may sum in any order. Only a codec that "uses a
+// matrix" (TurboQuantUsesMatrix) may say kFixed.
+enum class TurboQuantMatrix : uint8_t { kFloat = 0, kFixed = 1 };
 
 // A codec and its parameters. Fields not used by `id` must stay at their defaults (Validate()
 // rejects anything else, so equal settings always serialize to equal bytes).
@@ -56,12 +62,16 @@ struct CodecParams {
   // TurboQuantDefaultQjl(rotation) below; the struct's default stays 0 so that zeroed bytes mean
   // what they always meant.
   TurboQuantQjl tq_qjl = TurboQuantQjl::kGaussian;
+  // Turboquant that uses a matrix only (else kFloat). The text form's default, when `matrix=` is
+  // absent, is kFixed for a codec that uses a matrix; the struct's default stays 0 (binary32)
+  // so that zeroed bytes mean what they always meant.
+  TurboQuantMatrix tq_matrix = TurboQuantMatrix::kFloat;
   uint64_t seed = 0;          // turboquant: rotation and QJL matrix seed
 
   absl::Status Validate() const;
   // Text form used by configs, the API and the CLI, e.g. "raw", "fp8", "kivi:b=2,g=32,sink=4",
   // "turboquant:b=3,variant=prod,rotation=dense,seed=7", "turboquant:b=2,split=2.5",
-  // "turboquant:b=3,variant=prod,qjl=gaussian".
+  // "turboquant:b=3,variant=prod,qjl=gaussian", "turboquant:b=3,rotation=dense,matrix=float".
   std::string ToString() const;
   static absl::StatusOr<CodecParams> Parse(const std::string& text);
   friend bool operator==(const CodecParams& a, const CodecParams& b);
@@ -71,6 +81,11 @@ struct CodecParams {
 // The QJL projection a prod text form without `qjl=` gets (docs/QUALITY.md has the measurements
 // behind the choice); ToString() omits `qjl=` exactly when it equals this.
 TurboQuantQjl TurboQuantDefaultQjl(TurboQuantRotation rotation);
+
+// Whether a turboquant codec applies a dense matrix: rotation == dense, or variant == prod with
+// qjl == gaussian. Only such a codec may have tq_matrix == kFixed.
+bool TurboQuantUsesMatrix(TurboQuantVariant variant, TurboQuantRotation rotation,
+                          TurboQuantQjl qjl);
 
 // Where a buffer lives.
 enum class MemorySpace : uint8_t { kHost = 0, kDevice = 1 };

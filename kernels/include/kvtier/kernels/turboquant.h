@@ -42,7 +42,8 @@ absl::StatusOr<std::shared_ptr<const TurboQuantCodebook>> GetTurboQuantCodebook(
 
 // Which instance of a vector: the chunk codec uses part 0 for a whole head vector (or the
 // outlier channels of a split, or an MLA latent), part 1 for the non-outlier channels of a split
-// (or an MLA rope part). Rotation and QJL projection depend on (seed, dim, part, qjl).
+// (or an MLA rope part). Rotation and QJL projection depend on (seed, dim, part, qjl); `matrix`
+// selects their arithmetic.
 struct TurboQuantVectorParams {
   uint32_t dim = 128;     // 8..4096; any dim (Hadamard on non-powers of two: docs/FORMAT.md)
   uint8_t bits = 2;       // total bits per coordinate, 1..4 (prod: bits - 1 for the mse stage)
@@ -52,6 +53,9 @@ struct TurboQuantVectorParams {
   uint8_t part = 0;       // 0 or 1
   // Prod only (mse must keep kGaussian): the QJL projection S (CodecParams::tq_qjl).
   TurboQuantQjl qjl = TurboQuantQjl::kGaussian;
+  // Arithmetic of the dense matrices (CodecParams::tq_matrix); kFixed only when the instance
+  // uses one (rotation == dense, or prod with qjl == gaussian).
+  TurboQuantMatrix matrix = TurboQuantMatrix::kFloat;
 
   absl::Status Validate() const;
 };
