@@ -25,6 +25,7 @@ namespace {
 
 using kernels::CodecId;
 using kernels::CodecParams;
+using kernels::TurboQuantMatrix;
 using kernels::TurboQuantQjl;
 using kernels::TurboQuantRotation;
 using kernels::TurboQuantSplit;
@@ -47,7 +48,7 @@ struct Flags {
 // ---- Paper reproduction ---------------------------------------------------------------------------
 
 struct PaperRow {
-  std::string rotation, qjl;
+  std::string rotation, qjl, matrix;
   int bits = 0;
   double d_mse = 0, d_mse_paper = 0;
   double prod_bias = 0, prod_bias_se = 0, d_prod = 0, d_prod_paper = 0;
@@ -74,16 +75,28 @@ std::vector<PaperRow> PaperReproduction(const Flags& f) {
   const double prod_paper[4] = {1.57, 0.57, 0.18, 0.053};
   const uint32_t d = 128;
   std::vector<PaperRow> rows;
-  const std::pair<TurboQuantRotation, TurboQuantQjl> configs[] = {
-      {TurboQuantRotation::kDense, TurboQuantQjl::kGaussian},
-      {TurboQuantRotation::kHadamard, TurboQuantQjl::kGaussian},
-      {TurboQuantRotation::kHadamard, TurboQuantQjl::kHadamard},
-      {TurboQuantRotation::kDense, TurboQuantQjl::kHadamard}};
-  for (const auto& [rot, qjl] : configs) {
+  // Binary32 matrices, then the same codecs with fixed-point matrices (matrix=fixed) where they
+  // use one; the mse quantizer of a row is fixed only with the dense rotation.
+  struct Config {
+    TurboQuantRotation rot;
+    TurboQuantQjl qjl;
+    TurboQuantMatrix matrix;
+  };
+  const auto F = TurboQuantMatrix::kFloat, X = TurboQuantMatrix::kFixed;
+  const Config configs[] = {
+      {TurboQuantRotation::kDense, TurboQuantQjl::kGaussian, F},
+      {TurboQuantRotation::kHadamard, TurboQuantQjl::kGaussian, F},
+      {TurboQuantRotation::kHadamard, TurboQuantQjl::kHadamard, F},
+      {TurboQuantRotation::kDense, TurboQuantQjl::kHadamard, F},
+      {TurboQuantRotation::kDense, TurboQuantQjl::kGaussian, X},
+      {TurboQuantRotation::kHadamard, TurboQuantQjl::kGaussian, X},
+      {TurboQuantRotation::kDense, TurboQuantQjl::kHadamard, X}};
+  for (const auto& [rot, qjl, matrix] : configs) {
     for (int b = 1; b <= 4; ++b) {
       PaperRow r;
       r.rotation = rot == TurboQuantRotation::kDense ? "dense" : "hadamard";
       r.qjl = qjl == TurboQuantQjl::kHadamard ? "hadamard" : "gaussian";
+      r.matrix = matrix == X ? "fixed" : "float";
       r.bits = b;
       r.d_mse_paper = mse_paper[b - 1];
       r.d_prod_paper = prod_paper[b - 1];
@@ -92,12 +105,15 @@ std::vector<PaperRow> PaperReproduction(const Flags& f) {
       p.bits = static_cast<uint8_t>(b);
       p.rotation = rot;
       p.seed = f.seed;
+      p.matrix = rot == TurboQuantRotation::kDense ? matrix : F;
       auto mse = kernels::TurboQuantVectorQuantizer::Create(p);
       p.variant = TurboQuantVariant::kProd;
       p.qjl = qjl;
+      p.matrix = matrix;
       auto prod = kernels::TurboQuantVectorQuantizer::Create(p);
       if (!mse.ok() || !prod.ok()) {
-        std::fprintf(stderr, "quantizer: %s\n", mse.status().ToString().c_str());
+        std::fprintf(stderr, "quantizer: %s / %s\n", mse.status().ToString().c_str(),
+                     prod.status().ToString().c_str());
         std::exit(1);
       }
       std::mt19937_64 rng(f.seed * 1000 + b);
@@ -222,6 +238,21 @@ std::vector<CodecCase> Cases() {
                  Tq(2, TurboQuantVariant::kMse, rot, TurboQuantSplit::k2p5)});
     c.push_back({fmt::format("tq-mse 3.5 {}", rn),
                  Tq(3, TurboQuantVariant::kMse, rot, TurboQuantSplit::k3p5)});
+  }
+  // Fixed-point matrices (matrix=fixed, the text default for these codecs); the rows above are
+  // the binary32 arithmetic.
+  for (auto var : {TurboQuantVariant::kMse, TurboQuantVariant::kProd}) {
+    const char* vn = var == TurboQuantVariant::kProd ? "prod" : "mse";
+    for (int b = 1; b <= 4; ++b) {
+      CodecParams p = Tq(b, var, TurboQuantRotation::kDense);
+      p.tq_matrix = TurboQuantMatrix::kFixed;
+      c.push_back({fmt::format("tq-{} b={} dense fixed", vn, b), p});
+    }
+  }
+  for (int b = 2; b <= 3; ++b) {
+    CodecParams p = Tq(b, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard);
+    p.tq_matrix = TurboQuantMatrix::kFixed;
+    c.push_back({fmt::format("tq-prod b={} hadamard fixed", b), p});
   }
   for (uint32_t r : {16u, 32u, 64u, 96u, 128u}) {
     CodecCase lc;
@@ -418,23 +449,24 @@ int main(int argc, char** argv) {
     const auto rows = PaperReproduction(f);
     std::printf("TurboQuant on %u random unit vectors, d = 128 (paper: Zandieh et al. 2025)\n",
                 f.vectors);
-    std::printf("%-9s %-8s %2s | %8s %8s %4s | %10s %9s %10s %9s %8s %8s %4s\n", "rotation",
-                "qjl", "b", "D_mse", "paper", "5%", "prod bias", "bias s.e.", "bias q=x",
+    std::printf("%-9s %-8s %-6s %2s | %8s %8s %4s | %10s %9s %10s %9s %8s %8s %4s\n",
+                "rotation", "qjl", "matrix", "b", "D_mse", "paper", "5%", "prod bias", "bias s.e.", "bias q=x",
                 "s.e.", "d*D_prod", "paper", "10%");
     json += "  \"paper\": [\n";
     for (size_t i = 0; i < rows.size(); ++i) {
       const auto& r = rows[i];
-      std::printf("%-9s %-8s %2d | %8.4f %8.4f %4s | %+10.5f %9.5f %+10.5f %9.5f %8.4f %8.4f %4s\n",
-                  r.rotation.c_str(), r.qjl.c_str(), r.bits, r.d_mse, r.d_mse_paper,
-                  r.mse_ok ? "ok" : "MISS", r.prod_bias, r.prod_bias_se, r.self_bias,
-                  r.self_bias_se, r.d_prod, r.d_prod_paper, r.prod_ok ? "ok" : "MISS");
+      std::printf(
+          "%-9s %-8s %-6s %2d | %8.4f %8.4f %4s | %+10.5f %9.5f %+10.5f %9.5f %8.4f %8.4f %4s\n",
+          r.rotation.c_str(), r.qjl.c_str(), r.matrix.c_str(), r.bits, r.d_mse, r.d_mse_paper,
+          r.mse_ok ? "ok" : "MISS", r.prod_bias, r.prod_bias_se, r.self_bias, r.self_bias_se,
+          r.d_prod, r.d_prod_paper, r.prod_ok ? "ok" : "MISS");
       if (r.rotation == "dense" && r.qjl == "gaussian") all_ok &= r.mse_ok && r.prod_ok;
       json += fmt::format(
-          "    {{\"rotation\": \"{}\", \"qjl\": \"{}\", \"bits\": {}, \"d_mse\": {:.6f}, "
+          "    {{\"rotation\": \"{}\", \"qjl\": \"{}\", \"matrix\": \"{}\", \"bits\": {}, \"d_mse\": {:.6f}, "
           "\"d_mse_paper\": {}, \"mse_within_5pct\": {}, \"prod_bias\": {:.6f}, "
           "\"prod_bias_se\": {:.6f}, \"self_bias\": {:.6f}, \"self_bias_se\": {:.6f}, "
           "\"d_times_d_prod\": {:.6f}, \"d_times_d_prod_paper\": {}, \"prod_within_10pct\": {}}}{}\n",
-          r.rotation, r.qjl, r.bits, r.d_mse, r.d_mse_paper, r.mse_ok, r.prod_bias,
+          r.rotation, r.qjl, r.matrix, r.bits, r.d_mse, r.d_mse_paper, r.mse_ok, r.prod_bias,
           r.prod_bias_se, r.self_bias, r.self_bias_se, r.d_prod, r.d_prod_paper, r.prod_ok,
           i + 1 < rows.size() ? "," : "");
     }

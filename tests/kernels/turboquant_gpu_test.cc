@@ -96,6 +96,15 @@ CodecParams Tq(uint8_t bits, TurboQuantVariant v, TurboQuantRotation r,
   return p;
 }
 
+// The same with fixed-point matrices (matrix=fixed; the codec must use a matrix).
+CodecParams TqFx(uint8_t bits, TurboQuantVariant v, TurboQuantRotation r,
+                 TurboQuantSplit s = TurboQuantSplit::kNone,
+                 TurboQuantQjl qjl = TurboQuantQjl::kGaussian) {
+  CodecParams p = Tq(bits, v, r, s, qjl);
+  p.tq_matrix = TurboQuantMatrix::kFixed;
+  return p;
+}
+
 // Prod with the structured QJL projection (qjl=hadamard).
 CodecParams TqHq(uint8_t bits, TurboQuantRotation r, TurboQuantSplit s = TurboQuantSplit::kNone) {
   return Tq(bits, TurboQuantVariant::kProd, r, s, TurboQuantQjl::kHadamard);
@@ -175,6 +184,45 @@ std::vector<Case> Cases() {
     cases.push_back({Tq(b, TurboQuantVariant::kProd, TurboQuantRotation::kDense),
                      Mha(1, 3, 128, DType::kBFloat16), 19, "dense/prod/bf16-d128/b" + std::to_string(b)});
   }
+  // Fixed-point matrices (matrix=fixed): the head_dim-128 tensor-core kernels (dense, fp16/bf16,
+  // aligned) and the generic kernels (everything else: Hadamard rotation with the fixed Gaussian
+  // QJL, splits, MLA, other widths, fp32, dense with the structured QJL).
+  const auto D = TurboQuantRotation::kDense, H = TurboQuantRotation::kHadamard;
+  const auto mse = TurboQuantVariant::kMse, prod = TurboQuantVariant::kProd;
+  const auto none = TurboQuantSplit::kNone;
+  for (uint8_t b = 1; b <= 4; ++b) {
+    const std::string bs = "/b" + std::to_string(b);
+    cases.push_back({TqFx(b, mse, D), Mha(2, 2, 128), 37, "fixed/dense/mse" + bs});
+    cases.push_back({TqFx(b, mse, D), Mha(1, 3, 128, DType::kBFloat16), 19,
+                     "fixed/dense/mse/bf16-d128" + bs});
+    cases.push_back({TqFx(b, prod, D), Mha(2, 2, 128), 37, "fixed/dense/prod" + bs});
+    cases.push_back({TqFx(b, prod, D), Mha(1, 3, 128, DType::kBFloat16), 19,
+                     "fixed/dense/prod/bf16-d128" + bs});
+  }
+  for (uint8_t b = 2; b <= 3; ++b) {
+    const std::string bs = "/b" + std::to_string(b);
+    cases.push_back({TqFx(b, prod, H), Mha(2, 2, 128), 37, "fixed/hadamard/prod" + bs});
+    cases.push_back({TqFx(b, prod, H), Mha(1, 3, 128, DType::kBFloat16), 19,
+                     "fixed/hadamard/prod/bf16-d128" + bs});
+  }
+  cases.push_back({TqFx(3, mse, D), Mha(2, 8, 128), 600, "fixed/dense/mse/large/b3"});
+  cases.push_back({TqFx(2, prod, D), Mha(2, 8, 128), 600, "fixed/dense/prod/large/b2"});
+  cases.push_back({TqFx(4, prod, D), Mha(2, 8, 128, DType::kBFloat16), 600,
+                   "fixed/dense/prod/bf16-large/b4"});
+  cases.push_back({TqFx(2, mse, D, TurboQuantSplit::k2p5), Mha(2, 2, 128), 33, "fixed/dense/mse/2.5"});
+  cases.push_back({TqFx(3, mse, D, TurboQuantSplit::k3p5), Mha(1, 2, 128), 64, "fixed/dense/mse/3.5"});
+  cases.push_back({TqFx(2, prod, D, TurboQuantSplit::k2p5), Mha(2, 2, 128), 33, "fixed/dense/prod/2.5"});
+  cases.push_back({TqFx(3, prod, H, TurboQuantSplit::k3p5), Mha(1, 2, 128), 64,
+                   "fixed/hadamard/prod/3.5"});
+  cases.push_back({TqFx(3, prod, D), Mla(2, 512, 64), 9, "fixed/dense/prod/mla"});
+  cases.push_back({TqFx(3, prod, H), Mla(2, 512, 64), 9, "fixed/hadamard/prod/mla"});
+  cases.push_back({TqFx(4, prod, D), Mha(1, 1, 96, DType::kBFloat16), 10, "fixed/dense/prod/bf16-d96"});
+  cases.push_back({TqFx(2, mse, D), Mha(1, 2, 64), 10, "fixed/dense/mse/d64"});
+  cases.push_back({TqFx(1, prod, D), Mha(1, 2, 128, DType::kFloat32), 21, "fixed/dense/prod/fp32-d128"});
+  cases.push_back({TqFx(3, mse, D), Mha(1, 2, 128, DType::kFloat32), 21, "fixed/dense/mse/fp32-d128"});
+  cases.push_back({TqFx(2, prod, H), Mha(1, 2, 64, DType::kFloat32), 10, "fixed/hadamard/prod/fp32-d64"});
+  cases.push_back({TqFx(3, prod, D, none, TurboQuantQjl::kHadamard), Mha(2, 2, 128), 37,
+                   "fixed/dense/prod-hq/b3"});
   return cases;
 }
 
@@ -569,6 +617,24 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
                        Tq(2, TurboQuantVariant::kMse, rot, TurboQuantSplit::k2p5)});
     configs.push_back({rn + " mse 3.5",
                        Tq(3, TurboQuantVariant::kMse, rot, TurboQuantSplit::k3p5)});
+  }
+  // Fixed-point matrices (matrix=fixed, the text default wherever a matrix is used).
+  for (uint8_t b : {1, 2, 3, 4}) {
+    const std::string bs = " b=" + std::to_string(b);
+    configs.push_back({"dense mse" + bs + " fixed",
+                       TqFx(b, TurboQuantVariant::kMse, TurboQuantRotation::kDense)});
+    configs.push_back({"dense prod" + bs + " fixed",
+                       TqFx(b, TurboQuantVariant::kProd, TurboQuantRotation::kDense)});
+    configs.push_back({"hadamard prod" + bs + " qjl=gaussian fixed",
+                       TqFx(b, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard)});
+  }
+  // KVTIER_TQ_SPEED_FILTER=S keeps the configurations whose name contains S (a shorter run).
+  if (const char* f = std::getenv("KVTIER_TQ_SPEED_FILTER")) {
+    std::vector<Config> kept;
+    for (const Config& cfg : configs) {
+      if (cfg.name.find(f) != std::string::npos) kept.push_back(cfg);
+    }
+    configs = kept;
   }
   const DecodeTarget t = Contiguous(d_out.u8(), l, T, MemorySpace::kDevice);
   cudaDeviceProp prop;

@@ -57,6 +57,11 @@ struct TqDevPart {
   const float* rot_t = nullptr;
   const float* qjl = nullptr;
   const float* qjl_t = nullptr;
+  // Fixed-point matrices (TqTables::fixed, docs/FORMAT.md): rot_q when dense, qjl_q when prod
+  // with the Gaussian QJL (null otherwise), dim x dim row-major int16.
+  uint32_t fixed = 0;
+  const int16_t* rot_q = nullptr;
+  const int16_t* qjl_q = nullptr;
   // Quantizer lookup (kQuantLut entries of {threshold, codes}), null when unusable; see QuantLut.
   const float2* lut = nullptr;
 };
@@ -198,6 +203,14 @@ absl::StatusOr<TqDevPart> DeviceTables(const std::shared_ptr<const TqTables>& t)
   size_t o_signs = append(signs), o_rot = append(t->rot), o_rot_t = append(t->rot_t);
   const size_t o_qjl_signs = append(qjl_signs);
   size_t o_qjl = append(t->qjl), o_qjl_t = append(t->qjl_t);
+  // int16 tables travel in the same float buffer, two entries per word.
+  auto append_i16 = [&](const std::vector<int16_t>& v) {
+    std::vector<float> words((v.size() + 1) / 2, 0.0f);
+    if (!v.empty()) std::memcpy(words.data(), v.data(), v.size() * sizeof(int16_t));
+    return append(words);
+  };
+  p.fixed = t->fixed ? 1 : 0;
+  const size_t o_rot_q = append_i16(t->rot_q), o_qjl_q = append_i16(t->qjl_q);
   const std::vector<float> lut = QuantLut(t->boundaries);  // any dim: the split parts use it too
   const size_t o_lut = append(lut);
   DevTablesEntry e;
@@ -213,6 +226,8 @@ absl::StatusOr<TqDevPart> DeviceTables(const std::shared_ptr<const TqTables>& t)
   p.qjl = e.buf + o_qjl;
   p.qjl_t = e.buf + o_qjl_t;
   p.qjl_signs = e.buf + o_qjl_signs;
+  p.rot_q = t->rot_q.empty() ? nullptr : reinterpret_cast<const int16_t*>(e.buf + o_rot_q);
+  p.qjl_q = t->qjl_q.empty() ? nullptr : reinterpret_cast<const int16_t*>(e.buf + o_qjl_q);
   p.lut = lut.empty() ? nullptr : reinterpret_cast<const float2*>(e.buf + o_lut);
   e.part = p;
   cache->emplace(std::make_pair(dev, t.get()), e);
@@ -320,6 +335,20 @@ __device__ void WarpChainHalf(float* x, uint32_t nw, uint32_t len, const float* 
   }
 }
 
+// ---- Fixed-point arithmetic (docs/FORMAT.md; TqQuantize / TqFixedMatVec on the CPU) ---------
+
+// q(v): NaN -> 0, else v clamped to +-32639 in binary32, rounded half to even.
+__device__ __forceinline__ int32_t FixedQ(float v) {
+  return isnan(v) ? 0 : __float2int_rn(fminf(fmaxf(v, -32639.0f), 32639.0f));
+}
+// int16 x int32 products summed modulo 2^32 (uint32 wrap-around): exact, so any order.
+__device__ __forceinline__ uint32_t FixedMac(uint32_t acc, int16_t m, int32_t v) {
+  return acc + static_cast<uint32_t>(static_cast<int32_t>(m)) * static_cast<uint32_t>(v);
+}
+constexpr float kFixedVec = 16384.0f;                       // 2^14
+constexpr float kFixedOut = 3.7252902984619140625e-09f;     // 2^-28
+constexpr float kFixedQjlOut = 4.8828125e-04f;              // 2^-11
+
 // x <- Rot x (in place; tmp: dim floats).
 __device__ void WarpRotate(const TqDevPart& p, float* x, float* tmp, uint32_t lane) {
   if (!p.dense) {
@@ -327,6 +356,19 @@ __device__ void WarpRotate(const TqDevPart& p, float* x, float* tmp, uint32_t la
     return;
   }
   const uint32_t d = p.dim;
+  if (p.fixed) {
+    // uq_j = q(u_j 2^14); z_i = (float)(sum_j rot_q[i][j] uq_j mod 2^32) 2^-28.
+    int32_t* uq = reinterpret_cast<int32_t*>(tmp);
+    for (uint32_t j = lane; j < d; j += 32) uq[j] = FixedQ(__fmul_rn(x[j], kFixedVec));
+    __syncwarp();
+    for (uint32_t i = lane; i < d; i += 32) {
+      uint32_t acc = 0;
+      for (uint32_t j = 0; j < d; ++j) acc = FixedMac(acc, p.rot_q[i * d + j], uq[j]);
+      x[i] = __fmul_rn(__int2float_rn(static_cast<int32_t>(acc)), kFixedOut);
+    }
+    __syncwarp();
+    return;
+  }
   for (uint32_t i = lane; i < d; i += 32) {
     float acc = 0.0f;
     for (uint32_t j = 0; j < d; ++j) acc = __fadd_rn(acc, __fmul_rn(p.rot_t[j * d + i], x[j]));
@@ -343,6 +385,19 @@ __device__ void WarpRotateInverse(const TqDevPart& p, float* x, float* tmp, uint
     return;
   }
   const uint32_t d = p.dim;
+  if (p.fixed) {
+    // yq_i = q(y_i 2^14); x_j = (float)(sum_i rot_q[i][j] yq_i mod 2^32) 2^-28.
+    int32_t* yq = reinterpret_cast<int32_t*>(tmp);
+    for (uint32_t i = lane; i < d; i += 32) yq[i] = FixedQ(__fmul_rn(x[i], kFixedVec));
+    __syncwarp();
+    for (uint32_t j = lane; j < d; j += 32) {
+      uint32_t acc = 0;
+      for (uint32_t i = 0; i < d; ++i) acc = FixedMac(acc, p.rot_q[i * d + j], yq[i]);
+      x[j] = __fmul_rn(__int2float_rn(static_cast<int32_t>(acc)), kFixedOut);
+    }
+    __syncwarp();
+    return;
+  }
   for (uint32_t j = lane; j < d; j += 32) {
     float acc = 0.0f;
     for (uint32_t i = 0; i < d; ++i) acc = __fadd_rn(acc, __fmul_rn(p.rot[i * d + j], x[i]));
@@ -493,6 +548,17 @@ __global__ void EncodeKernel(const __grid_constant__ TqDevParams P, const typena
         WarpChain(s.tmp, part.qjl_nw, part.qjl_off, part.qjl_len, part.qjl_wscale, part.qjl_signs,
                   lane);
         for (uint32_t i = lane; i < n; i += 32) s.codes[i] = s.tmp[i] >= 0.0f ? 1 : 0;
+      } else if (part.fixed) {
+        // sg = 2^14 / gamma; rq_j = q(r_j sg); sign_i = (sum_j qjl_q[i][j] rq_j mod 2^32) >= 0.
+        const float sg = gamma > 0.0f ? __fdiv_rn(16384.0f, gamma) : 0.0f;
+        int32_t* rq = reinterpret_cast<int32_t*>(s.tmp);
+        for (uint32_t j = lane; j < n; j += 32) rq[j] = FixedQ(__fmul_rn(s.r[j], sg));
+        __syncwarp();
+        for (uint32_t i = lane; i < n; i += 32) {
+          uint32_t acc = 0;
+          for (uint32_t j = 0; j < n; ++j) acc = FixedMac(acc, part.qjl_q[i * n + j], rq[j]);
+          s.codes[i] = static_cast<int32_t>(acc) >= 0 ? 1 : 0;
+        }
       } else {
         for (uint32_t i = lane; i < n; i += 32) {
           float acc = 0.0f;
@@ -550,7 +616,17 @@ __global__ void DecodeKernel(const __grid_constant__ TqDevParams P, const uint8_
       for (uint32_t j = lane; j < n && part.qjl_had; j += 32) {
         s.z[j] = __fadd_rn(s.z[j], __fmul_rn(coef, s.tmp[j]));
       }
-      for (uint32_t j = lane; j < n && !part.qjl_had; j += 32) {
+      for (uint32_t j = lane; j < n && !part.qjl_had && part.fixed; j += 32) {
+        // t_j = (sum_i (+-qjl_q[i][j])) 2^-11 (exact); y_j + (qjl_scale gamma) t_j.
+        uint32_t acc = 0;
+        for (uint32_t i = 0; i < n; ++i) {
+          const int32_t q = part.qjl_q[i * n + j];
+          acc += static_cast<uint32_t>(((signs[i / 8] >> (i % 8)) & 1u) ? q : -q);
+        }
+        const float tj = __fmul_rn(__int2float_rn(static_cast<int32_t>(acc)), kFixedQjlOut);
+        s.z[j] = __fadd_rn(s.z[j], __fmul_rn(coef, tj));
+      }
+      for (uint32_t j = lane; j < n && !part.qjl_had && !part.fixed; j += 32) {
         float acc = 0.0f;
         for (uint32_t i = 0; i < n; ++i) {
           const float q = part.qjl[i * n + j];
@@ -2357,7 +2433,8 @@ bool DensePath(const TqPlan& plan) {
   return plan.g.shape.mha && !plan.g.split && plan.g.num_parts == 1 &&
          plan.g.shape.width == 128 &&
          plan.tables[0]->params.rotation == TurboQuantRotation::kDense &&
-         !plan.tables[0]->qjl_hadamard;  // dense + qjl=hadamard: the generic kernels
+         !plan.tables[0]->qjl_hadamard &&  // dense + qjl=hadamard: the generic kernels
+         !plan.tables[0]->fixed;  // binary32 matrices only (fixed ones: FxPath or generic)
 }
 
 // The register fast path: MHA/GQA without split, head_dim 128, one Hadamard window of 128.
@@ -2365,7 +2442,8 @@ bool FastPath(const TqPlan& plan) {
   return plan.g.shape.mha && !plan.g.split && plan.g.num_parts == 1 &&
          plan.g.shape.width == 128 &&
          plan.tables[0]->params.rotation == TurboQuantRotation::kHadamard &&
-         plan.tables[0]->windows.size() == 1 && plan.tables[0]->windows[0].len == 128;
+         plan.tables[0]->windows.size() == 1 && plan.tables[0]->windows[0].len == 128 &&
+         !plan.tables[0]->fixed;  // the fixed Gaussian QJL runs in the generic kernels
 }
 
 // ---- Split path: 2.5 / 3.5 outlier splits, mse, Hadamard, 2-byte dtypes, head_dim 128 ----------
@@ -3140,6 +3218,7 @@ struct PreparedKeyHash {
                               static_cast<uint64_t>(k.params.tq_rotation),
                               static_cast<uint64_t>(k.params.tq_split),
                               static_cast<uint64_t>(k.params.tq_qjl),
+                              static_cast<uint64_t>(k.params.tq_matrix),
                               static_cast<uint64_t>(k.layout.kind),
                               static_cast<uint64_t>(k.layout.dtype),
                               k.layout.num_layers,
