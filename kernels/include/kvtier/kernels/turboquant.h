@@ -82,6 +82,8 @@ class TurboQuantVectorQuantizer {
   // Prod estimator without decoding the QJL part: S' = S * Rot is the effective sketch matrix
   // (S the seeded Gaussian or structured projection, Rot the rotation; with a Gaussian S, S' is
   // itself iid Gaussian). TransformQuery returns S' y (dim floats), computed once per query.
+  // With matrix == kFixed, Rot and the Gaussian S are the effective matrices rot_q 2^-14 and
+  // qjl_q 2^-11 that the fixed-point codec applies (docs/FORMAT.md), exactly representable.
   std::vector<float> TransformQuery(const float* y) const;
   // <y, x> ~ <y, x_mse> + c * gamma * norm * <S' y, signs>, with x_mse the decoded mse stage
   // (DecodeMse), signs in {-1, +1} from `codes`, c = sqrt(pi/2)/dim for the Gaussian S and
