@@ -2,7 +2,10 @@
 // through the public API) on Llama-3.1-8B-shaped chunks: 32 layers, 8 KV heads, head_dim 128,
 // 256 tokens, fp16 (32 MiB per chunk).
 //
-//   codec_speed [--mode gpu|cpu|both] [--chunks N] [--json PATH]
+//   codec_speed [--mode gpu|cpu|both] [--chunks N] [--json PATH] [--codec TEXT ...]
+//
+// --codec (repeatable): time these codec texts through the public API instead of the default
+// list (e.g. TurboQuant's dense rotation with fixed-point and binary32 matrices).
 //
 // gpu: N chunks (default 4 = 128 MiB of fp16) per measurement, through the batched launchers of
 //      kernels/src/codecs/codec_cuda.h (one launch sequence for all chunks, no host round trips),
@@ -69,7 +72,10 @@ const std::vector<std::string>& Codecs() {
   static const std::vector<std::string> c = {"raw", "fp8", "kivi:b=2,g=32", "kivi:b=4,g=32"};
   return c;
 }
+std::vector<std::string> g_api_codecs;  // --codec: replaces the default list below
+
 std::vector<std::string> ApiCodecs() {
+  if (!g_api_codecs.empty()) return g_api_codecs;
   std::vector<std::string> c = Codecs();
   for (const char* tq : {"turboquant:b=2", "turboquant:b=3", "turboquant:b=4",
                          "turboquant:b=3,variant=prod", "turboquant:b=2,split=2.5",
@@ -272,8 +278,11 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--mode") && i + 1 < argc) mode = argv[++i];
     else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     else if (!std::strcmp(argv[i], "--chunks") && i + 1 < argc) chunks = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--codec") && i + 1 < argc) g_api_codecs.push_back(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--mode gpu|cpu|both] [--chunks N] [--json PATH]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--mode gpu|cpu|both] [--chunks N] [--json PATH] [--codec TEXT ...]\n",
+                   argv[0]);
       return 2;
     }
   }
