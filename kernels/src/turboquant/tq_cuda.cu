@@ -2446,6 +2446,9 @@ bool FastPath(const TqPlan& plan) {
          !plan.tables[0]->fixed;  // the fixed Gaussian QJL runs in the generic kernels
 }
 
+// ---- Tensor-core path: dense rotation with fixed-point matrices, head_dim 128 -----------------
+#include "turboquant/tq_fixed_kernels.cuh"
+
 // ---- Split path: 2.5 / 3.5 outlier splits, mse, Hadamard, 2-byte dtypes, head_dim 128 ----------
 // One block per stream. Encode reads the stream once: its T rows go to shared memory (rows of 65
 // words, so that a warp's threads - one vector each - hit 32 different banks whatever channel
@@ -3037,6 +3040,12 @@ absl::Status EncodeWith(const TqPlan& plan, TqDevParams& P, const TqPrepared* pr
     using E = decltype(e);
     const auto* in = static_cast<const typename E::Storage*>(device_input);
     if constexpr (sizeof(typename E::Storage) == 2) {
+      if (FxPath(plan) && aligned && (P.parts[0].mse_bits < 3 || P.parts[0].lut != nullptr)) {
+        st.Update(FxDispatch(plan, P, [&](auto prod, auto had, const FxDevice& d) {
+          LaunchEncodeFxAt<E, decltype(prod)::value, decltype(had)::value>(P, d.enc, in, body);
+        }));
+        return;
+      }
       if (dense && (P.parts[0].mse_bits < 3 || P.parts[0].lut != nullptr)) {
         if (P.g.prod) {
           LaunchEncodeQuadDense<E, true>(P, in, body);
@@ -3146,7 +3155,16 @@ absl::Status DecodeWith(const TqPlan& plan, TqDevParams& P, const TqPrepared* pr
       if constexpr (sizeof(typename E::Storage) == 2) {
         split = aligned && LaunchDecodeSplit<E>(plan, P, body, view, pre);
       }
-      if (split) {
+      bool fixed = false;
+      if constexpr (sizeof(typename E::Storage) == 2) {
+        if (!split && FxPath(plan) && aligned) {
+          fixed = true;
+          st.Update(FxDispatch(plan, P, [&](auto prod, auto had, const FxDevice& d) {
+            LaunchDecodeFxAt<E, decltype(prod)::value, decltype(had)::value>(P, d.dec, body, view);
+          }));
+        }
+      }
+      if (split || fixed) {
         // launched
       } else if (quad_dense) {
         if constexpr (sizeof(typename E::Storage) == 2) {

@@ -1,0 +1,665 @@
+// Fixed-point matrices on the int8 tensor cores: TurboQuant with rotation=dense and
+// matrix=fixed at head_dim 128 (MHA/GQA, no split, fp16/bf16, 16-byte aligned), mse and prod
+// (qjl=gaussian). docs/FORMAT.md ("Fixed-point matrices") defines the arithmetic: every
+// matrix-vector product is an exact integer sum of int16 x int16 products (mod 2^32), so the
+// order in which the tensor cores add them cannot change a bit, and bodies equal the CPU
+// reference's byte for byte.
+//
+// Included by tq_cuda.cu inside its anonymous namespace (it uses TqDevParams, TqTarget, QuadCode,
+// Lo16 / Hi16 / Pack2 from there).
+//
+// How: a block takes tiles of 64 vectors. (1) One warp per vector row, lane l holding channels
+// 4l..4l+3 (the CPU's 32-lane tree for the norm falls out naturally), quantizes u = x / |x| to
+// int16 and stores it split into two int8 planes (v = 256 hi + lo, both signed) in shared memory.
+// (2) All 8 warps multiply the 64 x 128 planes by the matrix planes with mma.m16n8k32 (s8 x s8 ->
+// s32): hi*hi, hi*lo + lo*hi and lo*lo in three accumulators, combined as
+// (hh << 16) + (mid << 8) + ll in wrapping 32-bit arithmetic (= the exact sum mod 2^32). The
+// matrix planes sit in shared memory in fragment order: one 16-byte load per lane gives the hi and
+// lo B fragments of one (k, n) tile. (3) One warp per row again: the integer results become z,
+// codes are packed and stored; prod repeats (1)-(3) with the residual and the QJL matrix.
+// Decode is the mirror image (prod: the +-1 sign plane times the QJL matrix first).
+
+constexpr uint32_t kFxTile = 64;            // vectors per block tile
+constexpr uint32_t kFxThreads = 256;        // 8 warps
+constexpr uint32_t kFxPitchA = 144;         // bytes per row of an int8 plane (conflict-free)
+constexpr uint32_t kFxPitchC = 132;         // int32 per row of the result tile
+constexpr uint32_t kFxFragWords = 4u * 16u * 32u;  // uint4 per matrix: 4 k-tiles x 16 n-tiles x 32 lanes
+constexpr float kFxVecScale = 16384.0f;     // 2^14
+constexpr float kFxOutScale = 3.7252902984619140625e-09f;  // 2^-28
+constexpr float kFxQjlOutScale = 4.8828125e-04f;           // 2^-11
+
+// The spec's q(v): NaN -> 0, otherwise clamp to +-32639 (in binary32) and round half to even.
+__device__ __forceinline__ int32_t FxQuant(float v) {
+  return isnan(v) ? 0 : __float2int_rn(fminf(fmaxf(v, -32639.0f), 32639.0f));
+}
+
+// v = 256 hi + lo with hi = (v + 128) >> 8, lo in [-128, 127]; |v| <= 32639 keeps hi in int8.
+__device__ __forceinline__ void FxSplit(const int32_t v[4], uint32_t* hi, uint32_t* lo) {
+  uint32_t h = 0, l = 0;
+#pragma unroll
+  for (uint32_t e = 0; e < 4; ++e) {
+    const int32_t vh = (v[e] + 128) >> 8;
+    const int32_t vl = v[e] - (vh << 8);
+    h |= (static_cast<uint32_t>(vh) & 0xFFu) << (8 * e);
+    l |= (static_cast<uint32_t>(vl) & 0xFFu) << (8 * e);
+  }
+  *hi = h;
+  *lo = l;
+}
+
+// The CPU's sum of squares (TqSumSquares) with lane l holding elements 4l..4l+3.
+__device__ __forceinline__ float FxSumSquares(const float x[4]) {
+  float a = __fmul_rn(x[0], x[0]);
+  a = __fadd_rn(a, __fmul_rn(x[1], x[1]));
+  a = __fadd_rn(a, __fmul_rn(x[2], x[2]));
+  a = __fadd_rn(a, __fmul_rn(x[3], x[3]));
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) a = __fadd_rn(a, __shfl_xor_sync(kFull, a, off));
+  return a;
+}
+
+// Packs a row's bit stream: lane l holds the 4 * kB bits at offset 4 * kB * l (its 4 codes of kB
+// bits, code j at bits kB * j). Returns, for lanes (l % 8) < kB, the word (l / 8) * kB + l % 8
+// of the stream (in *word_index), for every other lane word_index = ~0u.
+template <uint32_t kB>
+__device__ __forceinline__ uint32_t FxPackWord(uint32_t field, uint32_t lane, uint32_t* word_index) {
+  const uint32_t m = lane & 7u;
+  uint32_t out = 0;
+#pragma unroll
+  for (uint32_t k = 0; k < kB; ++k) {
+    const int32_t s = static_cast<int32_t>(4u * kB * m) - static_cast<int32_t>(32u * k);
+    uint32_t part = 0;
+    if (s >= 0 && s < 32) part = field << s;
+    if (s < 0 && -s < static_cast<int32_t>(4u * kB)) part = field >> (-s);
+#pragma unroll
+    for (int off = 1; off < 8; off <<= 1) part |= __shfl_xor_sync(kFull, part, off);
+    if (m == k) out = part;
+  }
+  *word_index = m < kB ? (lane >> 3) * kB + m : ~0u;
+  return out;
+}
+
+// The 4 codes of lane l (channels 4l..4l+3) from a row's kB-bit stream.
+template <uint32_t kB>
+__device__ __forceinline__ void FxLoadCodes(const uint8_t* rec, uint32_t lane, uint32_t c[4]) {
+  const uint32_t bit = 4u * kB * lane;
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(rec);
+  uint64_t v = w[bit / 32u];
+  if ((bit % 32u) + 4u * kB > 32u) v |= static_cast<uint64_t>(w[bit / 32u + 1u]) << 32;
+  const uint32_t f = static_cast<uint32_t>(v >> (bit % 32u));
+#pragma unroll
+  for (uint32_t e = 0; e < 4; ++e) c[e] = (f >> (kB * e)) & ((1u << kB) - 1u);
+}
+
+__device__ __forceinline__ void FxMma(int32_t c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The m16n8k32 A fragment of rows [row0, row0 + 16), bytes [32 kt, 32 kt + 32) of a plane.
+__device__ __forceinline__ void FxLoadA(const uint8_t* plane, uint32_t row0, uint32_t kt,
+                                        uint32_t lane, uint32_t a[4]) {
+  const uint32_t r = row0 + (lane & 7u) + ((lane >> 3) & 1u) * 8u;
+  const uint8_t* p = plane + r * kFxPitchA + kt * 32u + (lane >> 4) * 16u;
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(addr));
+}
+
+// C (64 x 128 int32, pitch kFxPitchC) = A * B^T over K = 128 for the block tile, B given in
+// fragment order (FxFragments). kSplitA: A is two planes (hi, lo) and C = (hh << 16) +
+// ((hl + lh) << 8) + ll; otherwise A is one plane (the +-1 signs) and C = (a*hi << 8) + a*lo.
+// Warp w computes rows 32 (w & 1).., columns 32 (w >> 1).. in two passes of 16 columns (fewer
+// live accumulators: two blocks fit on an SM).
+template <bool kSplitA>
+__device__ __forceinline__ void FxTileMma(const uint8_t* a_hi, const uint8_t* a_lo,
+                                          const uint4* frag, int32_t* C, uint32_t warp,
+                                          uint32_t lane) {
+  const uint32_t wm = warp & 1u, wn = warp >> 1;
+  const uint32_t g = lane >> 2, t = lane & 3u;
+#pragma unroll
+  for (uint32_t pass = 0; pass < 2; ++pass) {
+    int32_t hh[2][2][4] = {}, mid[2][2][4] = {}, ll[2][2][4] = {};
+#pragma unroll
+    for (uint32_t kt = 0; kt < 4; ++kt) {
+      uint32_t ah[2][4], al[2][4];
+#pragma unroll
+      for (uint32_t mi = 0; mi < 2; ++mi) {
+        FxLoadA(a_hi, 32u * wm + 16u * mi, kt, lane, ah[mi]);
+        if constexpr (kSplitA) FxLoadA(a_lo, 32u * wm + 16u * mi, kt, lane, al[mi]);
+      }
+#pragma unroll
+      for (uint32_t ni = 0; ni < 2; ++ni) {
+        const uint4 b = __ldg(frag + (kt * 16u + 4u * wn + 2u * pass + ni) * 32u + lane);
+#pragma unroll
+        for (uint32_t mi = 0; mi < 2; ++mi) {
+          FxMma(hh[mi][ni], ah[mi], b.x, b.y);
+          FxMma(mid[mi][ni], ah[mi], b.z, b.w);
+          if constexpr (kSplitA) {
+            FxMma(mid[mi][ni], al[mi], b.x, b.y);
+            FxMma(ll[mi][ni], al[mi], b.z, b.w);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (uint32_t mi = 0; mi < 2; ++mi) {
+#pragma unroll
+      for (uint32_t ni = 0; ni < 2; ++ni) {
+        uint32_t v[4];
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) {
+          if constexpr (kSplitA) {
+            v[e] = (static_cast<uint32_t>(hh[mi][ni][e]) << 16) +
+                   (static_cast<uint32_t>(mid[mi][ni][e]) << 8) + static_cast<uint32_t>(ll[mi][ni][e]);
+          } else {
+            v[e] = (static_cast<uint32_t>(hh[mi][ni][e]) << 8) + static_cast<uint32_t>(mid[mi][ni][e]);
+          }
+        }
+        const uint32_t row = 32u * wm + 16u * mi + g, col = 32u * wn + 16u * pass + 8u * ni + 2u * t;
+        *reinterpret_cast<uint2*>(C + row * kFxPitchC + col) = make_uint2(v[0], v[1]);
+        *reinterpret_cast<uint2*>(C + (row + 8u) * kFxPitchC + col) = make_uint2(v[2], v[3]);
+      }
+    }
+  }
+}
+
+// Shared memory of the fixed kernels: [a_hi][a_lo][C][lut: 1024 float2, encode at 3+ mse bits]
+// [cents: 16 floats][norms: 64 floats][encode: the next tile's input rows, 64 x 256 bytes]. The matrices' fragments (32 KiB each) are read from
+// global memory through L1, where they stay: every warp of the SM reads the same 32-64 KiB, and
+// leaving them out of shared memory lets two blocks share an SM whatever the variant.
+template <bool kLut, bool kStage>
+constexpr uint32_t FxSmem() {
+  return 2u * kFxTile * kFxPitchA + kFxTile * kFxPitchC * 4u + (kLut ? kQuantLut * 8u : 0u) +
+         16u * 4u + kFxTile * 4u + (kStage ? kFxTile * 256u : 0u);
+}
+
+struct FxMatrices {
+  const uint4* rot = nullptr;  // fragment order of the direction's B (FxFragments)
+  const uint4* qjl = nullptr;
+};
+
+struct FxSmemView {
+  uint8_t* a_hi;
+  uint8_t* a_lo;
+  int32_t* C;
+  float2* lut;
+  float* cents;
+  float* norms;
+  uint2* stage;  // encode: row r's lane l at stage[r * 32 + l]
+};
+
+template <bool kLut>
+__device__ FxSmemView FxCarve(unsigned char* smem) {
+  FxSmemView s;
+  unsigned char* p = smem;
+  s.a_hi = p;
+  p += kFxTile * kFxPitchA;
+  s.a_lo = p;
+  p += kFxTile * kFxPitchA;
+  s.C = reinterpret_cast<int32_t*>(p);
+  p += kFxTile * kFxPitchC * 4u;
+  s.lut = reinterpret_cast<float2*>(p);
+  if constexpr (kLut) p += kQuantLut * 8u;
+  s.cents = reinterpret_cast<float*>(p);
+  p += 64u;
+  s.norms = reinterpret_cast<float*>(p);
+  p += kFxTile * 4u;
+  s.stage = reinterpret_cast<uint2*>(p);
+  return s;
+}
+
+// Starts copying the input rows of the tile at `base` (64 rows of 256 bytes; rows past the chunk
+// zero-filled) into the staging buffer with cp.async; FxWaitRows + __syncthreads complete it.
+template <typename S>
+__device__ __forceinline__ void FxStageRows(const S* in, uint64_t base, uint64_t nv, uint2* stage) {
+  for (uint32_t i = threadIdx.x; i < kFxTile * 16u; i += blockDim.x) {
+    const uint64_t v = base + i / 16u;
+    const bool live = v < nv;
+    const char* src = reinterpret_cast<const char*>(in) + (live ? v * 256u + (i % 16u) * 16u : 0u);
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(stage + 2u * i));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(live ? 16 : 0));
+  }
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void FxWaitRows() { asm volatile("cp.async.wait_all;\n" ::); }
+
+template <bool kLut>
+__device__ void FxLoadTables(const TqDevParams& P, const FxSmemView& s) {
+  if constexpr (kLut) {
+    for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) s.lut[i] = P.parts[0].lut[i];
+  }
+  if (threadIdx.x < 16) s.cents[threadIdx.x] = P.fast_cents[threadIdx.x];
+  __syncthreads();
+}
+
+__device__ __forceinline__ void FxStorePlanes(const FxSmemView& s, uint32_t r, uint32_t lane,
+                                              const int32_t q[4]) {
+  uint32_t hi, lo;
+  FxSplit(q, &hi, &lo);
+  reinterpret_cast<uint32_t*>(s.a_hi)[r * (kFxPitchA / 4u) + lane] = hi;
+  reinterpret_cast<uint32_t*>(s.a_lo)[r * (kFxPitchA / 4u) + lane] = lo;
+}
+
+__device__ __forceinline__ void FxLoadC(const FxSmemView& s, uint32_t r, uint32_t lane, int32_t c[4]) {
+  const int4 v = *reinterpret_cast<const int4*>(s.C + r * kFxPitchC + 4u * lane);
+  c[0] = v.x;
+  c[1] = v.y;
+  c[2] = v.z;
+  c[3] = v.w;
+}
+
+// z (lane l: coordinates 4l..4l+3) -> codes stored, residual in z (prod), rq planes (prod).
+template <uint32_t kMb, bool kProd>
+__device__ __forceinline__ void FxQuantizeRow(const TqDevParams& P, const FxSmemView& s, float z[4],
+                                              uint8_t* rec, bool live, uint32_t r, uint32_t lane,
+                                              float* gamma_out) {
+  if constexpr (kMb > 0) {
+    uint32_t field = 0;
+#pragma unroll
+    for (uint32_t e = 0; e < 4; ++e) {
+      const uint32_t c = QuadCode<kMb>(z[e], s.lut, P);
+      field |= c << (kMb * e);
+      if constexpr (kProd) z[e] = __fsub_rn(z[e], s.cents[c]);
+    }
+    uint32_t wi;
+    const uint32_t word = FxPackWord<kMb>(field, lane, &wi);
+    if (live && wi != ~0u) reinterpret_cast<uint32_t*>(rec)[wi] = word;
+  }
+  if constexpr (kProd) {
+    const float gamma = __fsqrt_rn(FxSumSquares(z));
+    const float sg = gamma > 0.0f ? __fdiv_rn(kFxVecScale, gamma) : 0.0f;
+    int32_t rq[4];
+#pragma unroll
+    for (uint32_t e = 0; e < 4; ++e) rq[e] = FxQuant(__fmul_rn(z[e], sg));
+    FxStorePlanes(s, r, lane, rq);
+    *gamma_out = gamma;
+  }
+}
+
+// Encode. kHad: the rotation is the Hadamard window of 128 (prod with the fixed Gaussian QJL),
+// computed in registers as the register path does; otherwise the dense fixed rotation.
+template <typename E, uint32_t kMb, bool kProd, bool kHad>
+__global__ void __launch_bounds__(kFxThreads, 2)
+    EncodeFxKernel(const __grid_constant__ TqDevParams P, const FxMatrices M,
+                   const typename E::Storage* in, uint8_t* body) {
+  constexpr bool kLut = kMb >= 3;
+  extern __shared__ __align__(16) unsigned char fx_smem[];
+  const FxSmemView s = FxCarve<kLut>(fx_smem);
+  FxLoadTables<kLut>(P, s);  // (the encode's staging buffer follows the norms)
+  const uint32_t lane = threadIdx.x % 32u, warp = threadIdx.x / 32u;
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = P.parts[0].mse_bytes;
+  uint8_t* codes = body + P.g.codes_offset;
+  uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
+  float4 hsg = make_float4(0, 0, 0, 0);
+  float hscale = 0.0f;
+  if constexpr (kHad) {
+    hsg = *reinterpret_cast<const float4*>(P.parts[0].signs + 4u * lane);
+    hscale = P.parts[0].win_scale[0];
+  }
+  const uint64_t step = uint64_t{gridDim.x} * kFxTile;
+  // The next tile's rows are copied in (cp.async) while this tile's matrix products run.
+  FxStageRows(in, uint64_t{blockIdx.x} * kFxTile, nv, s.stage);
+  for (uint64_t base = uint64_t{blockIdx.x} * kFxTile; base < nv; base += step) {
+    FxWaitRows();
+    __syncthreads();
+    // (1) norm, u; dense: uq planes; Hadamard: z, codes, residual planes.
+#pragma unroll 2
+    for (uint32_t i = 0; i < 8; ++i) {
+      const uint32_t r = 8u * warp + i;
+      const uint64_t v = base + r;
+      const uint2 raw = s.stage[r * 32u + lane];
+      float x[4] = {Lo16<E>(raw.x), Hi16<E>(raw.x), Lo16<E>(raw.y), Hi16<E>(raw.y)};
+      const float norm = __fsqrt_rn(FxSumSquares(x));
+      const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+      if constexpr (kHad) {
+        x[0] = __fmul_rn(__fmul_rn(x[0], inv), hsg.x);
+        x[1] = __fmul_rn(__fmul_rn(x[1], inv), hsg.y);
+        x[2] = __fmul_rn(__fmul_rn(x[2], inv), hsg.z);
+        x[3] = __fmul_rn(__fmul_rn(x[3], inv), hsg.w);
+        RegFwht128(x, lane);
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) x[e] = __fmul_rn(x[e], hscale);
+        float gamma = 0.0f;
+        FxQuantizeRow<kMb, true>(P, s, x, codes + v * rec_bytes, v < nv, r, lane, &gamma);
+        if (v < nv && lane == 0) {
+          scalars[2 * v] = FloatToHalfSaturate(norm);
+          scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
+        }
+      } else {
+        int32_t uq[4];
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) uq[e] = FxQuant(__fmul_rn(__fmul_rn(x[e], inv), kFxVecScale));
+        FxStorePlanes(s, r, lane, uq);
+        if (lane == 0) s.norms[r] = norm;
+      }
+    }
+    __syncthreads();
+    if (base + step < nv) FxStageRows(in, base + step, nv, s.stage);
+    if constexpr (!kHad) {
+      // (2) z_int = Rot_q uq.
+      FxTileMma<true>(s.a_hi, s.a_lo, M.rot, s.C, warp, lane);
+      __syncthreads();
+      // (3) codes; prod: the residual's planes.
+#pragma unroll 2
+      for (uint32_t i = 0; i < 8; ++i) {
+        const uint32_t r = 8u * warp + i;
+        const uint64_t v = base + r;
+        const bool live = v < nv;
+        int32_t zi[4];
+        FxLoadC(s, r, lane, zi);
+        float z[4];
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) z[e] = __fmul_rn(__int2float_rn(zi[e]), kFxOutScale);
+        float gamma = 0.0f;
+        FxQuantizeRow<kMb, kProd>(P, s, z, codes + v * rec_bytes, live, r, lane, &gamma);
+        if (live && lane == 0) {
+          if constexpr (kProd) {
+            scalars[2 * v] = FloatToHalfSaturate(s.norms[r]);
+            scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
+          } else {
+            scalars[v] = FloatToHalfSaturate(s.norms[r]);
+          }
+        }
+      }
+      if constexpr (kProd) __syncthreads();
+    }
+    if constexpr (kProd) {
+      // (4) sketch = S_q rq; sign bits.
+      FxTileMma<true>(s.a_hi, s.a_lo, M.qjl, s.C, warp, lane);
+      __syncthreads();
+#pragma unroll 2
+      for (uint32_t i = 0; i < 8; ++i) {
+        const uint32_t r = 8u * warp + i;
+        const uint64_t v = base + r;
+        int32_t sk[4];
+        FxLoadC(s, r, lane, sk);
+        const uint32_t field = (sk[0] >= 0 ? 1u : 0u) | (sk[1] >= 0 ? 2u : 0u) |
+                               (sk[2] >= 0 ? 4u : 0u) | (sk[3] >= 0 ? 8u : 0u);
+        uint32_t wi;
+        const uint32_t word = FxPackWord<1>(field, lane, &wi);
+        if (v < nv && wi != ~0u) reinterpret_cast<uint32_t*>(codes + v * rec_bytes + mse_bytes)[wi] = word;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// Decode. kHad as for encode (prod only): the inverse Hadamard window in registers.
+template <typename E, uint32_t kMb, bool kProd, bool kHad>
+__global__ void __launch_bounds__(kFxThreads, 2)
+    DecodeFxKernel(const __grid_constant__ TqDevParams P, const FxMatrices M, const uint8_t* body,
+                   const TqTarget view) {
+  extern __shared__ __align__(16) unsigned char fx_smem[];
+  const FxSmemView s = FxCarve<false>(fx_smem);
+  FxLoadTables<false>(P, s);
+  const uint32_t lane = threadIdx.x % 32u, warp = threadIdx.x / 32u;
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t T = P.g.shape.tokens;
+  const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = P.parts[0].mse_bytes;
+  const uint8_t* codes = body + P.g.codes_offset;
+  const uint16_t* scalars = reinterpret_cast<const uint16_t*>(body + P.g.scalars_offset);
+  uint32_t* a_hi = reinterpret_cast<uint32_t*>(s.a_hi);
+  const float qjl_scale = P.parts[0].qjl_scale;
+  float4 hsg = make_float4(0, 0, 0, 0);
+  float hscale = 0.0f;
+  if constexpr (kHad) {
+    hsg = *reinterpret_cast<const float4*>(P.parts[0].signs + 4u * lane);
+    hscale = P.parts[0].win_scale[0];
+  }
+  // out_j = x_j * norm (dense) or ((x_j * scale) * sign_j) * norm (Hadamard), rounded to E.
+  auto store_row = [&](uint64_t v, float o[4]) {
+    const float norm = HalfToFloat(scalars[(kProd ? 2u : 1u) * v]);
+    if constexpr (kHad) {
+      o[0] = __fmul_rn(__fmul_rn(__fmul_rn(o[0], hscale), hsg.x), norm);
+      o[1] = __fmul_rn(__fmul_rn(__fmul_rn(o[1], hscale), hsg.y), norm);
+      o[2] = __fmul_rn(__fmul_rn(__fmul_rn(o[2], hscale), hsg.z), norm);
+      o[3] = __fmul_rn(__fmul_rn(__fmul_rn(o[3], hscale), hsg.w), norm);
+    } else {
+#pragma unroll
+      for (uint32_t e = 0; e < 4; ++e) o[e] = __fmul_rn(o[e], norm);
+    }
+    uint32_t layer, kv, head;
+    const uint32_t v32 = static_cast<uint32_t>(v);
+    P.g.shape.Decompose(v32 / T, &layer, &kv, &head);
+    uint2* dst = reinterpret_cast<uint2*>(view.Row(P, layer, kv, head, v32 % T)) + lane;
+    uint2 w;
+    if (isfinite(norm)) {
+      w = make_uint2(Pack2<E>(o[0], o[1]), Pack2<E>(o[2], o[3]));
+    } else {
+      w = make_uint2(static_cast<uint32_t>(E::FromFloat(o[0])) | (static_cast<uint32_t>(E::FromFloat(o[1])) << 16),
+                     static_cast<uint32_t>(E::FromFloat(o[2])) | (static_cast<uint32_t>(E::FromFloat(o[3])) << 16));
+    }
+    __stcs(dst, w);
+  };
+  for (uint64_t base = uint64_t{blockIdx.x} * kFxTile; base < nv; base += uint64_t{gridDim.x} * kFxTile) {
+    if constexpr (kProd) {
+      // (0) the +-1 sign plane; t_int = S_q^T s.
+#pragma unroll 4
+      for (uint32_t i = 0; i < 8; ++i) {
+        const uint32_t r = 8u * warp + i;
+        const uint64_t v = base + r;
+        uint32_t w = 0;
+        if (v < nv) {
+          uint32_t c[4];
+          FxLoadCodes<1>(codes + v * rec_bytes + mse_bytes, lane, c);
+#pragma unroll
+          for (uint32_t e = 0; e < 4; ++e) w |= (c[e] ? 0x01u : 0xFFu) << (8 * e);
+        }
+        a_hi[r * (kFxPitchA / 4u) + lane] = w;
+      }
+      __syncthreads();
+      FxTileMma<false>(s.a_hi, nullptr, M.qjl, s.C, warp, lane);
+      __syncthreads();
+    }
+    // (1) y = centroids (+ coef * t); dense: yq planes; Hadamard: the output.
+#pragma unroll 2
+    for (uint32_t i = 0; i < 8; ++i) {
+      const uint32_t r = 8u * warp + i;
+      const uint64_t v = base + r;
+      const bool live = v < nv;
+      if (kHad && !live) continue;
+      float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if constexpr (kMb > 0) {
+        if (live) {
+          uint32_t c[4];
+          FxLoadCodes<kMb>(codes + v * rec_bytes, lane, c);
+#pragma unroll
+          for (uint32_t e = 0; e < 4; ++e) y[e] = s.cents[c[e]];
+        }
+      }
+      if constexpr (kProd) {
+        const float gamma = live ? HalfToFloat(scalars[2 * v + 1]) : 0.0f;
+        const float coef = __fmul_rn(qjl_scale, gamma);
+        int32_t ti[4];
+        FxLoadC(s, r, lane, ti);
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) {
+          y[e] = __fadd_rn(y[e], __fmul_rn(coef, __fmul_rn(__int2float_rn(ti[e]), kFxQjlOutScale)));
+        }
+      }
+      if constexpr (kHad) {
+        RegFwht128(y, lane);
+        store_row(v, y);
+      } else {
+        int32_t yq[4];
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) yq[e] = live ? FxQuant(__fmul_rn(y[e], kFxVecScale)) : 0;
+        FxStorePlanes(s, r, lane, yq);
+      }
+    }
+    if constexpr (!kHad) {
+      __syncthreads();
+      // (2) x_int = Rot_q^T yq; (3) out = x * norm.
+      FxTileMma<true>(s.a_hi, s.a_lo, M.rot, s.C, warp, lane);
+      __syncthreads();
+#pragma unroll 2
+      for (uint32_t i = 0; i < 8; ++i) {
+        const uint32_t r = 8u * warp + i;
+        const uint64_t v = base + r;
+        if (v >= nv) continue;
+        int32_t xi[4];
+        FxLoadC(s, r, lane, xi);
+        float o[4];
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) o[e] = __fmul_rn(__int2float_rn(xi[e]), kFxOutScale);
+        store_row(v, o);
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// ---- Host side ------------------------------------------------------------------------------------
+
+// B of one direction in fragment order: Bm[n][k] (n: output index, k: input index) is q[n][k]
+// (encode: z = q u) or q[k][n] (`transpose`, decode: x = q^T y), q an int16 128 x 128 row-major
+// matrix. Entry (kt * 16 + nt) * 32 + lane = {hi b0, hi b1, lo b0, lo b1} of lane (g, t) =
+// (lane / 4, lane % 4): b0 holds k = 32 kt + 4 t + e, b1 k = 32 kt + 16 + 4 t + e (byte e),
+// n = 8 nt + g (the m16n8k32 B fragment layout of the PTX ISA).
+std::vector<uint4> FxFragments(const std::vector<int16_t>& q, bool transpose) {
+  std::vector<uint4> out(kFxFragWords);
+  for (uint32_t kt = 0; kt < 4; ++kt) {
+    for (uint32_t nt = 0; nt < 16; ++nt) {
+      for (uint32_t lane = 0; lane < 32; ++lane) {
+        const uint32_t g = lane / 4, t = lane % 4, n = 8 * nt + g;
+        uint32_t w[4] = {0, 0, 0, 0};
+        for (uint32_t half = 0; half < 2; ++half) {
+          for (uint32_t e = 0; e < 4; ++e) {
+            const uint32_t k = 32 * kt + 16 * half + 4 * t + e;
+            const int32_t v = transpose ? q[k * 128 + n] : q[n * 128 + k];
+            const int32_t hi = (v + 128) >> 8, lo = v - hi * 256;
+            w[half] |= (static_cast<uint32_t>(hi) & 0xFFu) << (8 * e);
+            w[2 + half] |= (static_cast<uint32_t>(lo) & 0xFFu) << (8 * e);
+          }
+        }
+        out[(kt * 16 + nt) * 32 + lane] = make_uint4(w[0], w[1], w[2], w[3]);
+      }
+    }
+  }
+  return out;
+}
+
+struct FxDevice {
+  std::shared_ptr<const TqTables> host;  // keeps the key pointer alive
+  uint4* buf = nullptr;
+  FxMatrices enc, dec;
+};
+
+// The fragment buffers of `t` on the current device, uploaded once per (device, tables).
+absl::StatusOr<FxDevice> FxDeviceTables(const std::shared_ptr<const TqTables>& t) {
+  int dev = 0;
+  KVTIER_RETURN_IF_ERROR(Cuda(cudaGetDevice(&dev), "cudaGetDevice"));
+  static auto* cache = new std::map<std::pair<int, const TqTables*>, FxDevice>();
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache->find({dev, t.get()});
+  if (it != cache->end()) return it->second;
+  std::vector<uint4> all;
+  for (const std::vector<int16_t>* m : {&t->rot_q, &t->qjl_q}) {
+    if (m->empty()) continue;
+    for (bool transpose : {false, true}) {
+      std::vector<uint4> r = FxFragments(*m, transpose);
+      all.insert(all.end(), r.begin(), r.end());
+    }
+  }
+  FxDevice d;
+  d.host = t;
+  KVTIER_RETURN_IF_ERROR(Cuda(cudaMalloc(&d.buf, all.size() * sizeof(uint4)), "cudaMalloc"));
+  KVTIER_RETURN_IF_ERROR(Cuda(
+      cudaMemcpy(d.buf, all.data(), all.size() * sizeof(uint4), cudaMemcpyHostToDevice), "upload"));
+  const uint4* at = d.buf;
+  if (!t->rot_q.empty()) {
+    d.enc.rot = at;
+    d.dec.rot = at + kFxFragWords;
+    at += 2 * kFxFragWords;
+  }
+  if (!t->qjl_q.empty()) {
+    d.enc.qjl = at;
+    d.dec.qjl = at + kFxFragWords;
+  }
+  cache->emplace(std::make_pair(dev, t.get()), d);
+  return d;
+}
+
+// The tensor-core path: MHA/GQA without split, head_dim 128, fixed-point matrices: the dense
+// rotation (mse, or prod with the Gaussian QJL) or the Hadamard window of 128 with the Gaussian
+// QJL (prod). The caller checks dtype (2 bytes), alignment and, for 3+ mse bits on encode, the
+// quantizer table.
+bool FxPath(const TqPlan& plan) {
+  if (!(plan.g.shape.mha && !plan.g.split && plan.g.num_parts == 1 && plan.g.shape.width == 128)) {
+    return false;
+  }
+  const TqTables& t = *plan.tables[0];
+  if (!t.fixed || (t.prod && (t.qjl_hadamard || t.qjl_q.size() != 128u * 128u))) return false;
+  if (t.params.rotation == TurboQuantRotation::kDense) return t.rot_q.size() == 128u * 128u;
+  return t.prod && t.windows.size() == 1 && t.windows[0].len == 128;
+}
+
+bool FxHadamard(const TqPlan& plan) {
+  return plan.tables[0]->params.rotation == TurboQuantRotation::kHadamard;
+}
+
+template <auto kKernel>
+unsigned FxBlocks(uint64_t vectors, uint32_t smem) {
+  static const unsigned cap = [smem] {
+    cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    int dev = 0, sms = 132, per_sm = 1;
+    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kFxThreads, smem);
+    return static_cast<unsigned>(std::max(1, sms * std::max(1, per_sm)));
+  }();
+  return static_cast<unsigned>(std::min<uint64_t>((vectors + kFxTile - 1) / kFxTile, cap));
+}
+
+template <typename E, bool kProd, bool kHad>
+void LaunchEncodeFxAt(const TqDevParams& P, const FxMatrices& m, const typename E::Storage* in,
+                      uint8_t* body) {
+  const uint64_t n = P.g.Vectors();
+#define KVTIER_TQ_GO(B, K) K<<<FxBlocks<K>(n, FxSmem<(B >= 3), true>()), kFxThreads, FxSmem<(B >= 3), true>()>>>(P, m, in, body)
+  switch (P.parts[0].mse_bits) {
+    case 0: if constexpr (kProd) KVTIER_TQ_GO(0, (EncodeFxKernel<E, 0, kProd, kHad>)); break;
+    case 1: KVTIER_TQ_GO(1, (EncodeFxKernel<E, 1, kProd, kHad>)); break;
+    case 2: KVTIER_TQ_GO(2, (EncodeFxKernel<E, 2, kProd, kHad>)); break;
+    case 3: KVTIER_TQ_GO(3, (EncodeFxKernel<E, 3, kProd, kHad>)); break;
+    default: if constexpr (!kProd) KVTIER_TQ_GO(4, (EncodeFxKernel<E, 4, kProd, kHad>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
+template <typename E, bool kProd, bool kHad>
+void LaunchDecodeFxAt(const TqDevParams& P, const FxMatrices& m, const uint8_t* body,
+                      const TqTarget& view) {
+  const uint64_t n = P.g.Vectors();
+  constexpr uint32_t smem = FxSmem<false, false>();
+#define KVTIER_TQ_GO(K) K<<<FxBlocks<K>(n, smem), kFxThreads, smem>>>(P, m, body, view)
+  switch (P.parts[0].mse_bits) {
+    case 0: if constexpr (kProd) KVTIER_TQ_GO((DecodeFxKernel<E, 0, kProd, kHad>)); break;
+    case 1: KVTIER_TQ_GO((DecodeFxKernel<E, 1, kProd, kHad>)); break;
+    case 2: KVTIER_TQ_GO((DecodeFxKernel<E, 2, kProd, kHad>)); break;
+    case 3: KVTIER_TQ_GO((DecodeFxKernel<E, 3, kProd, kHad>)); break;
+    default: if constexpr (!kProd) KVTIER_TQ_GO((DecodeFxKernel<E, 4, kProd, kHad>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
+// Runs go(prod, hadamard, tables) with the variant as std::bool_constant types, after the
+// fragment buffers are on the device.
+template <typename F>
+absl::Status FxDispatch(const TqPlan& plan, const TqDevParams& P, F&& go) {
+  KVTIER_ASSIGN_OR_RETURN(FxDevice d, FxDeviceTables(plan.tables[0]));
+  if (FxHadamard(plan)) {
+    go(std::true_type{}, std::true_type{}, d);
+  } else if (P.g.prod) {
+    go(std::true_type{}, std::false_type{}, d);
+  } else {
+    go(std::false_type{}, std::false_type{}, d);
+  }
+  return absl::OkStatus();
+}
