@@ -8,9 +8,10 @@
 // Included by tq_cuda.cu inside its anonymous namespace (it uses TqDevParams, TqTarget, QuadCode,
 // Lo16 / Hi16 / Pack2 from there).
 //
-// How: a block takes tiles of 64 vectors. (1) One warp per vector row, lane l holding channels
-// 4l..4l+3 (the CPU's 32-lane tree for the norm falls out naturally), quantizes u = x / |x| to
-// int16 and stores it split into two int8 planes (v = 256 hi + lo, both signed) in shared memory.
+// How: a block takes tiles of 64 vectors. (1) Each warp takes 8 of them in the quad layout of the
+// quad kernels (4 lanes per vector; lane q holds elements 32k + 8q + e, so QuadSumSquares is the
+// CPU's norm tree), quantizes u = x / |x| to int16 and stores it split into two int8 planes
+// (v = 256 hi + lo, both signed) in shared memory.
 // (2) All 8 warps multiply the 64 x 128 planes by the matrix planes with mma.m16n8k32 (s8 x s8 ->
 // s32): hi*hi, hi*lo + lo*hi and lo*lo in three accumulators, combined as
 // (hh << 16) + (mid << 8) + ll in wrapping 32-bit arithmetic (= the exact sum mod 2^32). The
@@ -27,69 +28,6 @@ constexpr uint32_t kFxFragWords = 4u * 16u * 32u;  // uint4 per matrix: 4 k-tile
 constexpr float kFxVecScale = 16384.0f;     // 2^14
 constexpr float kFxOutScale = 3.7252902984619140625e-09f;  // 2^-28
 constexpr float kFxQjlOutScale = 4.8828125e-04f;           // 2^-11
-
-// The spec's q(v): NaN -> 0, otherwise clamp to +-32639 (in binary32) and round half to even.
-__device__ __forceinline__ int32_t FxQuant(float v) {
-  return isnan(v) ? 0 : __float2int_rn(fminf(fmaxf(v, -32639.0f), 32639.0f));
-}
-
-// v = 256 hi + lo with hi = (v + 128) >> 8, lo in [-128, 127]; |v| <= 32639 keeps hi in int8.
-__device__ __forceinline__ void FxSplit(const int32_t v[4], uint32_t* hi, uint32_t* lo) {
-  uint32_t h = 0, l = 0;
-#pragma unroll
-  for (uint32_t e = 0; e < 4; ++e) {
-    const int32_t vh = (v[e] + 128) >> 8;
-    const int32_t vl = v[e] - (vh << 8);
-    h |= (static_cast<uint32_t>(vh) & 0xFFu) << (8 * e);
-    l |= (static_cast<uint32_t>(vl) & 0xFFu) << (8 * e);
-  }
-  *hi = h;
-  *lo = l;
-}
-
-// The CPU's sum of squares (TqSumSquares) with lane l holding elements 4l..4l+3.
-__device__ __forceinline__ float FxSumSquares(const float x[4]) {
-  float a = __fmul_rn(x[0], x[0]);
-  a = __fadd_rn(a, __fmul_rn(x[1], x[1]));
-  a = __fadd_rn(a, __fmul_rn(x[2], x[2]));
-  a = __fadd_rn(a, __fmul_rn(x[3], x[3]));
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) a = __fadd_rn(a, __shfl_xor_sync(kFull, a, off));
-  return a;
-}
-
-// Packs a row's bit stream: lane l holds the 4 * kB bits at offset 4 * kB * l (its 4 codes of kB
-// bits, code j at bits kB * j). Returns, for lanes (l % 8) < kB, the word (l / 8) * kB + l % 8
-// of the stream (in *word_index), for every other lane word_index = ~0u.
-template <uint32_t kB>
-__device__ __forceinline__ uint32_t FxPackWord(uint32_t field, uint32_t lane, uint32_t* word_index) {
-  const uint32_t m = lane & 7u;
-  uint32_t out = 0;
-#pragma unroll
-  for (uint32_t k = 0; k < kB; ++k) {
-    const int32_t s = static_cast<int32_t>(4u * kB * m) - static_cast<int32_t>(32u * k);
-    uint32_t part = 0;
-    if (s >= 0 && s < 32) part = field << s;
-    if (s < 0 && -s < static_cast<int32_t>(4u * kB)) part = field >> (-s);
-#pragma unroll
-    for (int off = 1; off < 8; off <<= 1) part |= __shfl_xor_sync(kFull, part, off);
-    if (m == k) out = part;
-  }
-  *word_index = m < kB ? (lane >> 3) * kB + m : ~0u;
-  return out;
-}
-
-// The 4 codes of lane l (channels 4l..4l+3) from a row's kB-bit stream.
-template <uint32_t kB>
-__device__ __forceinline__ void FxLoadCodes(const uint8_t* rec, uint32_t lane, uint32_t c[4]) {
-  const uint32_t bit = 4u * kB * lane;
-  const uint32_t* w = reinterpret_cast<const uint32_t*>(rec);
-  uint64_t v = w[bit / 32u];
-  if ((bit % 32u) + 4u * kB > 32u) v |= static_cast<uint64_t>(w[bit / 32u + 1u]) << 32;
-  const uint32_t f = static_cast<uint32_t>(v >> (bit % 32u));
-#pragma unroll
-  for (uint32_t e = 0; e < 4; ++e) c[e] = (f >> (kB * e)) & ((1u << kB) - 1u);
-}
 
 __device__ __forceinline__ void FxMma(int32_t c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -169,13 +107,15 @@ __device__ __forceinline__ void FxTileMma(const uint8_t* a_hi, const uint8_t* a_
 }
 
 // Shared memory of the fixed kernels: [a_hi][a_lo][C][lut: 1024 float2, encode at 3+ mse bits]
-// [cents: 16 floats][norms: 64 floats][encode: the next tile's input rows, 64 x 256 bytes]. The matrices' fragments (32 KiB each) are read from
-// global memory through L1, where they stay: every warp of the SM reads the same 32-64 KiB, and
-// leaving them out of shared memory lets two blocks share an SM whatever the variant.
+// [cents: 16 floats][norms: 64 floats][encode: the next tile's input rows, 64 x kFxPitchIn].
+// The matrices' fragments (32 KiB each) are read from global memory through L1, where they stay:
+// every warp of the SM reads the same 32-64 KiB, and leaving them out of shared memory lets two
+// blocks share an SM whatever the variant.
+constexpr uint32_t kFxPitchIn = 272;  // bytes per staged input row (256 + 16: conflict-free)
 template <bool kLut, bool kStage>
 constexpr uint32_t FxSmem() {
   return 2u * kFxTile * kFxPitchA + kFxTile * kFxPitchC * 4u + (kLut ? kQuantLut * 8u : 0u) +
-         16u * 4u + kFxTile * 4u + (kStage ? kFxTile * 256u : 0u);
+         16u * 4u + kFxTile * 4u + (kStage ? kFxTile * kFxPitchIn : 0u);
 }
 
 struct FxMatrices {
@@ -190,7 +130,7 @@ struct FxSmemView {
   float2* lut;
   float* cents;
   float* norms;
-  uint2* stage;  // encode: row r's lane l at stage[r * 32 + l]
+  uint8_t* stage;  // encode: staged input rows, pitch kFxPitchIn
 };
 
 template <bool kLut>
@@ -209,25 +149,9 @@ __device__ FxSmemView FxCarve(unsigned char* smem) {
   p += 64u;
   s.norms = reinterpret_cast<float*>(p);
   p += kFxTile * 4u;
-  s.stage = reinterpret_cast<uint2*>(p);
+  s.stage = p;
   return s;
 }
-
-// Starts copying the input rows of the tile at `base` (64 rows of 256 bytes; rows past the chunk
-// zero-filled) into the staging buffer with cp.async; FxWaitRows + __syncthreads complete it.
-template <typename S>
-__device__ __forceinline__ void FxStageRows(const S* in, uint64_t base, uint64_t nv, uint2* stage) {
-  for (uint32_t i = threadIdx.x; i < kFxTile * 16u; i += blockDim.x) {
-    const uint64_t v = base + i / 16u;
-    const bool live = v < nv;
-    const char* src = reinterpret_cast<const char*>(in) + (live ? v * 256u + (i % 16u) * 16u : 0u);
-    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(stage + 2u * i));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(live ? 16 : 0));
-  }
-  asm volatile("cp.async.commit_group;\n" ::);
-}
-__device__ __forceinline__ void FxWaitRows() { asm volatile("cp.async.wait_all;\n" ::); }
 
 template <bool kLut>
 __device__ void FxLoadTables(const TqDevParams& P, const FxSmemView& s) {
@@ -238,52 +162,100 @@ __device__ void FxLoadTables(const TqDevParams& P, const FxSmemView& s) {
   __syncthreads();
 }
 
-__device__ __forceinline__ void FxStorePlanes(const FxSmemView& s, uint32_t r, uint32_t lane,
-                                              const int32_t q[4]) {
-  uint32_t hi, lo;
-  FxSplit(q, &hi, &lo);
-  reinterpret_cast<uint32_t*>(s.a_hi)[r * (kFxPitchA / 4u) + lane] = hi;
-  reinterpret_cast<uint32_t*>(s.a_lo)[r * (kFxPitchA / 4u) + lane] = lo;
+// Starts copying the input rows of the tile at `base` (64 rows of 256 bytes; rows past the chunk
+// zero-filled) into the staging buffer with cp.async; FxWaitRows + __syncthreads complete it.
+template <typename S>
+__device__ __forceinline__ void FxStageRows(const S* in, uint64_t base, uint64_t nv, uint8_t* stage) {
+  for (uint32_t i = threadIdx.x; i < kFxTile * 16u; i += blockDim.x) {
+    const uint64_t v = base + i / 16u;
+    const bool live = v < nv;
+    const char* src = reinterpret_cast<const char*>(in) + (live ? v * 256u + (i % 16u) * 16u : 0u);
+    const uint32_t dst =
+        static_cast<uint32_t>(__cvta_generic_to_shared(stage + (i / 16u) * kFxPitchIn + (i % 16u) * 16u));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(live ? 16 : 0));
+  }
+  asm volatile("cp.async.commit_group;\n" ::);
 }
+__device__ __forceinline__ void FxWaitRows() { asm volatile("cp.async.wait_all;\n" ::); }
 
-__device__ __forceinline__ void FxLoadC(const FxSmemView& s, uint32_t r, uint32_t lane, int32_t c[4]) {
-  const int4 v = *reinterpret_cast<const int4*>(s.C + r * kFxPitchC + 4u * lane);
-  c[0] = v.x;
-  c[1] = v.y;
-  c[2] = v.z;
-  c[3] = v.w;
-}
-
-// z (lane l: coordinates 4l..4l+3) -> codes stored, residual in z (prod), rq planes (prod).
-template <uint32_t kMb, bool kProd>
-__device__ __forceinline__ void FxQuantizeRow(const TqDevParams& P, const FxSmemView& s, float z[4],
-                                              uint8_t* rec, bool live, uint32_t r, uint32_t lane,
-                                              float* gamma_out) {
-  if constexpr (kMb > 0) {
-    uint32_t field = 0;
+// Row r's values in the quad layout (lane q: elements 32k + 8q + e at v[8k + e]) -> the int8
+// planes, through the spec's q(): NaN -> 0, clamp to +-32639, round half to even. The rounding is
+// the binary32 add of 1.5 * 2^23, whose encoding then holds the integer in its low bits: byte 0 is
+// the low plane's byte (v - 256 hi has v's low byte) and byte 1 of the same add with 128 more is
+// the high plane's (hi = (v + 128) >> 8); 0x4B400000 has no bits in those bytes.
+__device__ __forceinline__ void FxQuadPlanes(const FxSmemView& s, uint32_t r, uint32_t q,
+                                             const float v[32]) {
+  constexpr float kMagic = 12582912.0f, kMagicHi = 12583040.0f;  // 1.5 * 2^23, + 128
 #pragma unroll
-    for (uint32_t e = 0; e < 4; ++e) {
-      const uint32_t c = QuadCode<kMb>(z[e], s.lut, P);
-      field |= c << (kMb * e);
-      if constexpr (kProd) z[e] = __fsub_rn(z[e], s.cents[c]);
+  for (uint32_t k = 0; k < 4; ++k) {
+    uint32_t lo[8], hi[8];
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) {
+      const float x = v[8 * k + e];
+      const float c = isnan(x) ? 0.0f : fminf(fmaxf(x, -32639.0f), 32639.0f);
+      lo[e] = __float_as_uint(__fadd_rn(c, kMagic));
+      hi[e] = __float_as_uint(__fadd_rn(c, kMagicHi));
     }
-    uint32_t wi;
-    const uint32_t word = FxPackWord<kMb>(field, lane, &wi);
-    if (live && wi != ~0u) reinterpret_cast<uint32_t*>(rec)[wi] = word;
+    uint2 wl, wh;
+    wl.x = __byte_perm(__byte_perm(lo[0], lo[1], 0x0040), __byte_perm(lo[2], lo[3], 0x0040), 0x5410);
+    wl.y = __byte_perm(__byte_perm(lo[4], lo[5], 0x0040), __byte_perm(lo[6], lo[7], 0x0040), 0x5410);
+    wh.x = __byte_perm(__byte_perm(hi[0], hi[1], 0x0051), __byte_perm(hi[2], hi[3], 0x0051), 0x5410);
+    wh.y = __byte_perm(__byte_perm(hi[4], hi[5], 0x0051), __byte_perm(hi[6], hi[7], 0x0051), 0x5410);
+    *reinterpret_cast<uint2*>(s.a_lo + r * kFxPitchA + 32u * k + 8u * q) = wl;
+    *reinterpret_cast<uint2*>(s.a_hi + r * kFxPitchA + 32u * k + 8u * q) = wh;
+  }
+}
+
+// Row r of the result tile in the quad layout, as int32 -> float * scale (exact scaling).
+__device__ __forceinline__ void FxQuadLoadC(const FxSmemView& s, uint32_t r, uint32_t q, float scale,
+                                            float out[32]) {
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h) {
+      const int4 c = *reinterpret_cast<const int4*>(s.C + r * kFxPitchC + 32u * k + 8u * q + 4u * h);
+      out[8 * k + 4 * h + 0] = __fmul_rn(__int2float_rn(c.x), scale);
+      out[8 * k + 4 * h + 1] = __fmul_rn(__int2float_rn(c.y), scale);
+      out[8 * k + 4 * h + 2] = __fmul_rn(__int2float_rn(c.z), scale);
+      out[8 * k + 4 * h + 3] = __fmul_rn(__int2float_rn(c.w), scale);
+    }
+  }
+}
+
+// z (quad layout) -> codes stored; prod: z becomes the residual, its planes are stored and gamma
+// returned.
+template <uint32_t kMb, bool kProd>
+__device__ __forceinline__ float FxQuadQuantize(const TqDevParams& P, const FxSmemView& s, float z[32],
+                                                uint8_t* rec, bool live, uint32_t r, uint32_t q) {
+  if constexpr (kMb > 0) {
+    uint32_t packed[4];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      uint32_t w = 0;
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) {
+        const uint32_t c = QuadCode<kMb>(z[8 * k + e], s.lut, P);
+        w |= c << (kMb * e);
+        if constexpr (kProd) z[8 * k + e] = __fsub_rn(z[8 * k + e], s.cents[c]);
+      }
+      packed[k] = w;
+    }
+    QuadStoreCodes<kMb>(rec, packed, live, q);
   }
   if constexpr (kProd) {
-    const float gamma = __fsqrt_rn(FxSumSquares(z));
+    const float gamma = __fsqrt_rn(QuadSumSquares(z));
     const float sg = gamma > 0.0f ? __fdiv_rn(kFxVecScale, gamma) : 0.0f;
-    int32_t rq[4];
 #pragma unroll
-    for (uint32_t e = 0; e < 4; ++e) rq[e] = FxQuant(__fmul_rn(z[e], sg));
-    FxStorePlanes(s, r, lane, rq);
-    *gamma_out = gamma;
+    for (uint32_t j = 0; j < 32; ++j) z[j] = __fmul_rn(z[j], sg);
+    FxQuadPlanes(s, r, q, z);
+    return gamma;
   }
+  return 0.0f;
 }
 
 // Encode. kHad: the rotation is the Hadamard window of 128 (prod with the fixed Gaussian QJL),
-// computed in registers as the register path does; otherwise the dense fixed rotation.
+// in registers as the quad kernels compute it; otherwise the dense fixed rotation.
 template <typename E, uint32_t kMb, bool kProd, bool kHad>
 __global__ void __launch_bounds__(kFxThreads, 2)
     EncodeFxKernel(const __grid_constant__ TqDevParams P, const FxMatrices M,
@@ -291,54 +263,61 @@ __global__ void __launch_bounds__(kFxThreads, 2)
   constexpr bool kLut = kMb >= 3;
   extern __shared__ __align__(16) unsigned char fx_smem[];
   const FxSmemView s = FxCarve<kLut>(fx_smem);
-  FxLoadTables<kLut>(P, s);  // (the encode's staging buffer follows the norms)
-  const uint32_t lane = threadIdx.x % 32u, warp = threadIdx.x / 32u;
+  FxLoadTables<kLut>(P, s);
+  const uint32_t lane = threadIdx.x % 32u, warp = threadIdx.x / 32u, q = lane & 3u;
+  const uint32_t r = 8u * warp + (lane >> 2);  // this quad's row of the tile
   const uint64_t nv = P.g.Vectors();
   const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = P.parts[0].mse_bytes;
   uint8_t* codes = body + P.g.codes_offset;
   uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
-  float4 hsg = make_float4(0, 0, 0, 0);
-  float hscale = 0.0f;
+  uint32_t m[16] = {};
+  float neg1 = 1.0f, neg2 = 1.0f, hscale = 0.0f;
   if constexpr (kHad) {
-    hsg = *reinterpret_cast<const float4*>(P.parts[0].signs + 4u * lane);
+    QuadSignMasks(P.parts[0].signs, q, m);
+    neg1 = (q & 1u) ? -1.0f : 1.0f;
+    neg2 = (q & 2u) ? -1.0f : 1.0f;
     hscale = P.parts[0].win_scale[0];
   }
   const uint64_t step = uint64_t{gridDim.x} * kFxTile;
   // The next tile's rows are copied in (cp.async) while this tile's matrix products run.
   FxStageRows(in, uint64_t{blockIdx.x} * kFxTile, nv, s.stage);
   for (uint64_t base = uint64_t{blockIdx.x} * kFxTile; base < nv; base += step) {
+    const uint64_t v = base + r;
+    const bool live = v < nv;
+    uint8_t* rec = codes + v * rec_bytes;
     FxWaitRows();
     __syncthreads();
     // (1) norm, u; dense: uq planes; Hadamard: z, codes, residual planes.
-#pragma unroll 2
-    for (uint32_t i = 0; i < 8; ++i) {
-      const uint32_t r = 8u * warp + i;
-      const uint64_t v = base + r;
-      const uint2 raw = s.stage[r * 32u + lane];
-      float x[4] = {Lo16<E>(raw.x), Hi16<E>(raw.x), Lo16<E>(raw.y), Hi16<E>(raw.y)};
-      const float norm = __fsqrt_rn(FxSumSquares(x));
-      const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
-      if constexpr (kHad) {
-        x[0] = __fmul_rn(__fmul_rn(x[0], inv), hsg.x);
-        x[1] = __fmul_rn(__fmul_rn(x[1], inv), hsg.y);
-        x[2] = __fmul_rn(__fmul_rn(x[2], inv), hsg.z);
-        x[3] = __fmul_rn(__fmul_rn(x[3], inv), hsg.w);
-        RegFwht128(x, lane);
+    float x[32];
 #pragma unroll
-        for (uint32_t e = 0; e < 4; ++e) x[e] = __fmul_rn(x[e], hscale);
-        float gamma = 0.0f;
-        FxQuantizeRow<kMb, true>(P, s, x, codes + v * rec_bytes, v < nv, r, lane, &gamma);
-        if (v < nv && lane == 0) {
-          scalars[2 * v] = FloatToHalfSaturate(norm);
-          scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
-        }
-      } else {
-        int32_t uq[4];
+    for (uint32_t k = 0; k < 4; ++k) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(s.stage + r * kFxPitchIn + 16u * (4u * k + q));
+      const uint32_t w[4] = {raw.x ^ m[4 * k], raw.y ^ m[4 * k + 1], raw.z ^ m[4 * k + 2],
+                             raw.w ^ m[4 * k + 3]};
 #pragma unroll
-        for (uint32_t e = 0; e < 4; ++e) uq[e] = FxQuant(__fmul_rn(__fmul_rn(x[e], inv), kFxVecScale));
-        FxStorePlanes(s, r, lane, uq);
-        if (lane == 0) s.norms[r] = norm;
+      for (uint32_t i = 0; i < 4; ++i) {
+        x[8 * k + 2 * i] = Lo16<E>(w[i]);
+        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
       }
+    }
+    const float norm = __fsqrt_rn(QuadSumSquares(x));
+    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    if constexpr (kHad) {
+      QuadFwht(x, neg1, neg2);
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], hscale);
+      const float gamma = FxQuadQuantize<kMb, true>(P, s, x, rec, live, r, q);
+      if (live && q == 0) {
+        scalars[2 * v] = FloatToHalfSaturate(norm);
+        scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
+      }
+    } else {
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], kFxVecScale);
+      FxQuadPlanes(s, r, q, x);
+      if (q == 0) s.norms[r] = norm;
     }
     __syncthreads();
     if (base + step < nv) FxStageRows(in, base + step, nv, s.stage);
@@ -347,45 +326,39 @@ __global__ void __launch_bounds__(kFxThreads, 2)
       FxTileMma<true>(s.a_hi, s.a_lo, M.rot, s.C, warp, lane);
       __syncthreads();
       // (3) codes; prod: the residual's planes.
-#pragma unroll 2
-      for (uint32_t i = 0; i < 8; ++i) {
-        const uint32_t r = 8u * warp + i;
-        const uint64_t v = base + r;
-        const bool live = v < nv;
-        int32_t zi[4];
-        FxLoadC(s, r, lane, zi);
-        float z[4];
-#pragma unroll
-        for (uint32_t e = 0; e < 4; ++e) z[e] = __fmul_rn(__int2float_rn(zi[e]), kFxOutScale);
-        float gamma = 0.0f;
-        FxQuantizeRow<kMb, kProd>(P, s, z, codes + v * rec_bytes, live, r, lane, &gamma);
-        if (live && lane == 0) {
-          if constexpr (kProd) {
-            scalars[2 * v] = FloatToHalfSaturate(s.norms[r]);
-            scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
-          } else {
-            scalars[v] = FloatToHalfSaturate(s.norms[r]);
-          }
+      float z[32];
+      FxQuadLoadC(s, r, q, kFxOutScale, z);
+      const float gamma = FxQuadQuantize<kMb, kProd>(P, s, z, rec, live, r, q);
+      if (live && q == 0) {
+        if constexpr (kProd) {
+          scalars[2 * v] = FloatToHalfSaturate(s.norms[r]);
+          scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
+        } else {
+          scalars[v] = FloatToHalfSaturate(s.norms[r]);
         }
       }
       if constexpr (kProd) __syncthreads();
     }
     if constexpr (kProd) {
-      // (4) sketch = S_q rq; sign bits.
+      // (4) sketch = S_q rq; sign bit i (byte i / 8 = 4k + q, bit e) is sketch_i >= 0.
       FxTileMma<true>(s.a_hi, s.a_lo, M.qjl, s.C, warp, lane);
       __syncthreads();
-#pragma unroll 2
-      for (uint32_t i = 0; i < 8; ++i) {
-        const uint32_t r = 8u * warp + i;
-        const uint64_t v = base + r;
-        int32_t sk[4];
-        FxLoadC(s, r, lane, sk);
-        const uint32_t field = (sk[0] >= 0 ? 1u : 0u) | (sk[1] >= 0 ? 2u : 0u) |
-                               (sk[2] >= 0 ? 4u : 0u) | (sk[3] >= 0 ? 8u : 0u);
-        uint32_t wi;
-        const uint32_t word = FxPackWord<1>(field, lane, &wi);
-        if (v < nv && wi != ~0u) reinterpret_cast<uint32_t*>(codes + v * rec_bytes + mse_bytes)[wi] = word;
+      uint32_t word[4];
+#pragma unroll
+      for (uint32_t k = 0; k < 4; ++k) {
+        uint32_t b = 0;
+#pragma unroll
+        for (uint32_t h = 0; h < 2; ++h) {
+          const int4 c = *reinterpret_cast<const int4*>(s.C + r * kFxPitchC + 32u * k + 8u * q + 4u * h);
+          b |= ((c.x >= 0 ? 1u : 0u) | (c.y >= 0 ? 2u : 0u) | (c.z >= 0 ? 4u : 0u) |
+                (c.w >= 0 ? 8u : 0u)) << (4u * h);
+        }
+        word[k] = b << (8u * q);  // byte 4k + q of the sign bytes = byte q of word k
+        word[k] |= __shfl_xor_sync(kFull, word[k], 1);
+        word[k] |= __shfl_xor_sync(kFull, word[k], 2);
       }
+      const uint32_t mine = q == 0 ? word[0] : q == 1 ? word[1] : q == 2 ? word[2] : word[3];
+      if (live) reinterpret_cast<uint32_t*>(rec + mse_bytes)[q] = mine;
     }
     __syncthreads();
   }
@@ -399,118 +372,88 @@ __global__ void __launch_bounds__(kFxThreads, 2)
   extern __shared__ __align__(16) unsigned char fx_smem[];
   const FxSmemView s = FxCarve<false>(fx_smem);
   FxLoadTables<false>(P, s);
-  const uint32_t lane = threadIdx.x % 32u, warp = threadIdx.x / 32u;
+  const uint32_t lane = threadIdx.x % 32u, warp = threadIdx.x / 32u, q = lane & 3u;
+  const uint32_t r = 8u * warp + (lane >> 2);
   const uint64_t nv = P.g.Vectors();
   const uint32_t T = P.g.shape.tokens;
   const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = P.parts[0].mse_bytes;
   const uint8_t* codes = body + P.g.codes_offset;
   const uint16_t* scalars = reinterpret_cast<const uint16_t*>(body + P.g.scalars_offset);
-  uint32_t* a_hi = reinterpret_cast<uint32_t*>(s.a_hi);
   const float qjl_scale = P.parts[0].qjl_scale;
-  float4 hsg = make_float4(0, 0, 0, 0);
-  float hscale = 0.0f;
+  uint32_t m[16] = {};
+  float neg1 = 1.0f, neg2 = 1.0f, hscale = 1.0f;  // dense: out = (x * 1) * norm = x * norm
   if constexpr (kHad) {
-    hsg = *reinterpret_cast<const float4*>(P.parts[0].signs + 4u * lane);
+    QuadSignMasks(P.parts[0].signs, q, m);
+    neg1 = (q & 1u) ? -1.0f : 1.0f;
+    neg2 = (q & 2u) ? -1.0f : 1.0f;
     hscale = P.parts[0].win_scale[0];
   }
-  // out_j = x_j * norm (dense) or ((x_j * scale) * sign_j) * norm (Hadamard), rounded to E.
-  auto store_row = [&](uint64_t v, float o[4]) {
-    const float norm = HalfToFloat(scalars[(kProd ? 2u : 1u) * v]);
-    if constexpr (kHad) {
-      o[0] = __fmul_rn(__fmul_rn(__fmul_rn(o[0], hscale), hsg.x), norm);
-      o[1] = __fmul_rn(__fmul_rn(__fmul_rn(o[1], hscale), hsg.y), norm);
-      o[2] = __fmul_rn(__fmul_rn(__fmul_rn(o[2], hscale), hsg.z), norm);
-      o[3] = __fmul_rn(__fmul_rn(__fmul_rn(o[3], hscale), hsg.w), norm);
-    } else {
-#pragma unroll
-      for (uint32_t e = 0; e < 4; ++e) o[e] = __fmul_rn(o[e], norm);
-    }
-    uint32_t layer, kv, head;
-    const uint32_t v32 = static_cast<uint32_t>(v);
-    P.g.shape.Decompose(v32 / T, &layer, &kv, &head);
-    uint2* dst = reinterpret_cast<uint2*>(view.Row(P, layer, kv, head, v32 % T)) + lane;
-    uint2 w;
-    if (isfinite(norm)) {
-      w = make_uint2(Pack2<E>(o[0], o[1]), Pack2<E>(o[2], o[3]));
-    } else {
-      w = make_uint2(static_cast<uint32_t>(E::FromFloat(o[0])) | (static_cast<uint32_t>(E::FromFloat(o[1])) << 16),
-                     static_cast<uint32_t>(E::FromFloat(o[2])) | (static_cast<uint32_t>(E::FromFloat(o[3])) << 16));
-    }
-    __stcs(dst, w);
-  };
   for (uint64_t base = uint64_t{blockIdx.x} * kFxTile; base < nv; base += uint64_t{gridDim.x} * kFxTile) {
+    const uint64_t v = base + r;
+    const bool live = v < nv;
+    const uint64_t vv = live ? v : nv - 1;  // dead rows read a real record, store nothing
+    const uint8_t* rec = codes + vv * rec_bytes;
     if constexpr (kProd) {
-      // (0) the +-1 sign plane; t_int = S_q^T s.
-#pragma unroll 4
-      for (uint32_t i = 0; i < 8; ++i) {
-        const uint32_t r = 8u * warp + i;
-        const uint64_t v = base + r;
-        uint32_t w = 0;
-        if (v < nv) {
-          uint32_t c[4];
-          FxLoadCodes<1>(codes + v * rec_bytes + mse_bytes, lane, c);
+      // (0) the +-1 sign plane (sign byte 4k + q = byte q of word k; bit e -> element
+      // 32k + 8q + e); t_int = S_q^T s.
+      const uint4 sw = __ldg(reinterpret_cast<const uint4*>(rec + mse_bytes));
+      const uint32_t words[4] = {sw.x, sw.y, sw.z, sw.w};
 #pragma unroll
-          for (uint32_t e = 0; e < 4; ++e) w |= (c[e] ? 0x01u : 0xFFu) << (8 * e);
+      for (uint32_t k = 0; k < 4; ++k) {
+        const uint32_t b = (words[k] >> (8u * q)) & 0xFFu;
+        uint32_t half[2];
+#pragma unroll
+        for (uint32_t h = 0; h < 2; ++h) {
+          const uint32_t n = b >> (4u * h);
+          const uint32_t spread = (n & 1u) | ((n & 2u) << 7) | ((n & 4u) << 14) | ((n & 8u) << 21);
+          half[h] = 0xFFFFFFFFu ^ (spread * 0xFEu);  // byte = bit ? 0x01 : 0xFF
         }
-        a_hi[r * (kFxPitchA / 4u) + lane] = w;
+        *reinterpret_cast<uint2*>(s.a_hi + r * kFxPitchA + 32u * k + 8u * q) = make_uint2(half[0], half[1]);
       }
       __syncthreads();
       FxTileMma<false>(s.a_hi, nullptr, M.qjl, s.C, warp, lane);
       __syncthreads();
     }
     // (1) y = centroids (+ coef * t); dense: yq planes; Hadamard: the output.
-#pragma unroll 2
-    for (uint32_t i = 0; i < 8; ++i) {
-      const uint32_t r = 8u * warp + i;
-      const uint64_t v = base + r;
-      const bool live = v < nv;
-      if (kHad && !live) continue;
-      float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if constexpr (kMb > 0) {
-        if (live) {
-          uint32_t c[4];
-          FxLoadCodes<kMb>(codes + v * rec_bytes, lane, c);
+    float y[32];
+    if constexpr (kMb > 0) {
+      uint32_t packed[4];
+      QuadLoadCodes<kMb>(rec, q, packed);
 #pragma unroll
-          for (uint32_t e = 0; e < 4; ++e) y[e] = s.cents[c[e]];
-        }
-      }
-      if constexpr (kProd) {
-        const float gamma = live ? HalfToFloat(scalars[2 * v + 1]) : 0.0f;
-        const float coef = __fmul_rn(qjl_scale, gamma);
-        int32_t ti[4];
-        FxLoadC(s, r, lane, ti);
+      for (uint32_t k = 0; k < 4; ++k) {
 #pragma unroll
-        for (uint32_t e = 0; e < 4; ++e) {
-          y[e] = __fadd_rn(y[e], __fmul_rn(coef, __fmul_rn(__int2float_rn(ti[e]), kFxQjlOutScale)));
-        }
+        for (uint32_t e = 0; e < 8; ++e) y[8 * k + e] = s.cents[(packed[k] >> (kMb * e)) & ((1u << kMb) - 1u)];
       }
-      if constexpr (kHad) {
-        RegFwht128(y, lane);
-        store_row(v, y);
-      } else {
-        int32_t yq[4];
+    } else {
 #pragma unroll
-        for (uint32_t e = 0; e < 4; ++e) yq[e] = live ? FxQuant(__fmul_rn(y[e], kFxVecScale)) : 0;
-        FxStorePlanes(s, r, lane, yq);
-      }
+      for (uint32_t j = 0; j < 32; ++j) y[j] = 0.0f;
     }
-    if constexpr (!kHad) {
+    if constexpr (kProd) {
+      const float coef = __fmul_rn(qjl_scale, HalfToFloat(scalars[2 * vv + 1]));
+      float t[32];
+      FxQuadLoadC(s, r, q, kFxQjlOutScale, t);
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) y[j] = __fadd_rn(y[j], __fmul_rn(coef, t[j]));
+    }
+    const float norm = HalfToFloat(scalars[(kProd ? 2u : 1u) * vv]);
+    uint32_t layer, kv, head;
+    const uint32_t v32 = static_cast<uint32_t>(vv);
+    P.g.shape.Decompose(v32 / T, &layer, &kv, &head);
+    uint4* dst = reinterpret_cast<uint4*>(view.Row(P, layer, kv, head, v32 % T)) + q;
+    if constexpr (kHad) {
+      QuadFwht(y, neg1, neg2);
+      QuadStoreOut<E>(dst, y, hscale, norm, m, live);
+    } else {
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) y[j] = __fmul_rn(y[j], kFxVecScale);
+      FxQuadPlanes(s, r, q, y);
       __syncthreads();
       // (2) x_int = Rot_q^T yq; (3) out = x * norm.
       FxTileMma<true>(s.a_hi, s.a_lo, M.rot, s.C, warp, lane);
       __syncthreads();
-#pragma unroll 2
-      for (uint32_t i = 0; i < 8; ++i) {
-        const uint32_t r = 8u * warp + i;
-        const uint64_t v = base + r;
-        if (v >= nv) continue;
-        int32_t xi[4];
-        FxLoadC(s, r, lane, xi);
-        float o[4];
-#pragma unroll
-        for (uint32_t e = 0; e < 4; ++e) o[e] = __fmul_rn(__int2float_rn(xi[e]), kFxOutScale);
-        store_row(v, o);
-      }
+      float x[32];
+      FxQuadLoadC(s, r, q, kFxOutScale, x);
+      QuadStoreOut<E>(dst, x, hscale, norm, m, live);
     }
     __syncthreads();
   }
