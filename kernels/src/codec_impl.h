@@ -53,6 +53,23 @@ class CodecImpl {
   // Device body -> device target. Synchronizes before returning.
   virtual absl::Status DecodeDevice(const CodecParams& params, const ChunkShape& shape,
                                     const void* device_body, const DecodeTarget& target) const = 0;
+
+  // Stream forms of EncodeDevice / DecodeDevice: the same work queued on `stream` (a
+  // cudaStream_t) without synchronizing; the buffers must stay valid until the stream has run it.
+  // Codecs with their own stream launchers (raw, fp8, kivi: codecs/codec_cuda.h) and the CPU-only
+  // build keep the default, Unimplemented, and callers fall back to the synchronizing forms.
+  virtual absl::Status EncodeDeviceOn(const CodecParams& params, const ChunkShape& shape,
+                                      const void* device_input, void* device_body,
+                                      void* stream) const {
+    (void)params, (void)shape, (void)device_input, (void)device_body, (void)stream;
+    return absl::UnimplementedError("no stream form of this codec's device encode");
+  }
+  virtual absl::Status DecodeDeviceOn(const CodecParams& params, const ChunkShape& shape,
+                                      const void* device_body, const DecodeTarget& target,
+                                      void* stream) const {
+    (void)params, (void)shape, (void)device_body, (void)target, (void)stream;
+    return absl::UnimplementedError("no stream form of this codec's device decode");
+  }
 };
 
 // One accessor per codec, each defined in its own area. The dispatcher maps CodecId to these.

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -108,6 +109,17 @@ CodecParams TqFx(uint8_t bits, TurboQuantVariant v, TurboQuantRotation r,
 // Prod with the structured QJL projection (qjl=hadamard).
 CodecParams TqHq(uint8_t bits, TurboQuantRotation r, TurboQuantSplit s = TurboQuantSplit::kNone) {
   return Tq(bits, TurboQuantVariant::kProd, r, s, TurboQuantQjl::kHadamard);
+}
+
+// Writes `text` to the file named by environment variable `env`, if set (report tests copy their
+// figures for bench/results/ only when asked).
+void WriteIfAsked(const char* env, const std::string& text) {
+  if (const char* path = std::getenv(env)) {
+    if (FILE* f = std::fopen(path, "w")) {
+      std::fputs(text.c_str(), f);
+      std::fclose(f);
+    }
+  }
 }
 
 struct Case {
@@ -677,14 +689,115 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
   TqSetKernelGenerationForTesting(2);
   json += "  ]\n}\n";
   // Optional copy of the figures for bench/results/ (tests write nothing unless asked).
-  if (const char* path = std::getenv("KVTIER_TQ_SPEED_JSON")) {
-    if (FILE* f = std::fopen(path, "w")) {
-      std::fputs(json.c_str(), f);
-      std::fclose(f);
-    }
-  }
+  WriteIfAsked("KVTIER_TQ_SPEED_JSON", json);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
+}
+
+// Information only: throughput through the codec's stream forms (CodecImpl::EncodeDeviceOn /
+// DecodeDeviceOn, as GpuStager runs them): Llama-3.1-8B-shaped 256-token chunks (32 layers x 8
+// KV heads x head_dim 128, 32 MiB of fp16 each), 8 chunks back to back on one stream per
+// measurement (256 MiB of fp16, cycling over 4 buffers), one synchronize at the end; the
+// reference is 8 device-to-device copies of the same chunks on the same stream, measured the same
+// way in the same run. Ratio = (fp16 bytes + body bytes) / time / copy bandwidth (read + write).
+// Median of 5 measurements after a warm-up. KVTIER_TQ_STREAM_JSON=PATH writes the figures;
+// KVTIER_TQ_SPEED_FILTER=S keeps configurations whose name contains S.
+TEST(TurboQuantGpuTest, ReportsStreamThroughput) {
+  const CodecImpl& c = TurboQuantCodec();
+  const KvLayout l = Mha(32, 8, 128);
+  const uint32_t T = 256;
+  const ChunkShape shape{l, T, 0, false};
+  constexpr int kBufs = 4, kCalls = 8;
+  const auto in = MakeInput(l, T, 9);
+  std::vector<std::unique_ptr<DevBuf>> d_in, d_body, d_out;
+  for (int i = 0; i < kBufs; ++i) {
+    d_in.push_back(std::make_unique<DevBuf>(in.size()));
+    d_body.push_back(std::make_unique<DevBuf>(in.size()));
+    d_out.push_back(std::make_unique<DevBuf>(in.size()));
+    ASSERT_EQ(cudaMemcpy(d_in.back()->p, in.data(), in.size(), cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  // Median ms of one batch of kCalls calls of fn(i).
+  auto batch_ms = [&](auto fn) {
+    for (int i = 0; i < kCalls; ++i) fn(i);
+    cudaStreamSynchronize(stream);
+    std::vector<float> ms;
+    for (int rep = 0; rep < 5; ++rep) {
+      cudaEventRecord(e0, stream);
+      for (int i = 0; i < kCalls; ++i) fn(i);
+      cudaEventRecord(e1, stream);
+      cudaEventSynchronize(e1);
+      float m = 0;
+      cudaEventElapsedTime(&m, e0, e1);
+      ms.push_back(m);
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2];
+  };
+  const float copy_ms = batch_ms([&](int i) {
+    cudaMemcpyAsync(d_out[i % kBufs]->p, d_in[i % kBufs]->p, in.size(), cudaMemcpyDeviceToDevice, stream);
+  });
+  const double copy_gbs = 2.0 * in.size() * kCalls / copy_ms / 1e6;
+  std::printf("stream d2d copy: %d x %zu bytes in %.3f ms, %.1f GB/s (read + write)\n", kCalls,
+              in.size(), copy_ms, copy_gbs);
+  const auto D = TurboQuantRotation::kDense, H = TurboQuantRotation::kHadamard;
+  const auto mse = TurboQuantVariant::kMse, prod = TurboQuantVariant::kProd;
+  std::vector<std::pair<std::string, CodecParams>> configs;
+  for (uint8_t b = 1; b <= 4; ++b) {
+    const std::string bs = " b=" + std::to_string(b);
+    configs.push_back({"hadamard mse" + bs, Tq(b, mse, H)});
+    configs.push_back({"hadamard prod" + bs + " qjl=hadamard", TqHq(b, H)});
+    configs.push_back({"hadamard prod" + bs + " qjl=gaussian fixed", TqFx(b, prod, H)});
+    configs.push_back({"dense mse" + bs + " fixed", TqFx(b, mse, D)});
+    configs.push_back({"dense prod" + bs + " fixed", TqFx(b, prod, D)});
+  }
+  configs.push_back({"hadamard mse 2.5", Tq(2, mse, H, TurboQuantSplit::k2p5)});
+  configs.push_back({"hadamard mse 3.5", Tq(3, mse, H, TurboQuantSplit::k3p5)});
+  configs.push_back({"dense mse b=3 float", Tq(3, mse, D)});
+  configs.push_back({"hadamard prod b=3 qjl=gaussian float", Tq(3, prod, H)});
+  if (const char* f = std::getenv("KVTIER_TQ_SPEED_FILTER")) {
+    std::vector<std::pair<std::string, CodecParams>> kept;
+    for (const auto& cfg : configs) {
+      if (cfg.first.find(f) != std::string::npos) kept.push_back(cfg);
+    }
+    configs = kept;
+  }
+  std::string json = "{\n  \"shape\": \"32 layers x 8 KV heads x head_dim 128 x 256 tokens, fp16\",\n"
+                     "  \"chunks_per_measurement\": " + std::to_string(kCalls) +
+                     ",\n  \"fp16_bytes_per_chunk\": " + std::to_string(in.size()) +
+                     ",\n  \"d2d_copy_gbs\": " + std::to_string(copy_gbs) + ",\n  \"codecs\": [\n";
+  for (size_t k = 0; k < configs.size(); ++k) {
+    const auto& [name, p] = configs[k];
+    const size_t body = c.BodySize(p, shape);
+    absl::Status st;
+    const float enc = batch_ms([&](int i) {
+      st.Update(c.EncodeDeviceOn(p, shape, d_in[i % kBufs]->p, d_body[i % kBufs]->p, stream));
+    });
+    const float dec = batch_ms([&](int i) {
+      st.Update(c.DecodeDeviceOn(p, shape, d_body[i % kBufs]->p,
+                                 Contiguous(d_out[i % kBufs]->u8(), l, T, MemorySpace::kDevice),
+                                 stream));
+    });
+    ASSERT_TRUE(st.ok()) << name << ": " << st;
+    const double bytes = (double(in.size()) + double(body)) * kCalls;
+    const double er = bytes / enc / 1e6 / copy_gbs, dr = bytes / dec / 1e6 / copy_gbs;
+    std::printf("turboquant %-34s encode %.3f ms (%.2f of copy)  decode %.3f ms (%.2f of copy)\n",
+                name.c_str(), enc, er, dec, dr);
+    json += "    {\"codec\": \"turboquant " + name + "\", \"body_bytes\": " + std::to_string(body) +
+            ", \"encode_batch_ms\": " + std::to_string(enc) + ", \"decode_batch_ms\": " +
+            std::to_string(dec) + ", \"encode_ratio_to_copy\": " + std::to_string(er) +
+            ", \"decode_ratio_to_copy\": " + std::to_string(dr) + "}" +
+            (k + 1 == configs.size() ? "\n" : ",\n");
+  }
+  json += "  ]\n}\n";
+  WriteIfAsked("KVTIER_TQ_STREAM_JSON", json);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaStreamDestroy(stream);
 }
 
 // Information only: the 2.5 / 3.5 splits (mse, Hadamard) on a Llama-3.1-8B-shaped 256-token
@@ -768,12 +881,7 @@ TEST(TurboQuantGpuTest, ReportsSplitThroughput) {
   }
   TqSetKernelGenerationForTesting(2);
   json += "\n  ]\n}\n";
-  if (const char* path = std::getenv("KVTIER_TQ_SPLIT_SPEED_JSON")) {
-    if (FILE* f = std::fopen(path, "w")) {
-      std::fputs(json.c_str(), f);
-      std::fclose(f);
-    }
-  }
+  WriteIfAsked("KVTIER_TQ_SPLIT_SPEED_JSON", json);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
 }
@@ -951,12 +1059,7 @@ TEST(TurboQuantGpuTest, ReportsHostOverhead) {
     json += "\n    ]}";
   }
   json += "\n  ]\n}\n";
-  if (const char* path = std::getenv("KVTIER_TQ_OVERHEAD_JSON")) {
-    if (FILE* f = std::fopen(path, "w")) {
-      std::fputs(json.c_str(), f);
-      std::fclose(f);
-    }
-  }
+  WriteIfAsked("KVTIER_TQ_OVERHEAD_JSON", json);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
 }

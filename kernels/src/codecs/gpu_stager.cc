@@ -5,7 +5,8 @@
 // Why this shape: with pageable host memory every copy is staged by the driver and blocks the
 // calling thread, and the public Encode / Decode of device memory allocate per call and
 // synchronize the whole device, so concurrent callers serialize. Here a slot's copies, memset
-// and (raw, fp8, kivi) kernels are queued on its own stream and only that stream is waited for.
+// and kernels (raw, fp8, kivi and turboquant) are queued on its own stream and only that stream
+// is waited for.
 #include "kvtier/kernels/gpu_stager.h"
 
 #include <algorithm>
@@ -64,7 +65,8 @@ absl::Status Reserve(internal::DeviceBuffer* buf, size_t bytes) {
 }
 
 // Raw, fp8 and kivi kernels launch on the slot's stream (codec_cuda.h); other codecs go through
-// CodecImpl, which runs on the legacy default stream and synchronizes it.
+// CodecImpl's stream forms (turboquant) or, where a codec has none, its synchronizing forms on
+// the legacy default stream.
 bool HasStreamLaunchers(CodecId id) {
   return id == CodecId::kRaw || id == CodecId::kFp8 || id == CodecId::kKivi;
 }
@@ -322,9 +324,14 @@ absl::Status GpuStager::Impl::EncodeStaged(const CodecParams& params, const Chun
     KVTIER_RETURN_IF_ERROR(
         LaunchEncodeOnStream(params, shape, s->tensor.get(), s->body.get(), stream));
   } else {
-    // Runs on the legacy default stream, which does not wait for this non-blocking stream.
-    KVTIER_RETURN_IF_ERROR(internal::SyncStream(stream));
-    KVTIER_RETURN_IF_ERROR(impl->EncodeDevice(params, shape, s->tensor.get(), s->body.get()));
+    const absl::Status on = impl->EncodeDeviceOn(params, shape, s->tensor.get(), s->body.get(), stream);
+    if (absl::IsUnimplemented(on)) {
+      // Runs on the legacy default stream, which does not wait for this non-blocking stream.
+      KVTIER_RETURN_IF_ERROR(internal::SyncStream(stream));
+      KVTIER_RETURN_IF_ERROR(impl->EncodeDevice(params, shape, s->tensor.get(), s->body.get()));
+    } else {
+      KVTIER_RETURN_IF_ERROR(on);
+    }
   }
   std::vector<uint8_t> out(internal::kHeaderSize + body_bytes);
   uint8_t* body = out.data() + internal::kHeaderSize;
@@ -354,8 +361,13 @@ absl::Status GpuStager::Impl::DecodeStaged(absl::Span<const uint8_t> payload,
     view.block_table = nullptr;
     KVTIER_RETURN_IF_ERROR(LaunchDecodeOnStream(info.codec, shape, s->body.get(), view, stream));
   } else {
-    KVTIER_RETURN_IF_ERROR(internal::SyncStream(stream));
-    KVTIER_RETURN_IF_ERROR(impl->DecodeDevice(info.codec, shape, s->body.get(), target));
+    const absl::Status on = impl->DecodeDeviceOn(info.codec, shape, s->body.get(), target, stream);
+    if (absl::IsUnimplemented(on)) {
+      KVTIER_RETURN_IF_ERROR(internal::SyncStream(stream));
+      KVTIER_RETURN_IF_ERROR(impl->DecodeDevice(info.codec, shape, s->body.get(), target));
+    } else {
+      KVTIER_RETURN_IF_ERROR(on);
+    }
   }
   return Download(s, out.data(), s->tensor.get(), out.size());
 }

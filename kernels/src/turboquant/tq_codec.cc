@@ -288,6 +288,18 @@ class TurboQuantCodecImpl final : public CodecImpl {
                             const void* device_body, const DecodeTarget& target) const override {
     return TqDecodeDevice(params, shape, device_body, target);
   }
+
+  absl::Status EncodeDeviceOn(const CodecParams& params, const ChunkShape& shape,
+                              const void* device_input, void* device_body,
+                              void* stream) const override {
+    return TqEncodeDevice(params, shape, device_input, device_body, /*sync=*/false, stream);
+  }
+
+  absl::Status DecodeDeviceOn(const CodecParams& params, const ChunkShape& shape,
+                              const void* device_body, const DecodeTarget& target,
+                              void* stream) const override {
+    return TqDecodeDevice(params, shape, device_body, target, /*sync=*/false, stream);
+  }
 };
 
 }  // namespace

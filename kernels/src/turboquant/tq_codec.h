@@ -28,15 +28,18 @@ void TqOutlierMask(const float* sumsq, uint32_t width, uint32_t outliers, uint8_
 // The target checks shared by host and device decode (dtype, one base per layer, block table).
 absl::Status TqCheckTarget(const ChunkShape& shape, const DecodeTarget& target);
 
-// The codec's device entry points (CodecImpl::EncodeDevice / DecodeDevice): the plan, kernel
-// parameters (tables' device pointers) and split constants of a (params, shape) are prepared on
-// the first call per device and cached (thread-safe, bounded), so a later call does a lookup,
-// the launch and, unless `sync` is false, one synchronize of the default stream. Errors as
+// The codec's device entry points (CodecImpl::EncodeDevice / DecodeDevice and their stream
+// forms): the plan, kernel parameters (tables' device pointers) and split constants of a
+// (params, shape) are prepared on the first call per device and cached (thread-safe, bounded),
+// so a later call does a lookup, the launches on `stream` (a cudaStream_t; null = the legacy
+// default stream) and, unless `sync` is false, one synchronize of that stream. Errors as
 // MakeTqPlan's, then (decode) TqCheckTarget's.
 absl::Status TqEncodeDevice(const CodecParams& params, const ChunkShape& shape,
-                            const void* device_input, void* device_body, bool sync = true);
+                            const void* device_input, void* device_body, bool sync = true,
+                            void* stream = nullptr);
 absl::Status TqDecodeDevice(const CodecParams& params, const ChunkShape& shape,
-                            const void* device_body, const DecodeTarget& target, bool sync = true);
+                            const void* device_body, const DecodeTarget& target, bool sync = true,
+                            void* stream = nullptr);
 
 // Tests and the speed report only: false makes TqEncodeDevice / TqDecodeDevice prepare
 // everything on every call (MakeTqPlan, then TqEncodeOnDevice / TqDecodeOnDevice), as before the

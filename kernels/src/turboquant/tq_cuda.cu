@@ -38,6 +38,24 @@ namespace {
 
 constexpr unsigned kFull = 0xFFFFFFFFu;
 
+// The stream every launch, memset, copy and synchronize of the device entry points uses: the
+// caller's (TqEncodeDevice / TqDecodeDevice `stream`), set for the duration of one call on the
+// calling thread by StreamScope; the legacy default stream (null) otherwise.
+thread_local cudaStream_t g_tq_stream = nullptr;
+
+class StreamScope {
+ public:
+  explicit StreamScope(void* stream) : saved_(g_tq_stream) {
+    g_tq_stream = static_cast<cudaStream_t>(stream);
+  }
+  ~StreamScope() { g_tq_stream = saved_; }
+  StreamScope(const StreamScope&) = delete;
+  StreamScope& operator=(const StreamScope&) = delete;
+
+ private:
+  cudaStream_t saved_;
+};
+
 struct TqDevPart {
   uint32_t dim = 0, mse_bits = 0, nb = 0, prod = 0, dense = 0, num_windows = 0;
   uint32_t code_offset = 0, mse_bytes = 0, sign_bytes = 0, first_channel = 0;
@@ -1188,10 +1206,10 @@ template <typename E>
 void LaunchEncodeQuad(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
   const uint64_t n = P.g.Vectors();
   switch (P.parts[0].mse_bits) {
-    case 1: EncodeQuadKernel<E, 1><<<QuadBlocks<EncodeQuadKernel<E, 1>>(n), 32 * kQuadWarps>>>(P, in, body); break;
-    case 2: EncodeQuadKernel<E, 2><<<QuadBlocks<EncodeQuadKernel<E, 2>>(n), 32 * kQuadWarps>>>(P, in, body); break;
-    case 3: EncodeQuadKernel<E, 3><<<QuadBlocks<EncodeQuadKernel<E, 3>>(n), 32 * kQuadWarps>>>(P, in, body); break;
-    default: EncodeQuadKernel<E, 4><<<QuadBlocks<EncodeQuadKernel<E, 4>>(n), 32 * kQuadWarps>>>(P, in, body); break;
+    case 1: EncodeQuadKernel<E, 1><<<QuadBlocks<EncodeQuadKernel<E, 1>>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, in, body); break;
+    case 2: EncodeQuadKernel<E, 2><<<QuadBlocks<EncodeQuadKernel<E, 2>>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, in, body); break;
+    case 3: EncodeQuadKernel<E, 3><<<QuadBlocks<EncodeQuadKernel<E, 3>>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, in, body); break;
+    default: EncodeQuadKernel<E, 4><<<QuadBlocks<EncodeQuadKernel<E, 4>>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, in, body); break;
   }
 }
 
@@ -1199,10 +1217,10 @@ template <typename E>
 void LaunchDecodeQuad(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
   const uint64_t n = P.g.Vectors();
   switch (P.parts[0].mse_bits) {
-    case 1: DecodeQuadKernel<E, 1><<<QuadBlocks<DecodeQuadKernel<E, 1>>(n), 32 * kQuadWarps>>>(P, body, view); break;
-    case 2: DecodeQuadKernel<E, 2><<<QuadBlocks<DecodeQuadKernel<E, 2>>(n), 32 * kQuadWarps>>>(P, body, view); break;
-    case 3: DecodeQuadKernel<E, 3><<<QuadBlocks<DecodeQuadKernel<E, 3>>(n), 32 * kQuadWarps>>>(P, body, view); break;
-    default: DecodeQuadKernel<E, 4><<<QuadBlocks<DecodeQuadKernel<E, 4>>(n), 32 * kQuadWarps>>>(P, body, view); break;
+    case 1: DecodeQuadKernel<E, 1><<<QuadBlocks<DecodeQuadKernel<E, 1>>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, body, view); break;
+    case 2: DecodeQuadKernel<E, 2><<<QuadBlocks<DecodeQuadKernel<E, 2>>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, body, view); break;
+    case 3: DecodeQuadKernel<E, 3><<<QuadBlocks<DecodeQuadKernel<E, 3>>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, body, view); break;
+    default: DecodeQuadKernel<E, 4><<<QuadBlocks<DecodeQuadKernel<E, 4>>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, body, view); break;
   }
 }
 
@@ -1708,7 +1726,7 @@ template <typename E, bool kHad>
 void LaunchEncodeQuadProd(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
   const uint64_t n = P.g.Vectors();
   constexpr uint32_t smem = kHad ? 0u : kProdSmem;
-#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem>>>(P, in, body)
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem, g_tq_stream>>>(P, in, body)
   switch (P.parts[0].mse_bits) {
     case 0: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 0, kHad>)); break;
     case 1: KVTIER_TQ_GO((EncodeQuadProdKernel<E, 1, kHad>)); break;
@@ -1722,7 +1740,7 @@ template <typename E, bool kHad>
 void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
   const uint64_t n = P.g.Vectors();
   constexpr uint32_t smem = kHad ? 0u : kProdSmem;
-#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem>>>(P, body, view)
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem, g_tq_stream>>>(P, body, view)
   switch (P.parts[0].mse_bits) {
     case 0: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 0, kHad>)); break;
     case 1: KVTIER_TQ_GO((DecodeQuadProdKernel<E, 1, kHad>)); break;
@@ -2160,7 +2178,7 @@ bool HqGen2(const TqDevParams& P) {
 template <typename E, int kMinBlocks, bool kSel>
 void LaunchEncodeQuadHqAt(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
   const uint64_t n = P.g.Vectors();
-#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n), 32 * kQuadWarps>>>(P, in, body)
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, in, body)
   switch (P.parts[0].mse_bits) {
     case 0: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 0, kMinBlocks, kSel>)); break;
     case 1: KVTIER_TQ_GO((EncodeQuadHqKernel<E, 1, kMinBlocks, kSel>)); break;
@@ -2173,7 +2191,7 @@ void LaunchEncodeQuadHqAt(const TqDevParams& P, const typename E::Storage* in, u
 template <typename E, int kMinBlocks, bool kSel>
 void LaunchDecodeQuadHqAt(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
   const uint64_t n = P.g.Vectors();
-#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n), 32 * kQuadWarps>>>(P, body, view)
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n), 32 * kQuadWarps, 0, g_tq_stream>>>(P, body, view)
   switch (P.parts[0].mse_bits) {
     case 0: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 0, kMinBlocks, kSel>)); break;
     case 1: KVTIER_TQ_GO((DecodeQuadHqKernel<E, 1, kMinBlocks, kSel>)); break;
@@ -2402,7 +2420,7 @@ template <typename E, bool kProd>
 void LaunchEncodeQuadDense(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
   const uint64_t n = P.g.Vectors();
   constexpr uint32_t smem = DenseSmem<kProd>();
-#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem>>>(P, in, body)
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem, g_tq_stream>>>(P, in, body)
   switch (P.parts[0].mse_bits) {
     case 0: if constexpr (kProd) KVTIER_TQ_GO((EncodeQuadDenseKernel<E, 0, kProd>)); break;
     case 1: KVTIER_TQ_GO((EncodeQuadDenseKernel<E, 1, kProd>)); break;
@@ -2417,7 +2435,7 @@ template <typename E, bool kProd>
 void LaunchDecodeQuadDense(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
   const uint64_t n = P.g.Vectors();
   constexpr uint32_t smem = DenseSmem<kProd>();
-#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem>>>(P, body, view)
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, smem), 32 * kQuadWarps, smem, g_tq_stream>>>(P, body, view)
   switch (P.parts[0].mse_bits) {
     case 0: if constexpr (kProd) KVTIER_TQ_GO((DecodeQuadDenseKernel<E, 0, kProd>)); break;
     case 1: KVTIER_TQ_GO((DecodeQuadDenseKernel<E, 1, kProd>)); break;
@@ -2978,7 +2996,7 @@ bool LaunchEncodeSplit(const TqPlan& plan, const TqDevParams& P, const void* in,
   const auto* x = static_cast<const uint16_t*>(in);
   const auto go = [&](auto kernel) {
     if (!SplitSmemOk<decltype(kernel)::value>(smem)) return false;
-    decltype(kernel)::value<<<P.g.shape.num_streams, kSplitThreads, smem>>>(P, C, x, body);
+    decltype(kernel)::value<<<P.g.shape.num_streams, kSplitThreads, smem, g_tq_stream>>>(P, C, x, body);
     return true;
   };
   if (P.g.parts[0].dim == 32) {
@@ -3006,7 +3024,7 @@ bool LaunchDecodeSplit(const TqPlan& plan, const TqDevParams& P, const uint8_t* 
   const unsigned blocks = static_cast<unsigned>(blocks64);
   const auto go = [&](auto kernel) {
     if (!SplitSmemOk<decltype(kernel)::value>(smem)) return false;
-    decltype(kernel)::value<<<blocks, kSplitDecodeTokens, smem>>>(P, C, body, view);
+    decltype(kernel)::value<<<blocks, kSplitDecodeTokens, smem, g_tq_stream>>>(P, C, body, view);
     return true;
   };
   if (P.g.parts[0].dim == 32) {
@@ -3029,7 +3047,7 @@ absl::Status EncodeWith(const TqPlan& plan, TqDevParams& P, const TqPrepared* pr
   const uint64_t scalars_end = P.g.scalars_offset + vectors * P.g.scalars_per_vector * 2u;
   if (P.g.codes_offset > scalars_end) {
     KVTIER_RETURN_IF_ERROR(Cuda(
-        cudaMemsetAsync(body + scalars_end, 0, P.g.codes_offset - scalars_end, 0), "memset"));
+        cudaMemsetAsync(body + scalars_end, 0, P.g.codes_offset - scalars_end, g_tq_stream), "memset"));
   }
   const bool aligned = reinterpret_cast<uintptr_t>(device_input) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(device_body) % 16 == 0;
@@ -3074,25 +3092,25 @@ absl::Status EncodeWith(const TqPlan& plan, TqDevParams& P, const TqPrepared* pr
       P.warps = 8;
       const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
       if (P.g.prod) {
-        EncodeH128Kernel<E, true><<<static_cast<unsigned>(blocks), 256>>>(P, in, body);
+        EncodeH128Kernel<E, true><<<static_cast<unsigned>(blocks), 256, 0, g_tq_stream>>>(P, in, body);
       } else {
-        EncodeH128Kernel<E, false><<<static_cast<unsigned>(blocks), 256>>>(P, in, body);
+        EncodeH128Kernel<E, false><<<static_cast<unsigned>(blocks), 256, 0, g_tq_stream>>>(P, in, body);
       }
       return;
     }
     if constexpr (sizeof(typename E::Storage) == 2) {
       if (aligned && LaunchEncodeSplit<E>(plan, P, in, body, pre)) return;
     }
-    if (P.g.split) OutlierMaskKernel<E><<<P.g.shape.num_streams, 128>>>(P, in, body);
+    if (P.g.split) OutlierMaskKernel<E><<<P.g.shape.num_streams, 128, 0, g_tq_stream>>>(P, in, body);
     const size_t smem = size_t{P.warp_smem} * P.warps;
     st.Update(AllowSmem(EncodeKernel<E>, smem));
     if (!st.ok()) return;
     const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
-    EncodeKernel<E><<<static_cast<unsigned>(blocks), 32 * P.warps, smem>>>(P, in, body);
+    EncodeKernel<E><<<static_cast<unsigned>(blocks), 32 * P.warps, smem, g_tq_stream>>>(P, in, body);
   });
   KVTIER_RETURN_IF_ERROR(st);
   KVTIER_RETURN_IF_ERROR(Cuda(cudaGetLastError(), "encode launch"));
-  return sync ? Cuda(cudaStreamSynchronize(0), "encode") : absl::OkStatus();
+  return sync ? Cuda(cudaStreamSynchronize(g_tq_stream), "encode") : absl::OkStatus();
 }
 
 // The launches of one decode with its kernel parameters ready (layer bases still to fill in);
@@ -3125,17 +3143,17 @@ absl::Status DecodeWith(const TqPlan& plan, TqDevParams& P, const TqPrepared* pr
   view.block_size = target.block_size;
   view.stride_block = target.stride_block;
   if (dbytes > 0) {
-    KVTIER_RETURN_IF_ERROR(Cuda(cudaMallocAsync(&dmem, dbytes, 0), "cudaMallocAsync"));
+    KVTIER_RETURN_IF_ERROR(Cuda(cudaMallocAsync(&dmem, dbytes, g_tq_stream), "cudaMallocAsync"));
     char* at = static_cast<char*>(dmem);
     if (!bases_in_params) {
       st.Update(Cuda(cudaMemcpyAsync(at, target.layer_base.data(), nl * sizeof(char*),
-                                     cudaMemcpyHostToDevice, 0),
+                                     cudaMemcpyHostToDevice, g_tq_stream),
                      "target upload"));
       view.bases = reinterpret_cast<char* const*>(at);
       at += nl * sizeof(char*);
     }
     if (nblocks) {
-      st.Update(Cuda(cudaMemcpyAsync(at, target.block_table, nblocks * 4, cudaMemcpyHostToDevice, 0),
+      st.Update(Cuda(cudaMemcpyAsync(at, target.block_table, nblocks * 4, cudaMemcpyHostToDevice, g_tq_stream),
                      "block table upload"));
       view.block_table = reinterpret_cast<const int32_t*>(at);
     }
@@ -3192,23 +3210,23 @@ absl::Status DecodeWith(const TqPlan& plan, TqDevParams& P, const TqPrepared* pr
         P.warps = 8;
         const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
         if (P.g.prod) {
-          DecodeH128Kernel<E, true><<<static_cast<unsigned>(blocks), 256>>>(P, body, view);
+          DecodeH128Kernel<E, true><<<static_cast<unsigned>(blocks), 256, 0, g_tq_stream>>>(P, body, view);
         } else {
-          DecodeH128Kernel<E, false><<<static_cast<unsigned>(blocks), 256>>>(P, body, view);
+          DecodeH128Kernel<E, false><<<static_cast<unsigned>(blocks), 256, 0, g_tq_stream>>>(P, body, view);
         }
       } else {
         const size_t smem = size_t{P.warp_smem} * P.warps;
         st.Update(AllowSmem(DecodeKernel<E>, smem));
         if (!st.ok()) return;
         const uint64_t blocks = (vectors + P.warps - 1) / P.warps;
-        DecodeKernel<E><<<static_cast<unsigned>(blocks), 32 * P.warps, smem>>>(P, body, view);
+        DecodeKernel<E><<<static_cast<unsigned>(blocks), 32 * P.warps, smem, g_tq_stream>>>(P, body, view);
       }
       st.Update(Cuda(cudaGetLastError(), "decode launch"));
     });
   }
-  if (dmem != nullptr) cudaFreeAsync(dmem, 0);
+  if (dmem != nullptr) cudaFreeAsync(dmem, g_tq_stream);
   KVTIER_RETURN_IF_ERROR(st);
-  return sync ? Cuda(cudaStreamSynchronize(0), "decode") : absl::OkStatus();
+  return sync ? Cuda(cudaStreamSynchronize(g_tq_stream), "decode") : absl::OkStatus();
 }
 
 // ---- Cached entry points -------------------------------------------------------------------------
@@ -3327,7 +3345,8 @@ absl::Status TqDecodeOnDevice(const TqPlan& plan, const void* device_body,
 }
 
 absl::Status TqEncodeDevice(const CodecParams& params, const ChunkShape& shape,
-                            const void* device_input, void* device_body, bool sync) {
+                            const void* device_input, void* device_body, bool sync, void* stream) {
+  StreamScope on(stream);
   if (!g_launch_cache) {  // the per-call preparation, as before the cache (testing only)
     KVTIER_ASSIGN_OR_RETURN(TqPlan plan, MakeTqPlan(params, shape));
     return TqEncodeOnDevice(plan, device_input, device_body, sync);
@@ -3338,7 +3357,9 @@ absl::Status TqEncodeDevice(const CodecParams& params, const ChunkShape& shape,
 }
 
 absl::Status TqDecodeDevice(const CodecParams& params, const ChunkShape& shape,
-                            const void* device_body, const DecodeTarget& target, bool sync) {
+                            const void* device_body, const DecodeTarget& target, bool sync,
+                            void* stream) {
+  StreamScope on(stream);
   if (!g_launch_cache) {
     KVTIER_ASSIGN_OR_RETURN(TqPlan plan, MakeTqPlan(params, shape));
     KVTIER_RETURN_IF_ERROR(TqCheckTarget(shape, target));

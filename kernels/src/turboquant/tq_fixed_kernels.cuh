@@ -565,7 +565,7 @@ template <typename E, bool kProd, bool kHad>
 void LaunchEncodeFxAt(const TqDevParams& P, const FxMatrices& m, const typename E::Storage* in,
                       uint8_t* body) {
   const uint64_t n = P.g.Vectors();
-#define KVTIER_TQ_GO(B, K) K<<<FxBlocks<K>(n, FxSmem<(B >= 3), true>()), kFxThreads, FxSmem<(B >= 3), true>()>>>(P, m, in, body)
+#define KVTIER_TQ_GO(B, K) K<<<FxBlocks<K>(n, FxSmem<(B >= 3), true>()), kFxThreads, FxSmem<(B >= 3), true>(), g_tq_stream>>>(P, m, in, body)
   switch (P.parts[0].mse_bits) {
     case 0: if constexpr (kProd) KVTIER_TQ_GO(0, (EncodeFxKernel<E, 0, kProd, kHad>)); break;
     case 1: KVTIER_TQ_GO(1, (EncodeFxKernel<E, 1, kProd, kHad>)); break;
@@ -581,7 +581,7 @@ void LaunchDecodeFxAt(const TqDevParams& P, const FxMatrices& m, const uint8_t* 
                       const TqTarget& view) {
   const uint64_t n = P.g.Vectors();
   constexpr uint32_t smem = FxSmem<false, false>();
-#define KVTIER_TQ_GO(K) K<<<FxBlocks<K>(n, smem), kFxThreads, smem>>>(P, m, body, view)
+#define KVTIER_TQ_GO(K) K<<<FxBlocks<K>(n, smem), kFxThreads, smem, g_tq_stream>>>(P, m, body, view)
   switch (P.parts[0].mse_bits) {
     case 0: if constexpr (kProd) KVTIER_TQ_GO((DecodeFxKernel<E, 0, kProd, kHad>)); break;
     case 1: KVTIER_TQ_GO((DecodeFxKernel<E, 1, kProd, kHad>)); break;

@@ -12,12 +12,12 @@ absl::Status TqDecodeOnDevice(const TqPlan&, const void*, const DecodeTarget&, b
 }
 // Same error order as the CUDA build: the plan's errors, then the target's, then no CUDA.
 absl::Status TqEncodeDevice(const CodecParams& params, const ChunkShape& shape, const void* in,
-                            void* body, bool sync) {
+                            void* body, bool sync, void*) {
   KVTIER_ASSIGN_OR_RETURN(TqPlan plan, MakeTqPlan(params, shape));
   return TqEncodeOnDevice(plan, in, body, sync);
 }
 absl::Status TqDecodeDevice(const CodecParams& params, const ChunkShape& shape, const void* body,
-                            const DecodeTarget& target, bool sync) {
+                            const DecodeTarget& target, bool sync, void*) {
   KVTIER_ASSIGN_OR_RETURN(TqPlan plan, MakeTqPlan(params, shape));
   KVTIER_RETURN_IF_ERROR(TqCheckTarget(shape, target));
   return TqDecodeOnDevice(plan, body, target, sync);

@@ -9,7 +9,7 @@
 // host staging buffer (up to Options::staging_bytes) split in two halves: a transfer moves in
 // half-sized pieces, the calling thread copying one piece between the caller's memory and the
 // staging buffer while the DMA engine moves the other, so calls on different slots overlap
-// (raw, fp8 and kivi kernels run on the slot's stream; TurboQuant's on the default stream).
+// (raw, fp8, kivi and TurboQuant kernels run on the slot's stream).
 //
 // Thread-safety: thread-safe. At most Options::slots calls stage at once; others wait for a slot.
 #ifndef KVTIER_KERNELS_GPU_STAGER_H_
