@@ -67,6 +67,18 @@ TEST(CodecCorpusTest, DISABLED_WriteSeeds) {
   WriteSeed("valid_kivi2_mha", 0, Make("kivi:b=2,g=32,sink=2,tail=3", mha, 40, 0, true));
   WriteSeed("valid_kivi4_mla", 1, Make("kivi:b=4,g=32", mla, 9, 100, false));
   WriteSeed("valid_fp8_mla_fixcrc", 1, Make("fp8", mla, 3, 0, true));
+  // TurboQuant: the default mse and prod (qjl=hadamard), an outlier split, MLA, and both
+  // arithmetics of the dense matrices (fixed-point, the text default, and binary32).
+  const KvLayout mha128 = KvLayout::Mha(1, 1, 1, 128);
+  WriteSeed("valid_tq_mse", 0, Make("turboquant:b=3", mha, 5, 0, false));
+  WriteSeed("valid_tq_prod", 1, Make("turboquant:b=2,variant=prod", mha, 4, 0, false));
+  WriteSeed("valid_tq_split", 1, Make("turboquant:b=2,split=2.5", mha128, 3, 0, false));
+  WriteSeed("valid_tq_mla", 1, Make("turboquant:b=3", mla, 2, 0, false));
+  WriteSeed("valid_tq_dense_fixed", 1, Make("turboquant:b=2,rotation=dense", mha, 3, 0, false));
+  WriteSeed("valid_tq_gaussian_fixed", 1,
+            Make("turboquant:b=3,variant=prod,qjl=gaussian", mha, 3, 0, false));
+  WriteSeed("valid_tq_dense_float", 0,
+            Make("turboquant:b=2,rotation=dense,matrix=float", mha, 3, 0, false));
   auto truncated = Make("fp8", mha, 6, 0, false);
   truncated.resize(truncated.size() - 7);
   WriteSeed("invalid_truncated", 0, truncated);
@@ -80,7 +92,7 @@ TEST(CodecCorpusTest, DISABLED_WriteSeeds) {
 
 TEST(CodecCorpusTest, SeedsReplay) {
   const auto files = CorpusFiles();
-  ASSERT_GE(files.size(), 6u) << "seed corpus missing at " << KVTIER_PAYLOAD_CORPUS;
+  ASSERT_GE(files.size(), 15u) << "seed corpus missing at " << KVTIER_PAYLOAD_CORPUS;
   int valid = 0;
   for (const auto& f : files) {
     std::ifstream in(f, std::ios::binary);

@@ -61,7 +61,8 @@ TEST_P(GpuStagerStagingTest, EncodeAndDecodeEqualTheCpuReference) {
                           "turboquant:b=2",
                           "turboquant:b=3,variant=prod",
                           "turboquant:b=2,split=2.5",
-                          "turboquant:b=4,rotation=dense"};
+                          "turboquant:b=4,rotation=dense",
+                          "turboquant:b=3,variant=prod,qjl=gaussian"};
   uint32_t seed = 7;
   int cases = 0;
   for (const KvLayout& l : layouts) {
@@ -123,12 +124,17 @@ TEST_P(GpuStagerStagingTest, ConcurrentCallersGetTheirOwnResults) {
   auto stager = GpuStager::Create(o);
   ASSERT_TRUE(stager.ok()) << stager.status();
   const KvLayout l = KvLayout::Mha(4, 2, 8, 128, DType::kFloat16);
-  const CodecParams p = *CodecParams::Parse("kivi:b=2,g=32");
+  // Codecs with their own stream launchers (kivi) and through CodecImpl's stream forms
+  // (turboquant: Hadamard, and fixed-point dense on the tensor cores), side by side.
+  const CodecParams codecs[] = {*CodecParams::Parse("kivi:b=2,g=32"),
+                                *CodecParams::Parse("turboquant:b=3"),
+                                *CodecParams::Parse("turboquant:b=2,rotation=dense")};
   constexpr int kThreads = 6;
   std::vector<int> mismatches(kThreads, 0);
   std::vector<std::thread> threads;
   for (int w = 0; w < kThreads; ++w) {
     threads.emplace_back([&, w] {
+      const CodecParams& p = codecs[w % 3];
       for (int i = 0; i < 8; ++i) {
         const uint32_t tokens = 32 + 16 * ((w + i) % 5);  // different sizes: buffers grow
         const auto host = testing::RandomChunk(l, tokens, 1000 * w + i);
