@@ -299,6 +299,13 @@ TEST(TurboQuantGpuTest, DeviceBodiesEqualCpuBodiesAndCrossDecode) {
                          k.name.find("/2.5") != std::string::npos ||
                          k.name.find("/3.5") != std::string::npos;
     CheckCase(k, several ? std::vector<int>{2, 1, 3} : std::vector<int>{2});
+    if (k.name.rfind("fixed/dense/mse", 0) == 0) {
+      // Dense mse has two tensor-core forms (register fragments, the default, and shared
+      // memory); both must be exact.
+      TqSetFixedRegisterPathForTesting(false);
+      CheckCase(k, {2});
+      TqSetFixedRegisterPathForTesting(true);
+    }
   }
 }
 
@@ -607,6 +614,7 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
     std::string name;
     CodecParams p;
     int generation = 2;
+    bool fx_register_path = true;  // TqSetFixedRegisterPathForTesting
   };
   std::vector<Config> configs;
   for (auto rot : {TurboQuantRotation::kHadamard, TurboQuantRotation::kDense}) {
@@ -639,6 +647,8 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
                        TqFx(b, TurboQuantVariant::kProd, TurboQuantRotation::kDense)});
     configs.push_back({"hadamard prod" + bs + " qjl=gaussian fixed",
                        TqFx(b, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard)});
+    configs.push_back({"dense mse" + bs + " fixed smem",
+                       TqFx(b, TurboQuantVariant::kMse, TurboQuantRotation::kDense), 2, false});
   }
   // KVTIER_TQ_SPEED_FILTER=S keeps the configurations whose name contains S (a shorter run).
   if (const char* f = std::getenv("KVTIER_TQ_SPEED_FILTER")) {
@@ -659,6 +669,7 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
     const std::string& name = cfg.name;
     const CodecParams& p = cfg.p;
     TqSetKernelGenerationForTesting(cfg.generation);
+    TqSetFixedRegisterPathForTesting(cfg.fx_register_path);
     const size_t body = c.BodySize(p, shape);
     const float enc = median_ms([&] { (void)c.EncodeDevice(p, shape, d_in.p, d_body.p); });
     const float dec = median_ms([&] { (void)c.DecodeDevice(p, shape, d_body.p, t); });
@@ -687,6 +698,7 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
             (&cfg == &configs.back() ? "\n" : ",\n");
   }
   TqSetKernelGenerationForTesting(2);
+  TqSetFixedRegisterPathForTesting(true);
   json += "  ]\n}\n";
   // Optional copy of the figures for bench/results/ (tests write nothing unless asked).
   WriteIfAsked("KVTIER_TQ_SPEED_JSON", json);

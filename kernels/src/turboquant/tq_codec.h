@@ -73,6 +73,12 @@ void TqSetSplitKernelsForTesting(bool enabled);
 // stay tested. Same bodies and outputs either way. Not thread-safe, as above.
 void TqSetKernelGenerationForTesting(int generation);
 
+// Tests and the speed report only: false sends dense mse with fixed-point matrices to the
+// shared-memory tensor-core kernels instead of the register-fragment ones (tq_fixed_kernels.cuh),
+// so that both stay checked and can be compared in one run. Same bodies and outputs either way.
+// Not thread-safe, as above.
+void TqSetFixedRegisterPathForTesting(bool enabled);
+
 }  // namespace kvtier::kernels::internal
 
 #endif  // KVTIER_KERNELS_SRC_TURBOQUANT_TQ_CODEC_H_

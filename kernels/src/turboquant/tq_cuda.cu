@@ -3311,6 +3311,7 @@ absl::StatusOr<std::shared_ptr<const TqPrepared>> GetPrepared(const CodecParams&
 void TqSetSplitKernelsForTesting(bool enabled) { g_split_kernels = enabled; }
 void TqSetKernelGenerationForTesting(int generation) { g_kernel_generation = generation; }
 void TqSetLaunchCacheForTesting(bool enabled) { g_launch_cache = enabled; }
+void TqSetFixedRegisterPathForTesting(bool enabled) { g_fx_register_path = enabled; }
 
 namespace {
 __global__ void ProbeKernel() {}

@@ -179,31 +179,38 @@ __device__ __forceinline__ void FxStageRows(const S* in, uint64_t base, uint64_t
 }
 __device__ __forceinline__ void FxWaitRows() { asm volatile("cp.async.wait_all;\n" ::); }
 
-// Row r's values in the quad layout (lane q: elements 32k + 8q + e at v[8k + e]) -> the int8
-// planes, through the spec's q(): NaN -> 0, clamp to +-32639, round half to even. The rounding is
-// the binary32 add of 1.5 * 2^23, whose encoding then holds the integer in its low bits: byte 0 is
-// the low plane's byte (v - 256 hi has v's low byte) and byte 1 of the same add with 128 more is
-// the high plane's (hi = (v + 128) >> 8); 0x4B400000 has no bits in those bytes.
-__device__ __forceinline__ void FxQuadPlanes(const FxSmemView& s, uint32_t r, uint32_t q,
-                                             const float v[32]) {
+// Eight words of int8 plane bytes (hi / lo) from 32 values, four per word (v[4 w + e] is byte e
+// of word w), through the spec's q(): NaN -> 0, clamp to +-32639, round half to even. The
+// rounding is the binary32 add of 1.5 * 2^23, whose encoding then holds the integer in its low
+// bits: byte 0 is the low plane's byte (v - 256 hi has v's low byte) and byte 1 of the same add
+// with 128 more is the high plane's (hi = (v + 128) >> 8); 0x4B400000 has no bits in those bytes.
+__device__ __forceinline__ void FxPlaneWords(const float v[32], uint32_t hi[8], uint32_t lo[8]) {
   constexpr float kMagic = 12582912.0f, kMagicHi = 12583040.0f;  // 1.5 * 2^23, + 128
 #pragma unroll
-  for (uint32_t k = 0; k < 4; ++k) {
-    uint32_t lo[8], hi[8];
+  for (uint32_t w = 0; w < 8; ++w) {
+    uint32_t l[4], h[4];
 #pragma unroll
-    for (uint32_t e = 0; e < 8; ++e) {
-      const float x = v[8 * k + e];
+    for (uint32_t e = 0; e < 4; ++e) {
+      const float x = v[4 * w + e];
       const float c = isnan(x) ? 0.0f : fminf(fmaxf(x, -32639.0f), 32639.0f);
-      lo[e] = __float_as_uint(__fadd_rn(c, kMagic));
-      hi[e] = __float_as_uint(__fadd_rn(c, kMagicHi));
+      l[e] = __float_as_uint(__fadd_rn(c, kMagic));
+      h[e] = __float_as_uint(__fadd_rn(c, kMagicHi));
     }
-    uint2 wl, wh;
-    wl.x = __byte_perm(__byte_perm(lo[0], lo[1], 0x0040), __byte_perm(lo[2], lo[3], 0x0040), 0x5410);
-    wl.y = __byte_perm(__byte_perm(lo[4], lo[5], 0x0040), __byte_perm(lo[6], lo[7], 0x0040), 0x5410);
-    wh.x = __byte_perm(__byte_perm(hi[0], hi[1], 0x0051), __byte_perm(hi[2], hi[3], 0x0051), 0x5410);
-    wh.y = __byte_perm(__byte_perm(hi[4], hi[5], 0x0051), __byte_perm(hi[6], hi[7], 0x0051), 0x5410);
-    *reinterpret_cast<uint2*>(s.a_lo + r * kFxPitchA + 32u * k + 8u * q) = wl;
-    *reinterpret_cast<uint2*>(s.a_hi + r * kFxPitchA + 32u * k + 8u * q) = wh;
+    lo[w] = __byte_perm(__byte_perm(l[0], l[1], 0x0040), __byte_perm(l[2], l[3], 0x0040), 0x5410);
+    hi[w] = __byte_perm(__byte_perm(h[0], h[1], 0x0051), __byte_perm(h[2], h[3], 0x0051), 0x5410);
+  }
+}
+
+// Row r's values in the quad layout (lane q: elements 32k + 8q + e at v[8k + e]) -> the int8
+// planes in shared memory.
+__device__ __forceinline__ void FxQuadPlanes(const FxSmemView& s, uint32_t r, uint32_t q,
+                                             const float v[32]) {
+  uint32_t hi[8], lo[8];
+  FxPlaneWords(v, hi, lo);
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    *reinterpret_cast<uint2*>(s.a_lo + r * kFxPitchA + 32u * k + 8u * q) = make_uint2(lo[2 * k], lo[2 * k + 1]);
+    *reinterpret_cast<uint2*>(s.a_hi + r * kFxPitchA + 32u * k + 8u * q) = make_uint2(hi[2 * k], hi[2 * k + 1]);
   }
 }
 
@@ -459,6 +466,247 @@ __global__ void __launch_bounds__(kFxThreads, 2)
   }
 }
 
+// ---- Register-fragment path: dense mse ------------------------------------------------------------
+// The mse form without the shared-memory round trips: each warp takes 16 rows of the tile and
+// builds its int8 A fragments directly in registers. The m16n8k32 A fragment gives thread
+// (g, t) = (lane / 4, lane % 4) the elements 32 kt + 16 h + 4 t + e (kt 0..3, h 0..1, e 0..3) of
+// rows g and g + 8, i.e. 8 of the CPU norm tree's 32 lanes (lane L = 8 kt + 4 h + t): its xor
+// butterfly's offsets 16, 8, 4 are register pairs and 2, 1 a shuffle in the quad. The products
+// leave in the accumulator layout (row g / g + 8, columns 8 ni + 2 t + {0, 1} of each 32-column
+// pass), where codes are packed by quad (decode: values stored) without passing through shared
+// memory; the matrix fragments come from L1 as before.
+
+constexpr uint32_t kFxRegThreads = 128;  // 4 warps x 16 rows = one 64-row tile
+
+// The CPU's norm tree over a row held as above (8 lane sums per thread, quad shuffles last).
+__device__ __forceinline__ float FxRegSumSquares(const float x[32]) {
+  float s[8];
+#pragma unroll
+  for (uint32_t w = 0; w < 8; ++w) {
+    float a = __fmul_rn(x[4 * w], x[4 * w]);
+    a = __fadd_rn(a, __fmul_rn(x[4 * w + 1], x[4 * w + 1]));
+    a = __fadd_rn(a, __fmul_rn(x[4 * w + 2], x[4 * w + 2]));
+    s[w] = __fadd_rn(a, __fmul_rn(x[4 * w + 3], x[4 * w + 3]));
+  }
+  // w = 2 kt + h: lane L = 8 kt + 4 h + t, so offset 16 = w ^ 4, 8 = w ^ 2, 4 = w ^ 1.
+  float s16[8], s8[8];
+#pragma unroll
+  for (uint32_t w = 0; w < 8; ++w) s16[w] = __fadd_rn(s[w], s[w ^ 4]);
+#pragma unroll
+  for (uint32_t w = 0; w < 8; ++w) s8[w] = __fadd_rn(s16[w], s16[w ^ 2]);
+  float a = __fadd_rn(s8[0], s8[1]);
+  a = __fadd_rn(a, __shfl_xor_sync(kFull, a, 2));
+  return __fadd_rn(a, __shfl_xor_sync(kFull, a, 1));
+}
+
+// acc = A (16 rows: this warp's planes) x B columns [32 p, 32 p + 32), combined mod 2^32.
+__device__ __forceinline__ void FxRegPass(const uint32_t ahi[4][4], const uint32_t alo[4][4],
+                                          const uint4* frag, uint32_t p, uint32_t lane,
+                                          uint32_t out[4][4]) {
+  int32_t hh[4][4] = {}, mid[4][4] = {}, ll[4][4] = {};
+#pragma unroll
+  for (uint32_t kt = 0; kt < 4; ++kt) {
+#pragma unroll
+    for (uint32_t ni = 0; ni < 4; ++ni) {
+      const uint4 b = __ldg(frag + (kt * 16u + 4u * p + ni) * 32u + lane);
+      FxMma(hh[ni], ahi[kt], b.x, b.y);
+      FxMma(mid[ni], ahi[kt], b.z, b.w);
+      FxMma(mid[ni], alo[kt], b.x, b.y);
+      FxMma(ll[ni], alo[kt], b.z, b.w);
+    }
+  }
+#pragma unroll
+  for (uint32_t ni = 0; ni < 4; ++ni) {
+#pragma unroll
+    for (uint32_t e = 0; e < 4; ++e) {
+      out[ni][e] = (static_cast<uint32_t>(hh[ni][e]) << 16) +
+                   (static_cast<uint32_t>(mid[ni][e]) << 8) + static_cast<uint32_t>(ll[ni][e]);
+    }
+  }
+}
+
+// Row words (hi / lo, word 2 kt + h) of rows g and g + 8 -> the m16n8k32 A fragments
+// {row g: kt, h 0; row g + 8: kt, h 0; row g: kt, h 1; row g + 8: kt, h 1}.
+__device__ __forceinline__ void FxRegFragments(const uint32_t r0[8], const uint32_t r1[8],
+                                               uint32_t a[4][4]) {
+#pragma unroll
+  for (uint32_t kt = 0; kt < 4; ++kt) {
+    a[kt][0] = r0[2 * kt];
+    a[kt][1] = r1[2 * kt];
+    a[kt][2] = r0[2 * kt + 1];
+    a[kt][3] = r1[2 * kt + 1];
+  }
+}
+
+template <typename E, uint32_t kMb>
+__global__ void __launch_bounds__(kFxRegThreads, 4)
+    EncodeFxRegKernel(const __grid_constant__ TqDevParams P, const FxMatrices M,
+                      const typename E::Storage* in, uint8_t* body) {
+  constexpr bool kLut = kMb >= 3;
+  extern __shared__ __align__(16) unsigned char fx_smem[];
+  uint8_t* stage = fx_smem;  // 64 rows, pitch kFxPitchIn
+  float2* lut = reinterpret_cast<float2*>(fx_smem + kFxTile * kFxPitchIn);
+  if constexpr (kLut) {
+    for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) lut[i] = P.parts[0].lut[i];
+  }
+  const uint32_t lane = threadIdx.x % 32u, warp = threadIdx.x / 32u;
+  const uint32_t g = lane >> 2, t = lane & 3u;
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t rec_bytes = P.g.vector_code_bytes;
+  uint8_t* codes = body + P.g.codes_offset;
+  uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
+  const uint64_t step = uint64_t{gridDim.x} * kFxTile;
+  FxStageRows(in, uint64_t{blockIdx.x} * kFxTile, nv, stage);
+  for (uint64_t base = uint64_t{blockIdx.x} * kFxTile; base < nv; base += step) {
+    FxWaitRows();
+    __syncthreads();
+    uint32_t rhi[2][8], rlo[2][8];
+    float norm[2];
+#pragma unroll
+    for (uint32_t rr = 0; rr < 2; ++rr) {
+      const uint32_t r = 16u * warp + g + 8u * rr;
+      float x[32];
+#pragma unroll
+      for (uint32_t w = 0; w < 8; ++w) {  // elements 32 kt + 16 h + 4 t .. + 3, w = 2 kt + h
+        const uint2 raw = *reinterpret_cast<const uint2*>(stage + r * kFxPitchIn + 2u * (16u * w + 4u * t));
+        x[4 * w + 0] = Lo16<E>(raw.x);
+        x[4 * w + 1] = Hi16<E>(raw.x);
+        x[4 * w + 2] = Lo16<E>(raw.y);
+        x[4 * w + 3] = Hi16<E>(raw.y);
+      }
+      norm[rr] = __fsqrt_rn(FxRegSumSquares(x));
+      const float inv = norm[rr] > 0.0f ? __fdiv_rn(1.0f, norm[rr]) : 0.0f;
+#pragma unroll
+      for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(__fmul_rn(x[j], inv), kFxVecScale);
+      FxPlaneWords(x, rhi[rr], rlo[rr]);
+    }
+    __syncthreads();
+    if (base + step < nv) FxStageRows(in, base + step, nv, stage);
+    uint32_t ahi[4][4], alo[4][4];
+    FxRegFragments(rhi[0], rhi[1], ahi);
+    FxRegFragments(rlo[0], rlo[1], alo);
+    const uint64_t v0 = base + 16u * warp + g, v1 = v0 + 8u;
+    uint8_t* rec[2] = {codes + v0 * rec_bytes, codes + v1 * rec_bytes};
+    const bool live[2] = {v0 < nv, v1 < nv};
+#pragma unroll 1
+    for (uint32_t p = 0; p < 4; ++p) {
+      uint32_t zi[4][4];
+      FxRegPass(ahi, alo, M.rot, p, lane, zi);
+      // Codes of columns 32 p + 8 ni + 2 t + {0, 1} (rows g: e 0, 1; g + 8: e 2, 3); the quad's
+      // 8 codes of a block of 8 columns are kMb bytes, stored by thread t == ni.
+#pragma unroll
+      for (uint32_t rr = 0; rr < 2; ++rr) {
+        uint32_t word[4];
+#pragma unroll
+        for (uint32_t ni = 0; ni < 4; ++ni) {
+          uint32_t f = 0;
+#pragma unroll
+          for (uint32_t c = 0; c < 2; ++c) {
+            const float z = __fmul_rn(__int2float_rn(static_cast<int32_t>(zi[ni][2 * rr + c])), kFxOutScale);
+            f |= QuadCode<kMb>(z, lut, P) << (kMb * c);
+          }
+          f <<= 2u * kMb * t;
+          f |= __shfl_xor_sync(kFull, f, 1);
+          word[ni] = f | __shfl_xor_sync(kFull, f, 2);
+        }
+        const uint32_t mine = t == 0 ? word[0] : t == 1 ? word[1] : t == 2 ? word[2] : word[3];
+        if (live[rr]) {
+          uint8_t* dst = rec[rr] + (4u * p + t) * kMb;
+          if constexpr (kMb == 1) *dst = static_cast<uint8_t>(mine);
+          if constexpr (kMb == 2) *reinterpret_cast<uint16_t*>(dst) = static_cast<uint16_t>(mine);
+          if constexpr (kMb == 4) *reinterpret_cast<uint32_t*>(dst) = mine;
+          if constexpr (kMb == 3) {
+            dst[0] = static_cast<uint8_t>(mine);
+            dst[1] = static_cast<uint8_t>(mine >> 8);
+            dst[2] = static_cast<uint8_t>(mine >> 16);
+          }
+        }
+      }
+    }
+    if (t == 0) {
+      if (live[0]) scalars[v0] = FloatToHalfSaturate(norm[0]);
+      if (live[1]) scalars[v1] = FloatToHalfSaturate(norm[1]);
+    }
+  }
+}
+
+template <typename E, uint32_t kMb>
+__global__ void __launch_bounds__(kFxRegThreads, 4)
+    DecodeFxRegKernel(const __grid_constant__ TqDevParams P, const FxMatrices M, const uint8_t* body,
+                      const TqTarget view) {
+  __shared__ float cents[16];
+  if (threadIdx.x < 16) cents[threadIdx.x] = P.fast_cents[threadIdx.x];
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32u, warp = threadIdx.x / 32u;
+  const uint32_t g = lane >> 2, t = lane & 3u;
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t T = P.g.shape.tokens;
+  const uint32_t rec_bytes = P.g.vector_code_bytes;
+  const uint8_t* codes = body + P.g.codes_offset;
+  const uint16_t* scalars = reinterpret_cast<const uint16_t*>(body + P.g.scalars_offset);
+  for (uint64_t base = uint64_t{blockIdx.x} * kFxTile; base < nv; base += uint64_t{gridDim.x} * kFxTile) {
+    uint32_t rhi[2][8], rlo[2][8];
+    uint64_t vv[2];
+    bool live[2];
+#pragma unroll
+    for (uint32_t rr = 0; rr < 2; ++rr) {
+      const uint64_t v = base + 16u * warp + g + 8u * rr;
+      live[rr] = v < nv;
+      vv[rr] = live[rr] ? v : nv - 1;  // dead rows read a real record, store nothing
+      const uint32_t* w32 = reinterpret_cast<const uint32_t*>(codes + vv[rr] * rec_bytes);
+      float y[32];
+#pragma unroll
+      for (uint32_t w = 0; w < 8; ++w) {  // codes of elements 16 w + 4 t .. + 3
+        const uint32_t bit = kMb * (16u * w + 4u * t);
+        uint32_t f = __ldg(w32 + bit / 32u) >> (bit % 32u);
+        if ((bit % 32u) + 4u * kMb > 32u) f |= __ldg(w32 + bit / 32u + 1u) << (32u - bit % 32u);
+#pragma unroll
+        for (uint32_t e = 0; e < 4; ++e) {
+          y[4 * w + e] = __fmul_rn(cents[(f >> (kMb * e)) & ((1u << kMb) - 1u)], kFxVecScale);
+        }
+      }
+      FxPlaneWords(y, rhi[rr], rlo[rr]);
+    }
+    uint32_t ahi[4][4], alo[4][4];
+    FxRegFragments(rhi[0], rhi[1], ahi);
+    FxRegFragments(rlo[0], rlo[1], alo);
+    float norm[2];
+    uint32_t* row[2];
+#pragma unroll
+    for (uint32_t rr = 0; rr < 2; ++rr) {
+      norm[rr] = HalfToFloat(scalars[vv[rr]]);
+      uint32_t layer, kv, head;
+      const uint32_t v32 = static_cast<uint32_t>(vv[rr]);
+      P.g.shape.Decompose(v32 / T, &layer, &kv, &head);
+      row[rr] = reinterpret_cast<uint32_t*>(view.Row(P, layer, kv, head, v32 % T));
+    }
+#pragma unroll 1
+    for (uint32_t p = 0; p < 4; ++p) {
+      uint32_t xi[4][4];
+      FxRegPass(ahi, alo, M.rot, p, lane, xi);
+#pragma unroll
+      for (uint32_t rr = 0; rr < 2; ++rr) {
+        if (!live[rr]) continue;
+#pragma unroll
+        for (uint32_t ni = 0; ni < 4; ++ni) {
+          float o[2];
+#pragma unroll
+          for (uint32_t c = 0; c < 2; ++c) {
+            const float x = __fmul_rn(__int2float_rn(static_cast<int32_t>(xi[ni][2 * rr + c])), kFxOutScale);
+            o[c] = __fmul_rn(x, norm[rr]);
+          }
+          // Columns 32 p + 8 ni + 2 t, + 1: one 4-byte word of the row.
+          const uint32_t w = isfinite(norm[rr])
+                                 ? Pack2<E>(o[0], o[1])
+                                 : (static_cast<uint32_t>(E::FromFloat(o[0])) |
+                                    (static_cast<uint32_t>(E::FromFloat(o[1])) << 16));
+          __stcs(row[rr] + 16u * p + 4u * ni + t, w);
+        }
+      }
+    }
+  }
+}
+
 // ---- Host side ------------------------------------------------------------------------------------
 
 // B of one direction in fragment order: Bm[n][k] (n: output index, k: input index) is q[n][k]
@@ -561,9 +809,60 @@ unsigned FxBlocks(uint64_t vectors, uint32_t smem) {
   return static_cast<unsigned>(std::min<uint64_t>((vectors + kFxTile - 1) / kFxTile, cap));
 }
 
+template <auto kKernel>
+unsigned FxRegBlocks(uint64_t vectors, uint32_t smem) {
+  static const unsigned cap = [smem] {
+    if (smem > 48u * 1024u) {
+      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    }
+    int dev = 0, sms = 132, per_sm = 1;
+    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kFxRegThreads, smem);
+    return static_cast<unsigned>(std::max(1, sms * std::max(1, per_sm)));
+  }();
+  return static_cast<unsigned>(std::min<uint64_t>((vectors + kFxTile - 1) / kFxTile, cap));
+}
+
+// Dense mse: the register-fragment kernels (the default) or the shared-memory ones
+// (TqSetFixedRegisterPathForTesting(false), kept so that both are measured and checked).
+bool g_fx_register_path = true;
+
+template <typename E>
+void LaunchEncodeFxReg(const TqDevParams& P, const FxMatrices& m, const typename E::Storage* in,
+                       uint8_t* body) {
+  const uint64_t n = P.g.Vectors();
+#define KVTIER_TQ_GO(B, K)                                                                       \
+  K<<<FxRegBlocks<K>(n, kFxTile * kFxPitchIn + (B >= 3 ? kQuantLut * 8u : 0u)), kFxRegThreads,  \
+      kFxTile * kFxPitchIn + (B >= 3 ? kQuantLut * 8u : 0u), g_tq_stream>>>(P, m, in, body)
+  switch (P.parts[0].mse_bits) {
+    case 1: KVTIER_TQ_GO(1, (EncodeFxRegKernel<E, 1>)); break;
+    case 2: KVTIER_TQ_GO(2, (EncodeFxRegKernel<E, 2>)); break;
+    case 3: KVTIER_TQ_GO(3, (EncodeFxRegKernel<E, 3>)); break;
+    default: KVTIER_TQ_GO(4, (EncodeFxRegKernel<E, 4>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
+template <typename E>
+void LaunchDecodeFxReg(const TqDevParams& P, const FxMatrices& m, const uint8_t* body,
+                       const TqTarget& view) {
+  const uint64_t n = P.g.Vectors();
+#define KVTIER_TQ_GO(K) K<<<FxRegBlocks<K>(n, 0), kFxRegThreads, 0, g_tq_stream>>>(P, m, body, view)
+  switch (P.parts[0].mse_bits) {
+    case 1: KVTIER_TQ_GO((DecodeFxRegKernel<E, 1>)); break;
+    case 2: KVTIER_TQ_GO((DecodeFxRegKernel<E, 2>)); break;
+    case 3: KVTIER_TQ_GO((DecodeFxRegKernel<E, 3>)); break;
+    default: KVTIER_TQ_GO((DecodeFxRegKernel<E, 4>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
 template <typename E, bool kProd, bool kHad>
 void LaunchEncodeFxAt(const TqDevParams& P, const FxMatrices& m, const typename E::Storage* in,
                       uint8_t* body) {
+  if constexpr (!kProd && !kHad) {
+    if (g_fx_register_path) return LaunchEncodeFxReg<E>(P, m, in, body);
+  }
   const uint64_t n = P.g.Vectors();
 #define KVTIER_TQ_GO(B, K) K<<<FxBlocks<K>(n, FxSmem<(B >= 3), true>()), kFxThreads, FxSmem<(B >= 3), true>(), g_tq_stream>>>(P, m, in, body)
   switch (P.parts[0].mse_bits) {
@@ -579,6 +878,9 @@ void LaunchEncodeFxAt(const TqDevParams& P, const FxMatrices& m, const typename 
 template <typename E, bool kProd, bool kHad>
 void LaunchDecodeFxAt(const TqDevParams& P, const FxMatrices& m, const uint8_t* body,
                       const TqTarget& view) {
+  if constexpr (!kProd && !kHad) {
+    if (g_fx_register_path) return LaunchDecodeFxReg<E>(P, m, body, view);
+  }
   const uint64_t n = P.g.Vectors();
   constexpr uint32_t smem = FxSmem<false, false>();
 #define KVTIER_TQ_GO(K) K<<<FxBlocks<K>(n, smem), kFxThreads, smem, g_tq_stream>>>(P, m, body, view)

@@ -26,5 +26,6 @@ void TqSetLaunchCacheForTesting(bool) {}
 int TqLaunchProbeForTesting(int) { return 1; }
 void TqSetSplitKernelsForTesting(bool) {}
 void TqSetKernelGenerationForTesting(int) {}
+void TqSetFixedRegisterPathForTesting(bool) {}
 
 }  // namespace kvtier::kernels::internal
