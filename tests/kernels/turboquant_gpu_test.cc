@@ -488,12 +488,17 @@ TEST(TurboQuantGpuTest, PagedDeviceDecodeMatchesHostDecode) {
   const CodecImpl& c = TurboQuantCodec();
   const KvLayout l = Mha(2, 2, 128);
   const uint32_t T = 12, bs = 4;
-  const CodecParams params[5] = {
+  // The fixed-point cases: with pad 32 the tensor-core kernels (rows 16-byte aligned), with pad 2
+  // the generic ones.
+  const CodecParams params[8] = {
       Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k3p5),
       Tq(4, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard),
       Tq(2, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard),
       Tq(3, TurboQuantVariant::kProd, TurboQuantRotation::kDense),
-      TqHq(3, TurboQuantRotation::kHadamard)};
+      TqHq(3, TurboQuantRotation::kHadamard),
+      TqFx(3, TurboQuantVariant::kMse, TurboQuantRotation::kDense),
+      TqFx(2, TurboQuantVariant::kProd, TurboQuantRotation::kDense),
+      TqFx(3, TurboQuantVariant::kProd, TurboQuantRotation::kHadamard)};
   for (const CodecParams& p : params) {
     for (int64_t pad : {32, 2}) {
       SCOPED_TRACE(std::to_string(int(p.bits)) + " pad " + std::to_string(pad));
@@ -535,7 +540,8 @@ TEST(TurboQuantGpuTest, PagedDeviceDecodeMatchesHostDecode) {
 
 // Scalars at the edges of fp16 (the largest finite norms, the smallest subnormals: outputs that
 // round to fp16 subnormals) decode on the device exactly as on the host, on the quad path (fp16,
-// bf16) and the register path (fp32), mse and prod with qjl=hadamard (the prod scalars are
+// bf16) and the register path (fp32), mse and prod with qjl=hadamard, and with fixed-point
+// dense matrices (the tensor-core kernels; the generic ones for fp32) (the prod scalars are
 // norm, gamma pairs, so there the edits hit gammas and one norm). (Non-finite norms are left out: 0 * inf gives NaNs whose
 // sign differs between x86 and the GPU.)
 TEST(TurboQuantGpuTest, ExtremeNormsDecodeLikeHost) {
@@ -546,10 +552,15 @@ TEST(TurboQuantGpuTest, ExtremeNormsDecodeLikeHost) {
       const KvLayout l = Mha(1, 2, 128, dt);
       const uint32_t T = 16;
       const ChunkShape shape{l, T, 0, false};
-      for (bool hq : {false, true}) {
-        const CodecParams p = hq ? TqHq(b, TurboQuantRotation::kHadamard)
-                                 : Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard);
-        SCOPED_TRACE(hq ? "prod qjl=hadamard" : "mse");
+      // Hadamard mse and prod (qjl=hadamard); fixed-point dense mse and prod (the tensor-core
+      // kernels for fp16 / bf16, the generic ones for fp32).
+      const CodecParams ps[4] = {Tq(b, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard),
+                                 TqHq(b, TurboQuantRotation::kHadamard),
+                                 TqFx(b, TurboQuantVariant::kMse, TurboQuantRotation::kDense),
+                                 TqFx(b, TurboQuantVariant::kProd, TurboQuantRotation::kDense)};
+      for (int which = 0; which < 4; ++which) {
+        const CodecParams& p = ps[which];
+        SCOPED_TRACE(p.ToString());
         const auto in = MakeInput(l, T, 31);
         std::vector<uint8_t> body(c.BodySize(p, shape));
         ASSERT_TRUE(c.EncodeHost(p, shape, in.data(), absl::MakeSpan(body)).ok());
