@@ -1032,6 +1032,56 @@ __device__ __forceinline__ uint32_t QuadCode(float z, const float2* lut, const T
   }
 }
 
+// The CPU's sum of squares (TqSumSquares) in the quad layout: its 32 "lanes" of 4 consecutive
+// values are the register quadruples (k, h), its xor butterfly (16, 8, 4, 2, 1) = (k bit 1,
+// k bit 0, then the quad's lanes xor 2, xor 1, then h).
+__device__ __forceinline__ float QuadSumSquares(const float x[32]) {
+  float p[4][2];
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+#pragma unroll
+    for (uint32_t h = 0; h < 2; ++h) {
+      const float* y = x + 8 * k + 4 * h;
+      float a = __fmul_rn(y[0], y[0]);
+      a = __fadd_rn(a, __fmul_rn(y[1], y[1]));
+      a = __fadd_rn(a, __fmul_rn(y[2], y[2]));
+      p[k][h] = __fadd_rn(a, __fmul_rn(y[3], y[3]));
+    }
+  }
+  float s[2];
+#pragma unroll
+  for (uint32_t h = 0; h < 2; ++h) {
+    const float s0 = __fadd_rn(p[0][h], p[2][h]), s1 = __fadd_rn(p[1][h], p[3][h]);
+    float a = __fadd_rn(s0, s1);
+    a = __fadd_rn(a, __shfl_xor_sync(kFull, a, 2));
+    s[h] = __fadd_rn(a, __shfl_xor_sync(kFull, a, 1));
+  }
+  return __fadd_rn(s[0], s[1]);
+}
+
+// Lane q's 16-byte chunks 4k + q of a row (raw[k]; m: the sign masks, QuadSignMasks, or zeros)
+// -> x in the quad layout, scaled by inv = 1 / |x| (0 for a zero row), as the CPU's u = x * inv;
+// returns |x| (the CPU's tree, QuadSumSquares).
+template <typename E>
+__device__ __forceinline__ float QuadLoadNormalized(const uint4 raw[4], const uint32_t m[16],
+                                                    float x[32]) {
+#pragma unroll
+  for (uint32_t k = 0; k < 4; ++k) {
+    const uint32_t w[4] = {raw[k].x ^ m[4 * k], raw[k].y ^ m[4 * k + 1], raw[k].z ^ m[4 * k + 2],
+                           raw[k].w ^ m[4 * k + 3]};
+#pragma unroll
+    for (uint32_t i = 0; i < 4; ++i) {
+      x[8 * k + 2 * i] = Lo16<E>(w[i]);
+      x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
+    }
+  }
+  const float norm = __fsqrt_rn(QuadSumSquares(x));
+  const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+#pragma unroll
+  for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+  return norm;
+}
+
 template <typename E, uint32_t kBits>
 __global__ void __launch_bounds__(32 * kQuadWarps)
     EncodeQuadKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
@@ -1059,41 +1109,7 @@ __global__ void __launch_bounds__(32 * kQuadWarps)
 #pragma unroll
     for (uint32_t k = 0; k < 4; ++k) raw[k] = live ? __ldcs(src + 4 * k) : make_uint4(0, 0, 0, 0);
     float x[32];
-#pragma unroll
-    for (uint32_t k = 0; k < 4; ++k) {
-      const uint32_t w[4] = {raw[k].x ^ m[4 * k], raw[k].y ^ m[4 * k + 1], raw[k].z ^ m[4 * k + 2],
-                             raw[k].w ^ m[4 * k + 3]};
-#pragma unroll
-      for (uint32_t i = 0; i < 4; ++i) {
-        x[8 * k + 2 * i] = Lo16<E>(w[i]);
-        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
-      }
-    }
-    // Sum of squares in the CPU's tree (see above).
-    float p[4][2];
-#pragma unroll
-    for (uint32_t k = 0; k < 4; ++k) {
-#pragma unroll
-      for (uint32_t h = 0; h < 2; ++h) {
-        const float* y = x + 8 * k + 4 * h;
-        float a = __fmul_rn(y[0], y[0]);
-        a = __fadd_rn(a, __fmul_rn(y[1], y[1]));
-        a = __fadd_rn(a, __fmul_rn(y[2], y[2]));
-        p[k][h] = __fadd_rn(a, __fmul_rn(y[3], y[3]));
-      }
-    }
-    float s[2];
-#pragma unroll
-    for (uint32_t h = 0; h < 2; ++h) {
-      const float s0 = __fadd_rn(p[0][h], p[2][h]), s1 = __fadd_rn(p[1][h], p[3][h]);
-      float a = __fadd_rn(s0, s1);
-      a = __fadd_rn(a, __shfl_xor_sync(kFull, a, 2));
-      s[h] = __fadd_rn(a, __shfl_xor_sync(kFull, a, 1));
-    }
-    const float norm = __fsqrt_rn(__fadd_rn(s[0], s[1]));
-    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
-#pragma unroll
-    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    const float norm = QuadLoadNormalized<E>(raw, m, x);
     QuadFwht(x, neg1, neg2);
     uint32_t packed[4];
 #pragma unroll
@@ -1258,29 +1274,7 @@ __device__ __forceinline__ void AccToSmem(float* stage, const float acc[8][4], u
 
 constexpr uint32_t kProdSmem = 4u * (128u * 128u + kQuadWarps * 8u * 128u);
 
-__device__ __forceinline__ float QuadSumSquares(const float x[32]) {
-  float p[4][2];
-#pragma unroll
-  for (uint32_t k = 0; k < 4; ++k) {
-#pragma unroll
-    for (uint32_t h = 0; h < 2; ++h) {
-      const float* y = x + 8 * k + 4 * h;
-      float a = __fmul_rn(y[0], y[0]);
-      a = __fadd_rn(a, __fmul_rn(y[1], y[1]));
-      a = __fadd_rn(a, __fmul_rn(y[2], y[2]));
-      p[k][h] = __fadd_rn(a, __fmul_rn(y[3], y[3]));
-    }
-  }
-  float s[2];
-#pragma unroll
-  for (uint32_t h = 0; h < 2; ++h) {
-    const float s0 = __fadd_rn(p[0][h], p[2][h]), s1 = __fadd_rn(p[1][h], p[3][h]);
-    float a = __fadd_rn(s0, s1);
-    a = __fadd_rn(a, __shfl_xor_sync(kFull, a, 2));
-    s[h] = __fadd_rn(a, __shfl_xor_sync(kFull, a, 1));
-  }
-  return __fadd_rn(s[0], s[1]);
-}
+
 
 // Copies a 128 x 128 fp32 matrix into shared memory (all threads of the block).
 __device__ __forceinline__ void QuadLoadMatrix(const float* src, float* dst) {
@@ -1541,20 +1535,7 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 2)
 #pragma unroll
     for (uint32_t k = 0; k < 4; ++k) raw[k] = live ? __ldcs(src + 4 * k) : make_uint4(0, 0, 0, 0);
     float x[32];
-#pragma unroll
-    for (uint32_t k = 0; k < 4; ++k) {
-      const uint32_t w[4] = {raw[k].x ^ m[4 * k], raw[k].y ^ m[4 * k + 1], raw[k].z ^ m[4 * k + 2],
-                             raw[k].w ^ m[4 * k + 3]};
-#pragma unroll
-      for (uint32_t i = 0; i < 4; ++i) {
-        x[8 * k + 2 * i] = Lo16<E>(w[i]);
-        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
-      }
-    }
-    const float norm = __fsqrt_rn(QuadSumSquares(x));
-    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
-#pragma unroll
-    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    const float norm = QuadLoadNormalized<E>(raw, m, x);
     QuadFwht(x, neg1, neg2);
     uint8_t* rec = codes + v * rec_bytes;
     if constexpr (kMb > 0) {
@@ -1887,20 +1868,7 @@ __global__ void __launch_bounds__(32 * kQuadWarps, kMinBlocks)
     const uint64_t v = base + g;
     const bool live = v < nv;
     float x[32];
-#pragma unroll
-    for (uint32_t k = 0; k < 4; ++k) {
-      const uint32_t w[4] = {raw[k].x ^ m[4 * k], raw[k].y ^ m[4 * k + 1], raw[k].z ^ m[4 * k + 2],
-                             raw[k].w ^ m[4 * k + 3]};
-#pragma unroll
-      for (uint32_t i = 0; i < 4; ++i) {
-        x[8 * k + 2 * i] = Lo16<E>(w[i]);
-        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
-      }
-    }
-    const float norm = __fsqrt_rn(QuadSumSquares(x));
-    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
-#pragma unroll
-    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    const float norm = QuadLoadNormalized<E>(raw, m, x);
     QuadFwht(x, neg1, neg2);
     uint8_t* rec = codes + v * rec_bytes;
     if constexpr (kMb > 0) {
@@ -2274,20 +2242,9 @@ __global__ void __launch_bounds__(32 * kQuadWarps, 1)
     const uint4* src = reinterpret_cast<const uint4*>(in + v * 128u) + q;
 #pragma unroll
     for (uint32_t k = 0; k < 4; ++k) raw[k] = live ? __ldcs(src + 4 * k) : make_uint4(0, 0, 0, 0);
+    const uint32_t no_masks[16] = {};
     float x[32];
-#pragma unroll
-    for (uint32_t k = 0; k < 4; ++k) {
-      const uint32_t w[4] = {raw[k].x, raw[k].y, raw[k].z, raw[k].w};
-#pragma unroll
-      for (uint32_t i = 0; i < 4; ++i) {
-        x[8 * k + 2 * i] = Lo16<E>(w[i]);
-        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
-      }
-    }
-    const float norm = __fsqrt_rn(QuadSumSquares(x));
-    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
-#pragma unroll
-    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    const float norm = QuadLoadNormalized<E>(raw, no_masks, x);
     float acc[8][4];
     QuadToSmem(stage + g * 128u, x, q);
     __syncwarp();

@@ -295,22 +295,13 @@ __global__ void __launch_bounds__(kFxThreads, 2)
     FxWaitRows();
     __syncthreads();
     // (1) norm, u; dense: uq planes; Hadamard: z, codes, residual planes.
-    float x[32];
+    uint4 raw[4];
 #pragma unroll
     for (uint32_t k = 0; k < 4; ++k) {
-      const uint4 raw = *reinterpret_cast<const uint4*>(s.stage + r * kFxPitchIn + 16u * (4u * k + q));
-      const uint32_t w[4] = {raw.x ^ m[4 * k], raw.y ^ m[4 * k + 1], raw.z ^ m[4 * k + 2],
-                             raw.w ^ m[4 * k + 3]};
-#pragma unroll
-      for (uint32_t i = 0; i < 4; ++i) {
-        x[8 * k + 2 * i] = Lo16<E>(w[i]);
-        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
-      }
+      raw[k] = *reinterpret_cast<const uint4*>(s.stage + r * kFxPitchIn + 16u * (4u * k + q));
     }
-    const float norm = __fsqrt_rn(QuadSumSquares(x));
-    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
-#pragma unroll
-    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(x[j], inv);
+    float x[32];
+    const float norm = QuadLoadNormalized<E>(raw, m, x);
     if constexpr (kHad) {
       QuadFwht(x, neg1, neg2);
 #pragma unroll
