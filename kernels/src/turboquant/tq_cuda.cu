@@ -1,7 +1,7 @@
 // CUDA kernels of the TurboQuant chunk codec. Every arithmetic step repeats the CPU reference
 // (tq_tables.cc) operation for operation with round-to-nearest intrinsics (__fadd_rn/__fmul_rn,
 // never fused; an fma only where its product is exact), so codes, norms and decoded values are
-// bit-identical to the CPU's. Three families, chosen per call:
+// bit-identical to the CPU's. Kernel families, chosen per call:
 //  - quad kernels (MHA/GQA, no split, head_dim 128, fp16/bf16, 16-byte aligned): 4 lanes per
 //    vector, 8 vectors per warp, grid-stride; Hadamard mse/prod and dense mse/prod (the matvecs
 //    blocked over the warp's 8 vectors with the matrix in shared memory); Hadamard prod with
@@ -11,8 +11,11 @@
 //    misaligned pointers; one warp per vector, 4 values per lane; Gaussian QJL only);
 //  - the split kernels (2.5 / 3.5 outlier splits, mse, Hadamard, head_dim 128, fp16/bf16): one
 //    block per stream, the stream's rows in shared memory, one thread per vector;
+//  - the fixed-point tensor-core kernels (matrix=fixed at head_dim 128, fp16/bf16, aligned:
+//    the dense rotation and the Gaussian QJL on int8 mma; tq_fixed_kernels.cuh);
 //  - the generic kernels (everything else: prod splits, MLA, other head_dims): one warp per
 //    vector, staged in shared memory.
+// Every launch, memset and copy of a call goes on the caller's stream (g_tq_stream).
 // Speed: docs/BENCHMARKS.md, "TurboQuant kernels: speed".
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -1,24 +1,26 @@
-// Fixed-point matrices on the int8 tensor cores: TurboQuant with rotation=dense and
-// matrix=fixed at head_dim 128 (MHA/GQA, no split, fp16/bf16, 16-byte aligned), mse and prod
-// (qjl=gaussian). docs/FORMAT.md ("Fixed-point matrices") defines the arithmetic: every
-// matrix-vector product is an exact integer sum of int16 x int16 products (mod 2^32), so the
-// order in which the tensor cores add them cannot change a bit, and bodies equal the CPU
-// reference's byte for byte.
+// Fixed-point matrices on the int8 tensor cores: TurboQuant with matrix=fixed at head_dim 128
+// (MHA/GQA, no split, fp16/bf16, 16-byte aligned): the dense rotation (mse, and prod with the
+// Gaussian QJL) and the Hadamard rotation with the Gaussian QJL (prod). docs/FORMAT.md
+// ("Fixed-point matrices") defines the arithmetic: every matrix-vector product is an exact integer
+// sum of int16 x int16 products (mod 2^32), so the order in which the tensor cores add them cannot
+// change a bit, and bodies equal the CPU reference's byte for byte.
 //
 // Included by tq_cuda.cu inside its anonymous namespace (it uses TqDevParams, TqTarget, QuadCode,
-// Lo16 / Hi16 / Pack2 from there).
+// QuadLoadNormalized, QuadStoreCodes, Lo16 / Hi16 / Pack2, g_tq_stream from there).
 //
-// How: a block takes tiles of 64 vectors. (1) Each warp takes 8 of them in the quad layout of the
-// quad kernels (4 lanes per vector; lane q holds elements 32k + 8q + e, so QuadSumSquares is the
-// CPU's norm tree), quantizes u = x / |x| to int16 and stores it split into two int8 planes
-// (v = 256 hi + lo, both signed) in shared memory.
-// (2) All 8 warps multiply the 64 x 128 planes by the matrix planes with mma.m16n8k32 (s8 x s8 ->
-// s32): hi*hi, hi*lo + lo*hi and lo*lo in three accumulators, combined as
-// (hh << 16) + (mid << 8) + ll in wrapping 32-bit arithmetic (= the exact sum mod 2^32). The
-// matrix planes sit in shared memory in fragment order: one 16-byte load per lane gives the hi and
-// lo B fragments of one (k, n) tile. (3) One warp per row again: the integer results become z,
-// codes are packed and stored; prod repeats (1)-(3) with the residual and the QJL matrix.
-// Decode is the mirror image (prod: the +-1 sign plane times the QJL matrix first).
+// Every int16 operand is split into two int8 planes (v = 256 hi + lo, both signed) and multiplied
+// with mma.m16n8k32 (s8 x s8 -> s32): hi*hi, hi*lo + lo*hi and lo*lo in three accumulators,
+// combined as (hh << 16) + (mid << 8) + ll in wrapping 32-bit arithmetic (= the exact sum mod
+// 2^32). The matrices' B fragments are prepared on the host in fragment order (FxFragments: one
+// 16-byte load per lane gives the hi and lo fragments of one (k, n) tile) and read through L1.
+// Two kernel families, a block taking tiles of 64 vectors in both:
+//  - shared-memory kernels (EncodeFxKernel / DecodeFxKernel: dense prod, Hadamard + Gaussian QJL,
+//    and dense mse when selected for tests): per-vector steps in the quad layout of the quad
+//    kernels (4 lanes per vector), int8 planes and int32 products through shared memory, all 8
+//    warps on each 64 x 128 product; prod repeats the steps with the residual and the QJL matrix,
+//    decode starts with the +-1 sign plane times the QJL matrix;
+//  - register-fragment kernels (EncodeFxRegKernel / DecodeFxRegKernel, dense mse): each warp owns
+//    16 rows, builds its A fragments in registers and consumes the accumulators in place.
 
 constexpr uint32_t kFxTile = 64;            // vectors per block tile
 constexpr uint32_t kFxThreads = 256;        // 8 warps
