@@ -370,6 +370,24 @@ constexpr float kFixedVec = 16384.0f;                       // 2^14
 constexpr float kFixedOut = 3.7252902984619140625e-09f;     // 2^-28
 constexpr float kFixedQjlOut = 4.8828125e-04f;              // 2^-11
 
+// Fixed-point dense rotation (docs/FORMAT.md): vq = q(x 2^14), then x_i = (float)(sum_j
+// m_ij vq_j mod 2^32) 2^-28 with m = rot_q (forward) or its transpose (inverse). tmp: dim words.
+__device__ void WarpFixedRotate(const TqDevPart& p, float* x, float* tmp, uint32_t lane,
+                                bool transpose) {
+  const uint32_t d = p.dim;
+  int32_t* vq = reinterpret_cast<int32_t*>(tmp);
+  for (uint32_t j = lane; j < d; j += 32) vq[j] = FixedQ(__fmul_rn(x[j], kFixedVec));
+  __syncwarp();
+  for (uint32_t i = lane; i < d; i += 32) {
+    uint32_t acc = 0;
+    for (uint32_t j = 0; j < d; ++j) {
+      acc = FixedMac(acc, p.rot_q[transpose ? j * d + i : i * d + j], vq[j]);
+    }
+    x[i] = __fmul_rn(__int2float_rn(static_cast<int32_t>(acc)), kFixedOut);
+  }
+  __syncwarp();
+}
+
 // x <- Rot x (in place; tmp: dim floats).
 __device__ void WarpRotate(const TqDevPart& p, float* x, float* tmp, uint32_t lane) {
   if (!p.dense) {
@@ -378,16 +396,7 @@ __device__ void WarpRotate(const TqDevPart& p, float* x, float* tmp, uint32_t la
   }
   const uint32_t d = p.dim;
   if (p.fixed) {
-    // uq_j = q(u_j 2^14); z_i = (float)(sum_j rot_q[i][j] uq_j mod 2^32) 2^-28.
-    int32_t* uq = reinterpret_cast<int32_t*>(tmp);
-    for (uint32_t j = lane; j < d; j += 32) uq[j] = FixedQ(__fmul_rn(x[j], kFixedVec));
-    __syncwarp();
-    for (uint32_t i = lane; i < d; i += 32) {
-      uint32_t acc = 0;
-      for (uint32_t j = 0; j < d; ++j) acc = FixedMac(acc, p.rot_q[i * d + j], uq[j]);
-      x[i] = __fmul_rn(__int2float_rn(static_cast<int32_t>(acc)), kFixedOut);
-    }
-    __syncwarp();
+    WarpFixedRotate(p, x, tmp, lane, /*transpose=*/false);
     return;
   }
   for (uint32_t i = lane; i < d; i += 32) {
@@ -407,16 +416,7 @@ __device__ void WarpRotateInverse(const TqDevPart& p, float* x, float* tmp, uint
   }
   const uint32_t d = p.dim;
   if (p.fixed) {
-    // yq_i = q(y_i 2^14); x_j = (float)(sum_i rot_q[i][j] yq_i mod 2^32) 2^-28.
-    int32_t* yq = reinterpret_cast<int32_t*>(tmp);
-    for (uint32_t i = lane; i < d; i += 32) yq[i] = FixedQ(__fmul_rn(x[i], kFixedVec));
-    __syncwarp();
-    for (uint32_t j = lane; j < d; j += 32) {
-      uint32_t acc = 0;
-      for (uint32_t i = 0; i < d; ++i) acc = FixedMac(acc, p.rot_q[i * d + j], yq[i]);
-      x[j] = __fmul_rn(__int2float_rn(static_cast<int32_t>(acc)), kFixedOut);
-    }
-    __syncwarp();
+    WarpFixedRotate(p, x, tmp, lane, /*transpose=*/true);
     return;
   }
   for (uint32_t j = lane; j < d; j += 32) {
