@@ -106,6 +106,10 @@ CodecParams TqFx(uint8_t bits, TurboQuantVariant v, TurboQuantRotation r,
   return p;
 }
 
+// The kernel generation the codec uses by default (g_kernel_generation in tq_cuda.cu); the tests
+// restore it after switching (TqSetKernelGenerationForTesting).
+constexpr int kDefaultGeneration = 4;
+
 // Prod with the structured QJL projection (qjl=hadamard).
 CodecParams TqHq(uint8_t bits, TurboQuantRotation r, TurboQuantSplit s = TurboQuantSplit::kNone) {
   return Tq(bits, TurboQuantVariant::kProd, r, s, TurboQuantQjl::kHadamard);
@@ -240,7 +244,7 @@ std::vector<Case> Cases() {
 
 // Restores the default kernel generation when a check returns (also through a failed ASSERT).
 struct GenerationGuard {
-  ~GenerationGuard() { TqSetKernelGenerationForTesting(2); }
+  ~GenerationGuard() { TqSetKernelGenerationForTesting(kDefaultGeneration); }
 };
 
 // Encodes on both sides (bodies must be equal byte for byte) and decodes the CPU body on both
@@ -290,15 +294,20 @@ void CheckCase(const Case& k, const std::vector<int>& generations) {
   }
 }
 
-// Every case with the default kernels (generation 2); the cases whose kernels have other
-// generations (the previous qjl=hadamard and split kernels, kept for before/after measurements,
-// and generation 3's other quantizer form) with those too: they must stay exact as well.
+// Every case with the default kernels; the cases whose kernels have other generations (1: the
+// previous qjl=hadamard and split kernels, kept for before/after measurements; 2: the quad
+// qjl=hadamard kernels; 3: generation 2's other quantizer form; 4: the pair-layout qjl=hadamard
+// kernels; 5: generation 4's other quantizer form; 6: generation 4's kernels in their other
+// launch shape) with those too: they must stay exact as well. (Generations 3-6 run the split
+// kernels as generation 2 does, so the splits check 1 and 2.)
 TEST(TurboQuantGpuTest, DeviceBodiesEqualCpuBodiesAndCrossDecode) {
   for (const Case& k : Cases()) {
-    const bool several = k.name.find("prod-hq") != std::string::npos ||
-                         k.name.find("/2.5") != std::string::npos ||
-                         k.name.find("/3.5") != std::string::npos;
-    CheckCase(k, several ? std::vector<int>{2, 1, 3} : std::vector<int>{2});
+    const bool hq = k.name.find("prod-hq") != std::string::npos;
+    const bool split = k.name.find("/2.5") != std::string::npos ||
+                       k.name.find("/3.5") != std::string::npos;
+    CheckCase(k, hq      ? std::vector<int>{1, 2, 3, 4, 5, 6}
+                 : split ? std::vector<int>{1, 2}
+                         : std::vector<int>{kDefaultGeneration});
     if (k.name.rfind("fixed/dense/mse", 0) == 0) {
       // Dense mse has two tensor-core forms (register fragments, the default, and shared
       // memory); both must be exact.
@@ -363,7 +372,7 @@ TEST(TurboQuantGpuTest, SplitTiesMatchCpu) {
 struct LaunchCacheGuard {
   ~LaunchCacheGuard() {
     TqSetLaunchCacheForTesting(true);
-    TqSetKernelGenerationForTesting(2);
+    TqSetKernelGenerationForTesting(kDefaultGeneration);
     TqSetSplitKernelsForTesting(true);
   }
 };
@@ -381,7 +390,7 @@ TEST(TurboQuantGpuTest, LaunchCacheKeepsParametersApart) {
   };
   std::vector<Item> items;
   const auto H = TurboQuantRotation::kHadamard;
-  auto add = [&](CodecParams p, KvLayout l, uint32_t T, int generation = 2, bool sk = true) {
+  auto add = [&](CodecParams p, KvLayout l, uint32_t T, int generation = kDefaultGeneration, bool sk = true) {
     items.push_back({p, l, T, generation, sk, {}, {}, {}});
   };
   CodecParams seed2 = Tq(2, TurboQuantVariant::kMse, H);
@@ -393,6 +402,7 @@ TEST(TurboQuantGpuTest, LaunchCacheKeepsParametersApart) {
   add(Tq(2, TurboQuantVariant::kMse, H), Mha(2, 2, 128, DType::kBFloat16), 40);  // dtype only
   add(TqHq(2, H), Mha(2, 2, 128), 40);                              // variant
   add(TqHq(2, H), Mha(2, 2, 128), 40, 1);                           // generation only
+  add(TqHq(2, H), Mha(2, 2, 128), 40, 2);                           // generation only
   add(Tq(2, TurboQuantVariant::kMse, H, TurboQuantSplit::k2p5), Mha(2, 2, 128), 40);
   add(Tq(2, TurboQuantVariant::kMse, H, TurboQuantSplit::k2p5), Mha(2, 2, 128), 40, 1);
   add(Tq(2, TurboQuantVariant::kMse, H, TurboQuantSplit::k2p5), Mha(2, 2, 128), 40, 2, false);
@@ -450,7 +460,7 @@ TEST(TurboQuantGpuTest, LaunchCacheKeepsParametersApart) {
     }
   }
   TqSetLaunchCacheForTesting(true);
-  TqSetKernelGenerationForTesting(2);
+  TqSetKernelGenerationForTesting(kDefaultGeneration);
   TqSetSplitKernelsForTesting(true);
   std::vector<size_t> diffs(4, 0);
   std::vector<std::thread> threads;
@@ -624,7 +634,7 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
   struct Config {
     std::string name;
     CodecParams p;
-    int generation = 2;
+    int generation = kDefaultGeneration;
     bool fx_register_path = true;  // TqSetFixedRegisterPathForTesting
   };
   std::vector<Config> configs;
@@ -642,6 +652,9 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
         configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard", TqHq(b, rot)});
         configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen1", TqHq(b, rot), 1});
         configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen3", TqHq(b, rot), 3});
+        configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen2", TqHq(b, rot), 2});
+        configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen5", TqHq(b, rot), 5});
+        configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen6", TqHq(b, rot), 6});
       }
     }
     configs.push_back({rn + " mse 2.5",
@@ -708,7 +721,7 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
             ", \"decode_kernels_ms\": " + std::to_string(dec_k) + "}" +
             (&cfg == &configs.back() ? "\n" : ",\n");
   }
-  TqSetKernelGenerationForTesting(2);
+  TqSetKernelGenerationForTesting(kDefaultGeneration);
   TqSetFixedRegisterPathForTesting(true);
   json += "  ]\n}\n";
   // Optional copy of the figures for bench/results/ (tests write nothing unless asked).
@@ -769,11 +782,18 @@ TEST(TurboQuantGpuTest, ReportsStreamThroughput) {
               in.size(), copy_ms, copy_gbs);
   const auto D = TurboQuantRotation::kDense, H = TurboQuantRotation::kHadamard;
   const auto mse = TurboQuantVariant::kMse, prod = TurboQuantVariant::kProd;
-  std::vector<std::pair<std::string, CodecParams>> configs;
+  struct Config {
+    std::string first;
+    CodecParams second;
+    int generation = kDefaultGeneration;
+  };
+  std::vector<Config> configs;
   for (uint8_t b = 1; b <= 4; ++b) {
     const std::string bs = " b=" + std::to_string(b);
     configs.push_back({"hadamard mse" + bs, Tq(b, mse, H)});
     configs.push_back({"hadamard prod" + bs + " qjl=hadamard", TqHq(b, H)});
+    configs.push_back({"hadamard prod" + bs + " qjl=hadamard gen2", TqHq(b, H), 2});
+    configs.push_back({"hadamard prod" + bs + " qjl=hadamard gen6", TqHq(b, H), 6});
     configs.push_back({"hadamard prod" + bs + " qjl=gaussian fixed", TqFx(b, prod, H)});
     configs.push_back({"dense mse" + bs + " fixed", TqFx(b, mse, D)});
     configs.push_back({"dense prod" + bs + " fixed", TqFx(b, prod, D)});
@@ -783,7 +803,7 @@ TEST(TurboQuantGpuTest, ReportsStreamThroughput) {
   configs.push_back({"dense mse b=3 float", Tq(3, mse, D)});
   configs.push_back({"hadamard prod b=3 qjl=gaussian float", Tq(3, prod, H)});
   if (const char* f = std::getenv("KVTIER_TQ_SPEED_FILTER")) {
-    std::vector<std::pair<std::string, CodecParams>> kept;
+    std::vector<Config> kept;
     for (const auto& cfg : configs) {
       if (cfg.first.find(f) != std::string::npos) kept.push_back(cfg);
     }
@@ -794,7 +814,9 @@ TEST(TurboQuantGpuTest, ReportsStreamThroughput) {
                      ",\n  \"fp16_bytes_per_chunk\": " + std::to_string(in.size()) +
                      ",\n  \"d2d_copy_gbs\": " + std::to_string(copy_gbs) + ",\n  \"codecs\": [\n";
   for (size_t k = 0; k < configs.size(); ++k) {
-    const auto& [name, p] = configs[k];
+    const std::string& name = configs[k].first;
+    const CodecParams& p = configs[k].second;
+    TqSetKernelGenerationForTesting(configs[k].generation);
     const size_t body = c.BodySize(p, shape);
     absl::Status st;
     const float enc = batch_ms([&](int i) {
@@ -816,6 +838,7 @@ TEST(TurboQuantGpuTest, ReportsStreamThroughput) {
             ", \"decode_ratio_to_copy\": " + std::to_string(dr) + "}" +
             (k + 1 == configs.size() ? "\n" : ",\n");
   }
+  TqSetKernelGenerationForTesting(kDefaultGeneration);
   json += "  ]\n}\n";
   WriteIfAsked("KVTIER_TQ_STREAM_JSON", json);
   cudaEventDestroy(e0);
@@ -902,7 +925,7 @@ TEST(TurboQuantGpuTest, ReportsSplitThroughput) {
       first = false;
     }
   }
-  TqSetKernelGenerationForTesting(2);
+  TqSetKernelGenerationForTesting(kDefaultGeneration);
   json += "\n  ]\n}\n";
   WriteIfAsked("KVTIER_TQ_SPLIT_SPEED_JSON", json);
   cudaEventDestroy(e0);
@@ -1088,7 +1111,7 @@ TEST(TurboQuantGpuTest, ReportsHostOverhead) {
 }
 
 // Not a test: with KVTIER_TQ_PROFILE_ONCE set, one encode and one decode of each kernel under
-// study (qjl=hadamard b = 1 and 4, the splits; generations 1-3) on a 256-token
+// study (qjl=hadamard b = 1 and 4, the splits; generations 1-4) on a 256-token
 // Llama-3.1-8B-shaped chunk, for a profiler that filters kernels by name. Skipped otherwise.
 TEST(TurboQuantGpuTest, ProfileKernelsOnce) {
   if (std::getenv("KVTIER_TQ_PROFILE_ONCE") == nullptr) GTEST_SKIP() << "KVTIER_TQ_PROFILE_ONCE not set";
@@ -1104,14 +1127,14 @@ TEST(TurboQuantGpuTest, ProfileKernelsOnce) {
       TqHq(1, TurboQuantRotation::kHadamard), TqHq(4, TurboQuantRotation::kHadamard),
       Tq(2, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k2p5),
       Tq(3, TurboQuantVariant::kMse, TurboQuantRotation::kHadamard, TurboQuantSplit::k3p5)};
-  for (int generation : {1, 2, 3}) {
+  for (int generation : {1, 2, 3, 4, 6}) {
     TqSetKernelGenerationForTesting(generation);
     for (const CodecParams& p : params) {
       ASSERT_TRUE(c.EncodeDevice(p, shape, d_in.p, d_body.p).ok());
       ASSERT_TRUE(c.DecodeDevice(p, shape, d_body.p, t).ok());
     }
   }
-  TqSetKernelGenerationForTesting(2);
+  TqSetKernelGenerationForTesting(kDefaultGeneration);
 }
 
 }  // namespace

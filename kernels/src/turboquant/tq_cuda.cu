@@ -5,8 +5,10 @@
 //  - quad kernels (MHA/GQA, no split, head_dim 128, fp16/bf16, 16-byte aligned): 4 lanes per
 //    vector, 8 vectors per warp, grid-stride; Hadamard mse/prod and dense mse/prod (the matvecs
 //    blocked over the warp's 8 vectors with the matrix in shared memory); Hadamard prod with
-//    qjl=hadamard runs its QJL chain in registers instead of a matvec (EncodeQuadHqKernel /
-//    DecodeQuadHqKernel: cp.async prefetch of the next group, binary16 decode chain);
+//    qjl=hadamard runs its QJL chain in registers instead of a matvec (by default with 2 lanes
+//    per vector and 16 vectors per warp, EncodePairHqKernel / DecodePairHqKernel; the 4-lane
+//    EncodeQuadHqKernel / DecodeQuadHqKernel stay selectable; both prefetch the next group with
+//    cp.async and run decode's exact G^T s mostly on binary16 pairs);
 //  - the register path (Hadamard at head_dim 128 where the quad kernels don't apply: fp32 or
 //    misaligned pointers; one warp per vector, 4 values per lane; Gaussian QJL only);
 //  - the split kernels (2.5 / 3.5 outlier splits, mse, Hadamard, head_dim 128, fp16/bf16): one
@@ -946,10 +948,12 @@ __device__ __forceinline__ uint32_t Pack2(float lo, float hi) {
   }
 }
 
-// In-lane butterflies of the bits 0-2 (register bits 0-2) or 5-6 (register bits 3-4).
-__device__ __forceinline__ void QuadFwhtInLane(float x[32], uint32_t h) {
+// In-lane butterflies of the bits 0-2 (register bits 0-2) or 5-6 (register bits 3-4); kN = 64:
+// the pair layout of generation 4 (register bits 0-2 / 3-5 = element bits 0-2 / 4-6).
+template <uint32_t kN = 32>
+__device__ __forceinline__ void QuadFwhtInLane(float* x, uint32_t h) {
 #pragma unroll
-  for (uint32_t j = 0; j < 32; ++j) {
+  for (uint32_t j = 0; j < kN; ++j) {
     if (j & h) continue;
     const float a = x[j], b = x[j | h];
     x[j] = __fadd_rn(a, b);
@@ -970,37 +974,42 @@ __device__ __forceinline__ void QuadFwht(float x[32], float neg1, float neg2) {
 }
 
 // Per-lane sign masks: bit 15 / 31 of word 4k + w flips the element of register 8k + 2w / + 1.
-__device__ __forceinline__ void QuadSignMasks(const float* signs, uint32_t q, uint32_t m[16]) {
+// kLanes lanes per vector: register 8k + e of lane q is element 8 (kLanes k + q) + e (4: the
+// quad layout, 32k + 8q + e; 2: generation 4's pair layout, 16k + 8q + e).
+template <uint32_t kLanes = 4>
+__device__ __forceinline__ void QuadSignMasks(const float* signs, uint32_t q, uint32_t* m) {
 #pragma unroll
-  for (uint32_t k = 0; k < 4; ++k) {
+  for (uint32_t k = 0; k < 16 / kLanes; ++k) {
 #pragma unroll
     for (uint32_t w = 0; w < 4; ++w) {
-      const uint32_t i = 32u * k + 8u * q + 2u * w;
+      const uint32_t i = 8u * (kLanes * k + q) + 2u * w;
       m[4 * k + w] = (signs[i] < 0.0f ? 0x8000u : 0u) | (signs[i + 1] < 0.0f ? 0x80000000u : 0u);
     }
   }
 }
 
-// out_j = x_j * scale * sign_j * norm rounded to E, as on the CPU; 16-byte stores of chunk 4k + q.
-template <typename E>
-__device__ __forceinline__ void QuadStoreOut(uint4* dst, float x[32], float scale, float norm,
-                                             const uint32_t m[16], bool live) {
+// out_j = x_j * scale * sign_j * norm rounded to E, as on the CPU; 16-byte stores of chunk
+// kLanes k + q (dst = the row's chunk q; kLanes as in QuadSignMasks).
+template <typename E, uint32_t kLanes = 4>
+__device__ __forceinline__ void QuadStoreOut(uint4* dst, float* x, float scale, float norm,
+                                             const uint32_t* m, bool live) {
+  constexpr uint32_t kK = 16 / kLanes;
   if (isfinite(norm)) {
 #pragma unroll
-    for (uint32_t j = 0; j < 32; ++j) x[j] = __fmul_rn(__fmul_rn(x[j], scale), norm);
+    for (uint32_t j = 0; j < 8 * kK; ++j) x[j] = __fmul_rn(__fmul_rn(x[j], scale), norm);
 #pragma unroll
-    for (uint32_t k = 0; k < 4; ++k) {
+    for (uint32_t k = 0; k < kK; ++k) {
       uint4 o;
       o.x = Pack2<E>(x[8 * k + 0], x[8 * k + 1]) ^ m[4 * k + 0];
       o.y = Pack2<E>(x[8 * k + 2], x[8 * k + 3]) ^ m[4 * k + 1];
       o.z = Pack2<E>(x[8 * k + 4], x[8 * k + 5]) ^ m[4 * k + 2];
       o.w = Pack2<E>(x[8 * k + 6], x[8 * k + 7]) ^ m[4 * k + 3];
-      if (live) __stcs(dst + 4 * k, o);
+      if (live) __stcs(dst + kLanes * k, o);
     }
   } else {
     // Malformed or overflowing scalar: the CPU's exact sequence, software conversions.
 #pragma unroll
-    for (uint32_t k = 0; k < 4; ++k) {
+    for (uint32_t k = 0; k < kK; ++k) {
       uint32_t o[4];
 #pragma unroll
       for (uint32_t w = 0; w < 4; ++w) {
@@ -1013,7 +1022,7 @@ __device__ __forceinline__ void QuadStoreOut(uint4* dst, float x[32], float scal
         o[w] = static_cast<uint32_t>(E::FromFloat(y[0])) |
                (static_cast<uint32_t>(E::FromFloat(y[1])) << 16);
       }
-      if (live) dst[4 * k] = make_uint4(o[0], o[1], o[2], o[3]);
+      if (live) dst[kLanes * k] = make_uint4(o[0], o[1], o[2], o[3]);
     }
   }
 }
@@ -1206,18 +1215,21 @@ __global__ void __launch_bounds__(32 * kQuadWarps)
 // Blocks for a grid-stride quad kernel: enough to fill every SM, no more than the work. Queried
 // (and the shared-memory opt-in made) once per kernel: the process is assumed to use one kind of
 // GPU.
+// per_warp: vectors per warp and grid-stride round (8; 16 in the pair layout of generation 4);
+// warps: warps per block.
 template <auto kKernel>
-unsigned QuadBlocks(uint64_t vectors, uint32_t smem = 0) {
-  static const unsigned cap = [smem] {
+unsigned QuadBlocks(uint64_t vectors, uint32_t smem = 0, uint32_t per_warp = 8,
+                    uint32_t warps = kQuadWarps) {
+  static const unsigned cap = [smem, warps] {
     if (smem > 48u * 1024u) {
       cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     }
     int dev = 0, sms = 132, per_sm = 1;
     if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, 32 * kQuadWarps, smem);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, static_cast<int>(32 * warps), smem);
     return static_cast<unsigned>(std::max(1, sms * std::max(1, per_sm)));
   }();
-  const uint64_t need = (vectors + 8u * kQuadWarps - 1) / (8u * kQuadWarps);
+  const uint64_t need = (vectors + per_warp * warps - 1) / (per_warp * warps);
   return static_cast<unsigned>(std::min<uint64_t>(need, cap));
 }
 
@@ -1442,13 +1454,15 @@ __device__ __forceinline__ void QuadQjlEncode(const float r[32], const uint4 (*h
 }
 
 // hflip[q][w][k] = the binary16 sign-bit masks of window w's signs for lane q's words 4k ..
-// 4k + 3 (bit 15 / 31 of word i flips register 2i / 2i + 1).
-__device__ void FillQjlEncodeFlips(const TqDevPart& part, uint4 (*hflip)[2][4]) {
+// 4k + 3 (bit 15 / 31 of word i flips register 2i / 2i + 1); kLanes as in QuadSignMasks.
+template <uint32_t kLanes = 4>
+__device__ void FillQjlEncodeFlips(const TqDevPart& part, uint4 (*hflip)[2][16 / kLanes]) {
+  constexpr uint32_t kK = 16 / kLanes;
   for (uint32_t t = threadIdx.x; t < 32; t += blockDim.x) {
-    const uint32_t w = t / 16, q = (t / 4) % 4, k = t % 4;
+    const uint32_t w = t / 16, q = (t / kK) % kLanes, k = t % kK;
     uint32_t f[4];
     for (uint32_t p = 0; p < 4; ++p) {
-      const uint32_t e0 = 32u * k + 8u * q + 2u * p;
+      const uint32_t e0 = 8u * (kLanes * k + q) + 2u * p;
       const bool n0 = w < part.qjl_nw && part.qjl_signs[w * 128u + e0] < 0.0f;
       const bool n1 = w < part.qjl_nw && part.qjl_signs[w * 128u + e0 + 1] < 0.0f;
       f[p] = (n0 ? 0x8000u : 0u) | (n1 ? 0x80000000u : 0u);
@@ -1747,9 +1761,11 @@ void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTar
 //    by table lookup per sign byte, no multiply by the window scale (1 for n = 128), the output
 //    sign masks read from shared memory instead of held in 16 registers (no spills at 128).
 // The generation-1 kernels stay selectable (TqSetKernelGenerationForTesting) for before/after
-// measurements in one run; docs/BENCHMARKS.md has both.
+// measurements in one run; docs/BENCHMARKS.md has both. Generation 4 (the default since it
+// measured faster everywhere; docs/BENCHMARKS.md) runs qjl=hadamard with two lanes per vector
+// (EncodePairHqKernel / DecodePairHqKernel, below); the splits run as in generation 2.
 
-int g_kernel_generation = 2;
+int g_kernel_generation = 4;
 
 __device__ __forceinline__ void CpAsync16(void* smem_dst, const void* gmem_src, bool valid) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
@@ -1818,6 +1834,33 @@ __device__ __forceinline__ float QuadCentSel(uint32_t code, const TqDevParams& P
   }
 }
 
+// The mse stage of the qjl=hadamard encode on kK chunks of 8 registers, as the CPU: z = x * scale,
+// its code, the residual x = z - c[code]; packed[k] = the kMb-bit codes of chunk k. kSel: codes
+// and centroids by select trees (QuadCodeSel), else the lookup table sb and centroids scn.
+template <uint32_t kMb, bool kSel, uint32_t kK>
+__device__ __forceinline__ void HqQuantize(float* x, float scale, const TqDevParams& P, const float2* sb,
+                                           const float* scn, uint32_t* packed) {
+#pragma unroll
+  for (uint32_t k = 0; k < kK; ++k) {
+    uint32_t w = 0;
+#pragma unroll
+    for (uint32_t e = 0; e < 8; ++e) {
+      const float z = __fmul_rn(x[8 * k + e], scale);
+      uint32_t c;
+      if constexpr (kSel) {
+        float cent;
+        c = QuadCodeSel<kMb>(z, P, &cent);
+        x[8 * k + e] = __fsub_rn(z, cent);
+      } else {
+        c = QuadCodeFma<kMb>(z, sb, P);
+        x[8 * k + e] = __fsub_rn(z, scn[c]);
+      }
+      w |= c << (kMb * e);
+    }
+    packed[k] = w;
+  }
+}
+
 // Chunk c (16 bytes) of vector a of a warp's group lives at a * 16 + (c ^ 4 (a & 1)): the reads
 // of lanes (g, q) and (g + 1, q) then fall in different banks.
 __device__ __forceinline__ uint32_t HqRowSlot(uint32_t a, uint32_t c) { return a * 16u + (c ^ (4u * (a & 1u))); }
@@ -1876,25 +1919,7 @@ __global__ void __launch_bounds__(32 * kQuadWarps, kMinBlocks)
     uint8_t* rec = codes + v * rec_bytes;
     if constexpr (kMb > 0) {
       uint32_t packed[4];
-#pragma unroll
-      for (uint32_t k = 0; k < 4; ++k) {
-        uint32_t w = 0;
-#pragma unroll
-        for (uint32_t e = 0; e < 8; ++e) {
-          const float z = __fmul_rn(x[8 * k + e], scale);
-          uint32_t c;
-          if constexpr (kSel) {
-            float cent;
-            c = QuadCodeSel<kMb>(z, P, &cent);
-            x[8 * k + e] = __fsub_rn(z, cent);
-          } else {
-            c = QuadCodeFma<kMb>(z, sb, P);
-            x[8 * k + e] = __fsub_rn(z, scn[c]);
-          }
-          w |= c << (kMb * e);
-        }
-        packed[k] = w;
-      }
+      HqQuantize<kMb, kSel, 4>(x, scale, P, sb, scn, packed);
       QuadStoreCodes<kMb>(rec, packed, live, q);
     } else {
 #pragma unroll
@@ -1938,50 +1963,54 @@ __device__ __forceinline__ uint4 HqSignTable(uint32_t b) {
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+__device__ __forceinline__ __half2 AsHalf2(uint32_t u) { return *reinterpret_cast<const __half2*>(&u); }
+__device__ __forceinline__ uint32_t AsWord(__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); }
+
+// Butterfly stages on kN binary16 pairs (word i = registers 2i, 2i + 1), each result rounded
+// once. In the word (register bit 0): (lo, hi) -> (lo + hi, lo - hi) = fma((lo, hi), (1, -1),
+// (hi, lo)).
+template <uint32_t kN>
+__device__ __forceinline__ void HalfInWord(uint32_t* h) {
+  const __half2 pm = __floats2half2_rn(1.0f, -1.0f);
+#pragma unroll
+  for (uint32_t i = 0; i < kN; ++i) h[i] = AsWord(__hfma2(AsHalf2(h[i]), pm, __lowhigh2highlow(AsHalf2(h[i]))));
+}
+// Word index bit d (inside the lane).
+template <uint32_t kN>
+__device__ __forceinline__ void HalfInLane(uint32_t* h, uint32_t d) {
+#pragma unroll
+  for (uint32_t i = 0; i < kN; ++i) {
+    if (i & d) continue;
+    const __half2 a = AsHalf2(h[i]), b = AsHalf2(h[i | d]);
+    h[i] = AsWord(__hadd2(a, b));
+    h[i | d] = AsWord(__hsub2(a, b));
+  }
+}
+// Across the lanes xor `lanes`: fma(own, n, other), n = -1 on the lane whose bit is set (an
+// exact product, so one rounding: the other lane's a + b or a - b).
+template <uint32_t kN>
+__device__ __forceinline__ void HalfAcross(uint32_t* h, __half2 n, uint32_t lanes) {
+#pragma unroll
+  for (uint32_t i = 0; i < kN; ++i) h[i] = AsWord(__hfma2(AsHalf2(h[i]), n, AsHalf2(__shfl_xor_sync(kFull, h[i], lanes))));
+}
+
 // The butterflies of element bits 3-6 on binary16 pairs (quad layout; bits 3-4 across the quad's
 // lanes as fma(own, +-1, other), bits 5-6 = word index bits 2-3 inside the lane).
 __device__ __forceinline__ void HqHalfButterfliesFrom3(uint32_t h[16], __half2 n1, __half2 n2) {
-  const auto H = [](uint32_t u) { return *reinterpret_cast<const __half2*>(&u); };
-  const auto U = [](__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); };
-#pragma unroll
-  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n1, H(__shfl_xor_sync(kFull, h[i], 1))));
-#pragma unroll
-  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n2, H(__shfl_xor_sync(kFull, h[i], 2))));
-#pragma unroll
-  for (uint32_t d = 4; d <= 8; d <<= 1) {
-#pragma unroll
-    for (uint32_t i = 0; i < 16; ++i) {
-      if (i & d) continue;
-      const __half2 a = H(h[i]), b = H(h[i | d]);
-      h[i] = U(__hadd2(a, b));
-      h[i | d] = U(__hsub2(a, b));
-    }
-  }
+  HalfAcross<16>(h, n1, 1);
+  HalfAcross<16>(h, n2, 2);
+  HalfInLane<16>(h, 4);
+  HalfInLane<16>(h, 8);
 }
 
-// The butterflies of element bits 0-4 on binary16 pairs: bit 0 inside each word as
-// fma((lo, hi), (1, -1), (hi, lo)), bits 1-2 = word index bits 0-1 inside the lane, bits 3-4
-// across the quad (as HqHalfButterfliesFrom3).
+// The butterflies of element bits 0-4 on binary16 pairs: bit 0 inside each word, bits 1-2 =
+// word index bits 0-1 inside the lane, bits 3-4 across the quad (as HqHalfButterfliesFrom3).
 __device__ __forceinline__ void HqHalfButterfliesTo5(uint32_t h[16], __half2 n1, __half2 n2) {
-  const auto H = [](uint32_t u) { return *reinterpret_cast<const __half2*>(&u); };
-  const auto U = [](__half2 v) { return *reinterpret_cast<const uint32_t*>(&v); };
-  const __half2 pm = __floats2half2_rn(1.0f, -1.0f);
-#pragma unroll
-  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), pm, __lowhigh2highlow(H(h[i]))));
-#pragma unroll
-  for (uint32_t d = 1; d <= 2; d <<= 1) {
-#pragma unroll
-    for (uint32_t i = 0; i < 16; ++i) {
-      if (i & d) continue;
-      const __half2 a = H(h[i]), b = H(h[i | d]);
-      h[i] = U(__hadd2(a, b));
-      h[i | d] = U(__hsub2(a, b));
-    }
-  }
-#pragma unroll
-  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n1, H(__shfl_xor_sync(kFull, h[i], 1))));
-#pragma unroll
-  for (uint32_t i = 0; i < 16; ++i) h[i] = U(__hfma2(H(h[i]), n2, H(__shfl_xor_sync(kFull, h[i], 2))));
+  HalfInWord<16>(h);
+  HalfInLane<16>(h, 1);
+  HalfInLane<16>(h, 2);
+  HalfAcross<16>(h, n1, 1);
+  HalfAcross<16>(h, n2, 2);
 }
 
 // Mse codes of lane q from a record in shared memory (QuadLoadCodes' layout).
@@ -1997,6 +2026,29 @@ __device__ __forceinline__ void QuadCodesFromSmem(const uint8_t* rec, uint32_t q
       packed[k] = __funnelshift_r(grp[wi], grp[min(wi + 1u, 2u)], sh) & 0xFFFFFFu;
     }
   }
+}
+
+// Copies a warp's group of kVecs records (kRec bytes each) and their (norm, gamma) pairs into
+// `dst` with cp.async, lane l taking chunks l, l + 32, ...; vectors past nv read nothing and are
+// zero-filled.
+template <uint32_t kRec, uint32_t kVecs>
+__device__ __forceinline__ void HqPrefetchRecords(uint4* dst, const uint4* codes4, const uint4* scalars4,
+                                                  uint64_t base, uint64_t nv, uint32_t lane) {
+  constexpr uint32_t kRecChunks = kVecs * kRec / 16u;
+  constexpr uint32_t kChunks = kRecChunks + kVecs / 4u;
+#pragma unroll
+  for (uint32_t c = lane; c < kChunks; c += 32u) {
+    if (c < kRecChunks) {
+      const bool valid = base + c * 16u / kRec < nv;
+      CpAsync16(dst + c, valid ? codes4 + base * (kRec / 16u) + c : codes4, valid);
+    } else {
+      // Scalars: 4 bytes per vector, 4 vectors per chunk; the section is padded to 16 bytes.
+      const uint32_t j = c - kRecChunks;
+      const bool valid = base + 4u * j < nv;
+      CpAsync16(dst + c, valid ? scalars4 + base / 4u + j : scalars4, valid);
+    }
+  }
+  CpAsyncCommit();
 }
 
 template <typename E, uint32_t kMb, int kMinBlocks, bool kSel>
@@ -2035,19 +2087,7 @@ __global__ void __launch_bounds__(32 * kQuadWarps, kMinBlocks)
   const uint4* codes4 = reinterpret_cast<const uint4*>(body + P.g.codes_offset);
   const uint4* scalars4 = reinterpret_cast<const uint4*>(body + P.g.scalars_offset);
   const auto prefetch = [&](uint64_t base, uint32_t buf) {
-#pragma unroll
-    for (uint32_t c = lane; c < kChunks; c += 32u) {
-      if (c < kRecChunks) {
-        const bool valid = base + c * 16u / kRec < nv;
-        CpAsync16(&recs[warp][buf][c], valid ? codes4 + base * (kRec / 16u) + c : codes4, valid);
-      } else {
-        // Scalars: 4 bytes per vector, 4 vectors per chunk; the section is padded to 16 bytes.
-        const uint32_t j = c - kRecChunks;
-        const bool valid = base + 4u * j < nv;
-        CpAsync16(&recs[warp][buf][c], valid ? scalars4 + base / 4u + j : scalars4, valid);
-      }
-    }
-    CpAsyncCommit();
+    HqPrefetchRecords<kRec, 8>(recs[warp][buf], codes4, scalars4, base, nv, lane);
   };
   const uint64_t first = (uint64_t{blockIdx.x} * kQuadWarps + warp) * 8u;
   if (first < nv) prefetch(first, 0);
@@ -2178,14 +2218,40 @@ void LaunchDecodeQuadHqAt(const TqDevParams& P, const uint8_t* body, const TqTar
 // Codes and centroids by select trees over the kernel parameters (QuadCodeSel / QuadCentSel) or
 // by the shared-memory table and centroid loads: measured side by side, the trees are faster at
 // 1 mse bit (b = 2: encode and decode kernels -5 %), equal at 2 and slower at 3 (+8 to +10 %),
-// so generation 2 uses them at 1 mse bit only. Generation 3 (testing only) takes the other form
-// at every width, so that both stay tested.
+// so generation 2 uses them at 1 mse bit only (generation 4 likewise). Generations 3 and 5
+// (testing only) take the other form at every width, so that both stay tested.
 bool HqSelectTrees(const TqDevParams& P) {
-  return (P.parts[0].mse_bits == 1) != (g_kernel_generation >= 3);
+  return (P.parts[0].mse_bits == 1) != (g_kernel_generation == 3 || g_kernel_generation == 5);
 }
+
+// Launch shapes of the generation-4 (pair layout) kernels, warps per block x blocks per SM
+// (the launch bounds; ptxas -v): encode 8 x 2 (109-128 registers, no spills), decode 4 x 3
+// (167-168 registers; no spills but 4 bytes with the select trees at 1 mse bit; at 8 x 2 it
+// would spill 136-304 bytes a thread). Generation 6 (testing) runs the same kernels as encode
+// 4 x 3 and decode 8 x 1 (218-255 registers), so that both shapes are timed in one run; both
+// measured slower (docs/BENCHMARKS.md, "generation 4").
+
+template <typename E, uint32_t kWarps, int kMinBlocks, bool kSel>
+void LaunchEncodePairHqAt(const TqDevParams& P, const typename E::Storage* in, uint8_t* body);
 
 template <typename E>
 void LaunchEncodeQuadHq(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
+  if (g_kernel_generation == 6) {  // the other launch shape (testing)
+    if (HqSelectTrees(P)) {
+      LaunchEncodePairHqAt<E, 4, 3, true>(P, in, body);
+    } else {
+      LaunchEncodePairHqAt<E, 4, 3, false>(P, in, body);
+    }
+    return;
+  }
+  if (g_kernel_generation >= 4) {
+    if (HqSelectTrees(P)) {
+      LaunchEncodePairHqAt<E, 8, 2, true>(P, in, body);
+    } else {
+      LaunchEncodePairHqAt<E, 8, 2, false>(P, in, body);
+    }
+    return;
+  }
   if (HqSelectTrees(P)) {
     LaunchEncodeQuadHqAt<E, 3, true>(P, in, body);
   } else {
@@ -2193,13 +2259,457 @@ void LaunchEncodeQuadHq(const TqDevParams& P, const typename E::Storage* in, uin
   }
 }
 
+template <typename E, uint32_t kWarps, int kMinBlocks, bool kSel>
+void LaunchDecodePairHqAt(const TqDevParams& P, const uint8_t* body, const TqTarget& view);
+
 template <typename E>
 void LaunchDecodeQuadHq(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
+  if (g_kernel_generation == 6) {  // the other launch shape (testing)
+    if (HqSelectTrees(P)) {
+      LaunchDecodePairHqAt<E, 8, 1, true>(P, body, view);
+    } else {
+      LaunchDecodePairHqAt<E, 8, 1, false>(P, body, view);
+    }
+    return;
+  }
+  if (g_kernel_generation >= 4) {
+    if (HqSelectTrees(P)) {
+      LaunchDecodePairHqAt<E, 4, 3, true>(P, body, view);
+    } else {
+      LaunchDecodePairHqAt<E, 4, 3, false>(P, body, view);
+    }
+    return;
+  }
   if (HqSelectTrees(P)) {
     LaunchDecodeQuadHqAt<E, 2, true>(P, body, view);
   } else {
     LaunchDecodeQuadHqAt<E, 2, false>(P, body, view);
   }
+}
+
+// ---- Quad prod path, qjl=hadamard, kernel generation 4: two lanes per vector ------------------
+// The "pair" layout: lane p = lane & 1 of pair g = lane >> 1 holds the 16-byte chunks 2k + p
+// (k = 0..7) of vector g of the warp's group of 16, i.e. register 8k + e = element 16k + 8p + e.
+// Element bits 0-2 and 4-6 are register bits 0-2 and 3-5; only bit 3 lies across the lanes, so
+// a 128-point transform runs 6 butterfly stages in the lane and one through shuffles (the quad
+// layout: 5 and 2), which halves the shuffles per vector (the shuffle / shared-memory pipe was
+// the busiest unit of the generation-2 kernels) and saves ~11 % of the transform's instructions.
+// Every rounded operation is the quad kernels', in the same order (the CPU's: butterfly stages by
+// element bit ascending; a stage's result rounded once wherever it is computed).
+
+// The CPU's 128-point butterflies in binary32 (QuadFwht's stages), pair layout; neg = -1 on lane 1.
+__device__ __forceinline__ void PairFwht(float x[64], float neg) {
+  QuadFwhtInLane<64>(x, 1);
+  QuadFwhtInLane<64>(x, 2);
+  QuadFwhtInLane<64>(x, 4);
+#pragma unroll
+  for (uint32_t j = 0; j < 64; ++j) x[j] = __fmaf_rn(x[j], neg, __shfl_xor_sync(kFull, x[j], 1));
+  QuadFwhtInLane<64>(x, 8);
+  QuadFwhtInLane<64>(x, 16);
+  QuadFwhtInLane<64>(x, 32);
+}
+
+// qm[w] bit j = window 0's sign of register 32w + j of lane p is -1.
+__device__ __forceinline__ void PairQjlMask0(const TqDevPart& part, uint32_t p, uint32_t qm[2]) {
+#pragma unroll
+  for (uint32_t w = 0; w < 2; ++w) {
+    uint32_t m = 0;
+    for (uint32_t j = 0; j < 32; ++j) {
+      const uint32_t r = 32u * w + j, i = 16u * (r / 8u) + 8u * p + (r % 8u);
+      m |= (part.qjl_signs[i] < 0.0f ? 1u : 0u) << j;
+    }
+    qm[w] = m;
+  }
+}
+
+// Mse codes of lane p (chunks 2k + p, kMb bits per element, the record's natural bit order)
+// from a record in shared memory: packed[k] = the 8 codes of chunk 2k + p.
+template <uint32_t kMb>
+__device__ __forceinline__ void PairCodesFromSmem(const uint8_t* rec, uint32_t p, uint32_t packed[8]) {
+  const uint4* r4 = reinterpret_cast<const uint4*>(rec);
+  if constexpr (kMb == 1) {
+    const uint4 a = r4[0];
+    const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) packed[k] = (w[k / 2] >> (16u * (k & 1u) + 8u * p)) & 0xFFu;
+  } else if constexpr (kMb == 2) {
+    const uint4 a = r4[0], b = r4[1];
+    const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) packed[k] = (w[k] >> (16u * p)) & 0xFFFFu;
+  } else if constexpr (kMb == 3) {
+    // Chunk 2k + p starts at bit 48k + 24p: shift the 384 bits right by 24p, then take 24 bits
+    // at 48k (word 3k / 2, at bit 0 for even k and at bit 16 for odd k).
+    const uint4 a = r4[0], b = r4[1], c = r4[2];
+    const uint32_t w[13] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w, c.x, c.y, c.z, c.w, 0u};
+    const uint32_t sh = 24u * p;
+    uint32_t v[12];
+#pragma unroll
+    for (uint32_t i = 0; i < 12; ++i) v[i] = __funnelshift_r(w[i], w[i + 1], sh);
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const uint32_t i = (3u * k) / 2u;
+      packed[k] = ((k & 1u) ? __funnelshift_r(v[i], v[i + 1], 16) : v[i]) & 0xFFFFFFu;
+    }
+  }
+}
+
+template <typename E, uint32_t kMb, uint32_t kWarps, int kMinBlocks, bool kSel>
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
+    DecodePairHqKernel(const __grid_constant__ TqDevParams P, const uint8_t* body,
+                       const TqTarget view) {
+  constexpr uint32_t kRec = 16u * (kMb + 1u);  // record bytes: mse codes, 16 sign bytes
+  constexpr uint32_t kRecChunks = kRec;        // 16-byte chunks of a group's 16 records
+  constexpr uint32_t kChunks = kRecChunks + 4u;  // + the group's 16 (norm, gamma) pairs
+  __shared__ float scn[16];
+  __shared__ uint4 recs[kWarps][2][kChunks];
+  __shared__ uint4 tab3[256];       // HqSignTable
+  __shared__ uint4 hflip[2][2][8];  // [p][window][k], binary16 sign-bit masks
+  __shared__ uint4 outm[2][8];      // [p][k]: QuadSignMasks<2> of lane p, words 4k .. 4k + 3
+  const TqDevPart& part = P.parts[0];
+  if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
+  for (uint32_t i = threadIdx.x; i < 256; i += blockDim.x) tab3[i] = HqSignTable(i);
+  FillQjlEncodeFlips<2>(part, hflip);
+  if (threadIdx.x >= 32 && threadIdx.x < 34) {
+    const uint32_t p = threadIdx.x - 32;
+    uint32_t mq[32];
+    QuadSignMasks<2>(part.signs, p, mq);
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) outm[p][k] = make_uint4(mq[4 * k], mq[4 * k + 1], mq[4 * k + 2], mq[4 * k + 3]);
+  }
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, p = lane & 1u, g = lane >> 1, warp = threadIdx.x / 32;
+  uint32_t qm[2];
+  PairQjlMask0(part, p, qm);
+  const float neg = neg1_of(p);
+  const __half2 n1 = __float2half2_rn(neg);
+  const float scale = part.win_scale[0], qjl_scale = part.qjl_scale;
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t T = P.g.shape.tokens;
+  const uint64_t stride = uint64_t{gridDim.x} * kWarps * 16u;
+  const uint4* codes4 = reinterpret_cast<const uint4*>(body + P.g.codes_offset);
+  const uint4* scalars4 = reinterpret_cast<const uint4*>(body + P.g.scalars_offset);
+  const auto prefetch = [&](uint64_t base, uint32_t buf) {
+    HqPrefetchRecords<kRec, 16>(recs[warp][buf], codes4, scalars4, base, nv, lane);
+  };
+  const uint64_t first = (uint64_t{blockIdx.x} * kWarps + warp) * 16u;
+  if (first < nv) prefetch(first, 0);
+  uint32_t buf = 0;
+  for (uint64_t base = first; base < nv; base += stride, buf ^= 1u) {
+    CpAsyncWaitAll();
+    __syncwarp();
+    const uint8_t* rec = reinterpret_cast<const uint8_t*>(recs[warp][buf]) + g * kRec;
+    const uint32_t sc = reinterpret_cast<const uint32_t*>(recs[warp][buf] + kRecChunks)[g];
+    uint32_t packed[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if constexpr (kMb > 0) PairCodesFromSmem<kMb>(rec, p, packed);
+    const uint4 sw = *reinterpret_cast<const uint4*>(rec + 16u * kMb);
+    __syncwarp();  // every lane has read this buffer before it is refilled two iterations on
+    if (base + stride < nv) prefetch(base + stride, buf ^ 1u);
+    const uint64_t v = base + g;
+    const bool live = v < nv;
+    const uint64_t vv = live ? v : nv - 1;
+    const float norm = __half2float(__ushort_as_half(static_cast<unsigned short>(sc & 0xFFFFu)));
+    const float coef = __fmul_rn(qjl_scale, __half2float(__ushort_as_half(static_cast<unsigned short>(sc >> 16))));
+    // t = G^T s, exact integers (see DecodeQuadHqKernel: any exact evaluation gives the CPU's
+    // values). Window 1 on binary16 pairs (|values| <= 128): the first three stages by table per
+    // sign byte (byte 2k + p: word k / 2, byte 2 (k & 1) + p), bit 3 across the pair, bits 4-6
+    // = word index bits 2-4; its signs.
+    uint32_t h[32];
+    const uint32_t words[4] = {sw.x, sw.y, sw.z, sw.w};
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const uint4 e = tab3[(words[k / 2] >> (16u * (k & 1u) + 8u * p)) & 0xFFu];
+      h[4 * k + 0] = e.x;
+      h[4 * k + 1] = e.y;
+      h[4 * k + 2] = e.z;
+      h[4 * k + 3] = e.w;
+    }
+    HalfAcross<32>(h, n1, 1);
+    HalfInLane<32>(h, 4);
+    HalfInLane<32>(h, 8);
+    HalfInLane<32>(h, 16);
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const uint4 f = hflip[p][1][k];
+      h[4 * k + 0] ^= f.x;
+      h[4 * k + 1] ^= f.y;
+      h[4 * k + 2] ^= f.z;
+      h[4 * k + 3] ^= f.w;
+    }
+    // Window 0: even integers <= 128 in, |v| <= 128 * 2^k after k stages: its first five stages
+    // (element bits 0-4: in the word, word bits 0-1, across the pair, word bit 2) are exact in
+    // binary16; the last two (bits 5-6, register bits 4-5) run in binary32; then its signs.
+    HalfInWord<32>(h);
+    HalfInLane<32>(h, 1);
+    HalfInLane<32>(h, 2);
+    HalfAcross<32>(h, n1, 1);
+    HalfInLane<32>(h, 4);
+    float x[64];
+#pragma unroll
+    for (uint32_t i = 0; i < 32; ++i) {
+      x[2 * i] = __low2float(AsHalf2(h[i]));
+      x[2 * i + 1] = __high2float(AsHalf2(h[i]));
+    }
+    QuadFwhtInLane<64>(x, 16);
+    QuadFwhtInLane<64>(x, 32);
+    QuadFlip(x, qm[0]);
+    QuadFlip(x + 32, qm[1]);
+    // y_j = c[code_j] (0 without mse bits) + (coef * t_j), the CPU's two roundings.
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+#pragma unroll
+      for (uint32_t e = 0; e < 8; ++e) {
+        const uint32_t code = (packed[k] >> (kMb * e)) & ((1u << kMb) - 1u);
+        float y = 0.0f;
+        if constexpr (kMb > 0) y = kSel ? QuadCentSel<kMb>(code, P) : scn[code];
+        x[8 * k + e] = __fadd_rn(y, __fmul_rn(coef, x[8 * k + e]));
+      }
+    }
+    PairFwht(x, neg);
+    uint32_t layer, kv, head;
+    const uint32_t v32 = static_cast<uint32_t>(vv);
+    P.g.shape.Decompose(v32 / T, &layer, &kv, &head);
+    uint4* dst = reinterpret_cast<uint4*>(view.Row(P, layer, kv, head, v32 % T)) + p;
+    // The sign masks are read from shared memory as each chunk is stored.
+    QuadStoreOut<E, 2>(dst, x, scale, norm, reinterpret_cast<const uint32_t*>(outm[p]), live);
+  }
+}
+
+// The CPU's sum of squares (TqSumSquares) in the pair layout: its 32 "lanes" of 4 consecutive
+// values are the register quadruples (k, h) of lane p, l = 4k + 2p + h; its xor butterfly
+// (16, 8, 4, 2, 1) = k bits 2, 1, 0, then the pair's lanes, then h.
+__device__ __forceinline__ float PairSumSquares(const float x[64]) {
+  float s[2];
+#pragma unroll
+  for (uint32_t h = 0; h < 2; ++h) {
+    float a[8];
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const float* y = x + 8 * k + 4 * h;
+      float t = __fmul_rn(y[0], y[0]);
+      t = __fadd_rn(t, __fmul_rn(y[1], y[1]));
+      t = __fadd_rn(t, __fmul_rn(y[2], y[2]));
+      a[k] = __fadd_rn(t, __fmul_rn(y[3], y[3]));
+    }
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) a[k] = __fadd_rn(a[k], a[k + 4]);
+    a[0] = __fadd_rn(a[0], a[2]);
+    a[1] = __fadd_rn(a[1], a[3]);
+    const float b = __fadd_rn(a[0], a[1]);
+    s[h] = __fadd_rn(b, __shfl_xor_sync(kFull, b, 1));
+  }
+  return __fadd_rn(s[0], s[1]);
+}
+
+// Record bytes 2k + p from lane p (byte[k], k = 0..7) of both lanes of a pair: lane p stores
+// bytes 8p .. 8p + 7 (one exchange of two words).
+__device__ __forceinline__ void PairStoreBytes(uint8_t* out, const uint32_t byte[8], uint32_t p, bool live) {
+  uint32_t wd[4];
+#pragma unroll
+  for (uint32_t j = 0; j < 4; ++j) wd[j] = (byte[2 * j] << (8u * p)) | (byte[2 * j + 1] << (16u + 8u * p));
+  const uint32_t r0 = __shfl_xor_sync(kFull, p ? wd[0] : wd[2], 1);
+  const uint32_t r1 = __shfl_xor_sync(kFull, p ? wd[1] : wd[3], 1);
+  const uint32_t m0 = p ? wd[2] : wd[0], m1 = p ? wd[3] : wd[1];
+  if (live) reinterpret_cast<uint2*>(out)[p] = make_uint2(m0 | r0, m1 | r1);
+}
+
+// Mse codes of chunks 2k + p (packed[k], kMb bits per element) into the record (the natural bit
+// order of docs/FORMAT.md; PairCodesFromSmem reads it back).
+template <uint32_t kMb>
+__device__ __forceinline__ void PairStoreCodes(uint8_t* rec, const uint32_t packed[8], bool live, uint32_t p) {
+  if constexpr (kMb == 1) {
+    PairStoreBytes(rec, packed, p, live);
+  } else if constexpr (kMb == 2) {
+    // 16-bit group 2k + p = word k, half p; lane p stores words 4p .. 4p + 3.
+    uint32_t o[4];
+#pragma unroll
+    for (uint32_t i = 0; i < 4; ++i) {
+      const uint32_t mine = (p ? packed[4 + i] : packed[i]) << (16u * p);
+      const uint32_t theirs = __shfl_xor_sync(kFull, (p ? packed[i] : packed[4 + i]) << (16u * p), 1);
+      o[i] = mine | theirs;
+    }
+    if (live) reinterpret_cast<uint4*>(rec)[p] = make_uint4(o[0], o[1], o[2], o[3]);
+  } else if constexpr (kMb == 3) {
+    // 24-bit group 2k + p at bit 48k + 24p; lane p stores bytes 24p .. 24p + 23 (k = 4p .. 4p + 3).
+    uint32_t u[8];
+#pragma unroll
+    for (uint32_t i = 0; i < 4; ++i) {
+      const uint32_t mine = p ? packed[4 + i] : packed[i];
+      const uint32_t theirs = __shfl_xor_sync(kFull, p ? packed[i] : packed[4 + i], 1);
+      u[2 * i] = p ? theirs : mine;      // group 2k (lane 0's)
+      u[2 * i + 1] = p ? mine : theirs;  // group 2k + 1
+    }
+    const uint32_t w[6] = {u[0] | (u[1] << 24), (u[1] >> 8) | (u[2] << 16), (u[2] >> 16) | (u[3] << 8),
+                           u[4] | (u[5] << 24), (u[5] >> 8) | (u[6] << 16), (u[6] >> 16) | (u[7] << 8)};
+    if (live) {
+      uint2* d = reinterpret_cast<uint2*>(rec) + 3u * p;
+      d[0] = make_uint2(w[0], w[1]);
+      d[1] = make_uint2(w[2], w[3]);
+      d[2] = make_uint2(w[4], w[5]);
+    }
+  }
+}
+
+// Sign bits of G r (pair layout; the two unscaled windows in binary16 arithmetic, the CPU's
+// TqApplyChainHalf: per window its signs, then the stages by element bit ascending, each result
+// rounded once) to the record's 16 sign bytes at `out`. hflip[w][k]: words 4k .. 4k + 3.
+__device__ __forceinline__ void PairQjlEncode(const float r[64], const uint4 (*hflip)[8], __half2 n1,
+                                              uint32_t p, uint8_t* out, bool live) {
+  uint32_t h[32];
+#pragma unroll
+  for (uint32_t i = 0; i < 32; ++i) h[i] = AsWord(__floats2half2_rn(r[2 * i], r[2 * i + 1]));
+#pragma unroll 1
+  for (uint32_t w = 0; w < 2; ++w) {
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const uint4 f = hflip[w][k];
+      h[4 * k + 0] ^= f.x;
+      h[4 * k + 1] ^= f.y;
+      h[4 * k + 2] ^= f.z;
+      h[4 * k + 3] ^= f.w;
+    }
+    HalfInWord<32>(h);
+    HalfInLane<32>(h, 1);
+    HalfInLane<32>(h, 2);
+    HalfAcross<32>(h, n1, 1);
+    HalfInLane<32>(h, 4);
+    HalfInLane<32>(h, 8);
+    HalfInLane<32>(h, 16);
+  }
+  const __half2 zero = __float2half2_rn(0.0f);
+  uint32_t byte[8];
+#pragma unroll
+  for (uint32_t k = 0; k < 8; ++k) {
+    // >= 0 per half (NaN: false); low halves' bits at 2i, high halves' at 16 + 2i, folded.
+    uint32_t b = 0;
+#pragma unroll
+    for (uint32_t i = 0; i < 4; ++i) b += (__hge2_mask(AsHalf2(h[4 * k + i]), zero) & 0x00010001u) << (2 * i);
+    byte[k] = (b | (b >> 15)) & 0xFFu;
+  }
+  PairStoreBytes(out, byte, p, live);
+}
+
+// Chunk c of vector a of a warp's group of 16 lives at a * 16 + (c ^ 2 (a & 3)): the 8 lanes of
+// a quarter warp ((g, p) for four consecutive g) then read 8 different bank groups.
+__device__ __forceinline__ uint32_t PairRowSlot(uint32_t a, uint32_t c) { return a * 16u + (c ^ (2u * (a & 3u))); }
+// Dynamic shared memory of the encode kernel: per warp, two buffers of 16 rows (256 chunks).
+constexpr uint32_t PairEncodeSmem(uint32_t warps) { return warps * 2u * 256u * 16u; }
+
+template <typename E, uint32_t kMb, uint32_t kWarps, int kMinBlocks, bool kSel>
+__global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
+    EncodePairHqKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
+                       uint8_t* body) {
+  extern __shared__ uint4 pair_rows[];  // per warp, double-buffered: 16 rows of 256 bytes
+  __shared__ float2 sb[kMb >= 3 && !kSel ? kQuantLut : 1];
+  __shared__ float scn[16];
+  __shared__ uint4 hflip[2][2][8];  // [p][window][k]
+  __shared__ uint4 inm[2][8];       // [p][k]: QuadSignMasks<2> of lane p, words 4k .. 4k + 3
+  const TqDevPart& part = P.parts[0];
+  if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
+  if constexpr (kMb >= 3 && !kSel) {
+    for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) sb[i] = part.lut[i];
+  }
+  FillQjlEncodeFlips<2>(part, hflip);
+  if (threadIdx.x >= 32 && threadIdx.x < 34) {
+    const uint32_t p = threadIdx.x - 32;
+    uint32_t mq[32];
+    QuadSignMasks<2>(part.signs, p, mq);
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) inm[p][k] = make_uint4(mq[4 * k], mq[4 * k + 1], mq[4 * k + 2], mq[4 * k + 3]);
+  }
+  __syncthreads();
+  const uint32_t lane = threadIdx.x % 32, p = lane & 1u, g = lane >> 1, warp = threadIdx.x / 32;
+  const float neg = neg1_of(p);
+  const __half2 n1 = __float2half2_rn(neg);
+  const float scale = part.win_scale[0];
+  const uint64_t nv = P.g.Vectors();
+  const uint32_t rec_bytes = P.g.vector_code_bytes, mse_bytes = part.mse_bytes;
+  const uint64_t stride = uint64_t{gridDim.x} * kWarps * 16u;
+  uint8_t* codes = body + P.g.codes_offset;
+  uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
+  const uint4* in4 = reinterpret_cast<const uint4*>(in);  // 16 chunks per vector
+  uint4* rows = pair_rows + warp * 512u;
+  const auto prefetch = [&](uint64_t base, uint32_t buf) {
+#pragma unroll
+    for (uint32_t i = 0; i < 8; ++i) {
+      const uint32_t c = lane + 32u * i, a = c / 16u;
+      const bool valid = base + a < nv;
+      CpAsync16(&rows[buf * 256u + PairRowSlot(a, c % 16u)], valid ? in4 + base * 16u + c : in4, valid);
+    }
+    CpAsyncCommit();
+  };
+  const uint64_t first = (uint64_t{blockIdx.x} * kWarps + warp) * 16u;
+  if (first < nv) prefetch(first, 0);
+  uint32_t buf = 0;
+  for (uint64_t base = first; base < nv; base += stride, buf ^= 1u) {
+    CpAsyncWaitAll();
+    __syncwarp();
+    // The other buffer was last read in the previous iteration, before this __syncwarp.
+    if (base + stride < nv) prefetch(base + stride, buf ^ 1u);
+    const uint64_t v = base + g;
+    const bool live = v < nv;
+    // Load, the input signs as sign-bit flips, convert; u = x * inv as QuadLoadNormalized.
+    float x[64];
+#pragma unroll
+    for (uint32_t k = 0; k < 8; ++k) {
+      const uint4 raw = rows[buf * 256u + PairRowSlot(g, 2u * k + p)];
+      const uint4 f = inm[p][k];
+      const uint32_t w[4] = {raw.x ^ f.x, raw.y ^ f.y, raw.z ^ f.z, raw.w ^ f.w};
+#pragma unroll
+      for (uint32_t i = 0; i < 4; ++i) {
+        x[8 * k + 2 * i] = Lo16<E>(w[i]);
+        x[8 * k + 2 * i + 1] = Hi16<E>(w[i]);
+      }
+    }
+    const float norm = __fsqrt_rn(PairSumSquares(x));
+    const float inv = norm > 0.0f ? __fdiv_rn(1.0f, norm) : 0.0f;
+#pragma unroll
+    for (uint32_t j = 0; j < 64; ++j) x[j] = __fmul_rn(x[j], inv);
+    PairFwht(x, neg);
+    uint8_t* rec = codes + v * rec_bytes;
+    if constexpr (kMb > 0) {
+      uint32_t packed[8];
+      HqQuantize<kMb, kSel, 8>(x, scale, P, sb, scn, packed);
+      PairStoreCodes<kMb>(rec, packed, live, p);
+    } else {
+#pragma unroll
+      for (uint32_t j = 0; j < 64; ++j) x[j] = __fmul_rn(x[j], scale);
+    }
+    const float gamma = __fsqrt_rn(PairSumSquares(x));
+    PairQjlEncode(x, hflip[p], n1, p, rec + mse_bytes, live);
+    if (live && p == 0) {
+      scalars[2 * v] = FloatToHalfSaturate(norm);
+      scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
+    }
+  }
+}
+
+template <typename E, uint32_t kWarps, int kMinBlocks, bool kSel>
+void LaunchEncodePairHqAt(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
+  const uint64_t n = P.g.Vectors();
+  constexpr uint32_t kSmem = PairEncodeSmem(kWarps);
+#define KVTIER_TQ_GO(K) \
+  K<<<QuadBlocks<K>(n, kSmem, 16, kWarps), 32 * kWarps, kSmem, g_tq_stream>>>(P, in, body)
+  switch (P.parts[0].mse_bits) {
+    case 0: KVTIER_TQ_GO((EncodePairHqKernel<E, 0, kWarps, kMinBlocks, kSel>)); break;
+    case 1: KVTIER_TQ_GO((EncodePairHqKernel<E, 1, kWarps, kMinBlocks, kSel>)); break;
+    case 2: KVTIER_TQ_GO((EncodePairHqKernel<E, 2, kWarps, kMinBlocks, kSel>)); break;
+    default: KVTIER_TQ_GO((EncodePairHqKernel<E, 3, kWarps, kMinBlocks, kSel>)); break;
+  }
+#undef KVTIER_TQ_GO
+}
+
+template <typename E, uint32_t kWarps, int kMinBlocks, bool kSel>
+void LaunchDecodePairHqAt(const TqDevParams& P, const uint8_t* body, const TqTarget& view) {
+  const uint64_t n = P.g.Vectors();
+#define KVTIER_TQ_GO(K) K<<<QuadBlocks<K>(n, 0, 16, kWarps), 32 * kWarps, 0, g_tq_stream>>>(P, body, view)
+  switch (P.parts[0].mse_bits) {
+    case 0: KVTIER_TQ_GO((DecodePairHqKernel<E, 0, kWarps, kMinBlocks, kSel>)); break;
+    case 1: KVTIER_TQ_GO((DecodePairHqKernel<E, 1, kWarps, kMinBlocks, kSel>)); break;
+    case 2: KVTIER_TQ_GO((DecodePairHqKernel<E, 2, kWarps, kMinBlocks, kSel>)); break;
+    default: KVTIER_TQ_GO((DecodePairHqKernel<E, 3, kWarps, kMinBlocks, kSel>)); break;
+  }
+#undef KVTIER_TQ_GO
 }
 
 // ---- Quad path, dense rotation (mse and prod), head_dim 128 -------------------------------------
