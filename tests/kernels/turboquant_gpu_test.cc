@@ -108,7 +108,7 @@ CodecParams TqFx(uint8_t bits, TurboQuantVariant v, TurboQuantRotation r,
 
 // The kernel generation the codec uses by default (g_kernel_generation in tq_cuda.cu); the tests
 // restore it after switching (TqSetKernelGenerationForTesting).
-constexpr int kDefaultGeneration = 4;
+constexpr int kDefaultGeneration = 7;
 
 // Prod with the structured QJL projection (qjl=hadamard).
 CodecParams TqHq(uint8_t bits, TurboQuantRotation r, TurboQuantSplit s = TurboQuantSplit::kNone) {
@@ -298,14 +298,14 @@ void CheckCase(const Case& k, const std::vector<int>& generations) {
 // previous qjl=hadamard and split kernels, kept for before/after measurements; 2: the quad
 // qjl=hadamard kernels; 3: generation 2's other quantizer form; 4: the pair-layout qjl=hadamard
 // kernels; 5: generation 4's other quantizer form; 6: generation 4's kernels in their other
-// launch shape) with those too: they must stay exact as well. (Generations 3-6 run the split
-// kernels as generation 2 does, so the splits check 1 and 2.)
+// launch shape; 7: generation 4 with the leaner encode) with those too: they must stay exact as
+// well. (Generations 3-7 run the split kernels as generation 2 does, so the splits check 1 and 2.)
 TEST(TurboQuantGpuTest, DeviceBodiesEqualCpuBodiesAndCrossDecode) {
   for (const Case& k : Cases()) {
     const bool hq = k.name.find("prod-hq") != std::string::npos;
     const bool split = k.name.find("/2.5") != std::string::npos ||
                        k.name.find("/3.5") != std::string::npos;
-    CheckCase(k, hq      ? std::vector<int>{1, 2, 3, 4, 5, 6}
+    CheckCase(k, hq      ? std::vector<int>{1, 2, 3, 4, 5, 6, 7}
                  : split ? std::vector<int>{1, 2}
                          : std::vector<int>{kDefaultGeneration});
     if (k.name.rfind("fixed/dense/mse", 0) == 0) {
@@ -655,6 +655,8 @@ TEST(TurboQuantGpuTest, ReportsThroughput) {
         configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen2", TqHq(b, rot), 2});
         configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen5", TqHq(b, rot), 5});
         configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen6", TqHq(b, rot), 6});
+        configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen4", TqHq(b, rot), 4});
+        configs.push_back({rn + " prod b=" + std::to_string(b) + " qjl=hadamard gen7", TqHq(b, rot), 7});
       }
     }
     configs.push_back({rn + " mse 2.5",
@@ -794,6 +796,8 @@ TEST(TurboQuantGpuTest, ReportsStreamThroughput) {
     configs.push_back({"hadamard prod" + bs + " qjl=hadamard", TqHq(b, H)});
     configs.push_back({"hadamard prod" + bs + " qjl=hadamard gen2", TqHq(b, H), 2});
     configs.push_back({"hadamard prod" + bs + " qjl=hadamard gen6", TqHq(b, H), 6});
+    configs.push_back({"hadamard prod" + bs + " qjl=hadamard gen4", TqHq(b, H), 4});
+    configs.push_back({"hadamard prod" + bs + " qjl=hadamard gen7", TqHq(b, H), 7});
     configs.push_back({"hadamard prod" + bs + " qjl=gaussian fixed", TqFx(b, prod, H)});
     configs.push_back({"dense mse" + bs + " fixed", TqFx(b, mse, D)});
     configs.push_back({"dense prod" + bs + " fixed", TqFx(b, prod, D)});

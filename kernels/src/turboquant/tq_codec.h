@@ -68,11 +68,12 @@ void TqSetSplitKernelsForTesting(bool enabled);
 
 // Tests and the speed report only: 1 selects the kernels as they were before generation 2 (the
 // prefetching qjl=hadamard quad kernels and the reworked split kernels; docs/BENCHMARKS.md), 2
-// (the default) the quad qjl=hadamard kernels, 3 those with the other quantizer form (select
-// trees or table; HqSelectTrees in tq_cuda.cu), 4 the qjl=hadamard kernels with two lanes per
-// vector (the pair layout), 5 those with the other quantizer form, 6 those in their other launch
-// shape, so that every form stays tested and can be timed in one run (generations 3-6 run the
-// split kernels as 2 does). Same bodies and outputs either way. Not thread-safe, as above.
+// the quad qjl=hadamard kernels, 3 those with the other quantizer form (select trees or table;
+// HqSelectTrees in tq_cuda.cu), 4 the qjl=hadamard kernels with two lanes per vector (the pair
+// layout), 5 those with the other quantizer form, 6 those in their other launch shape, 7 (the
+// default) generation 4 with a leaner prod qjl=hadamard encode (decode as 4), so that every form
+// stays tested and can be timed in one run (generations 3-7 run the split kernels as 2 does).
+// Same bodies and outputs either way. Not thread-safe, as above.
 void TqSetKernelGenerationForTesting(int generation);
 
 // Tests and the speed report only: false sends dense mse with fixed-point matrices to the

@@ -1761,17 +1761,23 @@ void LaunchDecodeQuadProd(const TqDevParams& P, const uint8_t* body, const TqTar
 //    by table lookup per sign byte, no multiply by the window scale (1 for n = 128), the output
 //    sign masks read from shared memory instead of held in 16 registers (no spills at 128).
 // The generation-1 kernels stay selectable (TqSetKernelGenerationForTesting) for before/after
-// measurements in one run; docs/BENCHMARKS.md has both. Generation 4 (the default since it
-// measured faster everywhere; docs/BENCHMARKS.md) runs qjl=hadamard with two lanes per vector
-// (EncodePairHqKernel / DecodePairHqKernel, below); the splits run as in generation 2.
+// measurements in one run; docs/BENCHMARKS.md has both. Generation 4 runs qjl=hadamard with two
+// lanes per vector (EncodePairHqKernel / DecodePairHqKernel, below); generation 7 (the default
+// since its encode measured faster at every width; docs/BENCHMARKS.md) is generation 4 with the
+// leaner encode (EncodePairHqKernel with kG7); the splits run as in generation 2.
 
-int g_kernel_generation = 4;
+int g_kernel_generation = 7;
 
 __device__ __forceinline__ void CpAsync16(void* smem_dst, const void* gmem_src, bool valid) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
   const int n = valid ? 16 : 0;  // 0: nothing is read, the 16 bytes are zero-filled
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem_src), "r"(n)
                : "memory");
+}
+// CpAsync16 for a source known to be in range (no source-size operand).
+__device__ __forceinline__ void CpAsync16Full(void* smem_dst, const void* gmem_src) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem_src) : "memory");
 }
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void CpAsyncWaitAll() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
@@ -1836,8 +1842,11 @@ __device__ __forceinline__ float QuadCentSel(uint32_t code, const TqDevParams& P
 
 // The mse stage of the qjl=hadamard encode on kK chunks of 8 registers, as the CPU: z = x * scale,
 // its code, the residual x = z - c[code]; packed[k] = the kMb-bit codes of chunk k. kSel: codes
-// and centroids by select trees (QuadCodeSel), else the lookup table sb and centroids scn.
-template <uint32_t kMb, bool kSel, uint32_t kK>
+// and centroids by select trees (QuadCodeSel), else the lookup table sb and centroids scn. kG7
+// (generation 7; the same codes and residuals): the table's two codes picked by one byte permute
+// instead of a shift, a mask and a select, and each code added into its word with one
+// multiply-add (the fields are disjoint, so + is |).
+template <uint32_t kMb, bool kSel, uint32_t kK, bool kG7 = false>
 __device__ __forceinline__ void HqQuantize(float* x, float scale, const TqDevParams& P, const float2* sb,
                                            const float* scn, uint32_t* packed) {
 #pragma unroll
@@ -1851,11 +1860,20 @@ __device__ __forceinline__ void HqQuantize(float* x, float scale, const TqDevPar
         float cent;
         c = QuadCodeSel<kMb>(z, P, &cent);
         x[8 * k + e] = __fsub_rn(z, cent);
+      } else if constexpr (kG7 && kMb >= 3) {
+        const float f = __fmaf_rn(z, kLutScale, kLutMagic);
+        const float2 ent = sb[__float_as_uint(f) & (kQuantLut - 1u)];
+        c = __byte_perm(__float_as_uint(ent.y), 0u, z >= ent.x ? 0x4441u : 0x4440u);
+        x[8 * k + e] = __fsub_rn(z, scn[c]);
       } else {
         c = QuadCodeFma<kMb>(z, sb, P);
         x[8 * k + e] = __fsub_rn(z, scn[c]);
       }
-      w |= c << (kMb * e);
+      if constexpr (kG7) {
+        w = c * (1u << (kMb * e)) + w;
+      } else {
+        w |= c << (kMb * e);
+      }
     }
     packed[k] = w;
   }
@@ -1974,6 +1992,18 @@ __device__ __forceinline__ void HalfInWord(uint32_t* h) {
   const __half2 pm = __floats2half2_rn(1.0f, -1.0f);
 #pragma unroll
   for (uint32_t i = 0; i < kN; ++i) h[i] = AsWord(__hfma2(AsHalf2(h[i]), pm, __lowhigh2highlow(AsHalf2(h[i]))));
+}
+// HalfInWord with the same roundings as fma((hi, hi), (1, -1), (lo, lo)) = (hi + lo, lo - hi):
+// both inputs are broadcast halves, which the fma takes as operand modifiers, so no permute
+// (generation 7).
+template <uint32_t kN>
+__device__ __forceinline__ void HalfInWordBcast(uint32_t* h) {
+  const __half2 pm = __floats2half2_rn(1.0f, -1.0f);
+#pragma unroll
+  for (uint32_t i = 0; i < kN; ++i) {
+    const __half2 v = AsHalf2(h[i]);
+    h[i] = AsWord(__hfma2(__high2half2(v), pm, __low2half2(v)));
+  }
 }
 // Word index bit d (inside the lane).
 template <uint32_t kN>
@@ -2231,24 +2261,36 @@ bool HqSelectTrees(const TqDevParams& P) {
 // 4 x 3 and decode 8 x 1 (218-255 registers), so that both shapes are timed in one run; both
 // measured slower (docs/BENCHMARKS.md, "generation 4").
 
-template <typename E, uint32_t kWarps, int kMinBlocks, bool kSel>
+template <typename E, uint32_t kWarps, int kMinBlocks, bool kSel, bool kG7>
 void LaunchEncodePairHqAt(const TqDevParams& P, const typename E::Storage* in, uint8_t* body);
 
+// Generation 7 (encode only; decode runs generation 4's kernels): EncodePairHqKernel with kG7,
+// fewer instructions in the QJL windows' in-word stage, the quantizer's code packing, the sign
+// bytes and the copy of whole groups, and the first group's copy issued before the table fills;
+// the same operations on the values (docs/BENCHMARKS.md, "generation 7").
 template <typename E>
 void LaunchEncodeQuadHq(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
   if (g_kernel_generation == 6) {  // the other launch shape (testing)
     if (HqSelectTrees(P)) {
-      LaunchEncodePairHqAt<E, 4, 3, true>(P, in, body);
+      LaunchEncodePairHqAt<E, 4, 3, true, false>(P, in, body);
     } else {
-      LaunchEncodePairHqAt<E, 4, 3, false>(P, in, body);
+      LaunchEncodePairHqAt<E, 4, 3, false, false>(P, in, body);
+    }
+    return;
+  }
+  if (g_kernel_generation == 7) {
+    if (HqSelectTrees(P)) {
+      LaunchEncodePairHqAt<E, 8, 2, true, true>(P, in, body);
+    } else {
+      LaunchEncodePairHqAt<E, 8, 2, false, true>(P, in, body);
     }
     return;
   }
   if (g_kernel_generation >= 4) {
     if (HqSelectTrees(P)) {
-      LaunchEncodePairHqAt<E, 8, 2, true>(P, in, body);
+      LaunchEncodePairHqAt<E, 8, 2, true, false>(P, in, body);
     } else {
-      LaunchEncodePairHqAt<E, 8, 2, false>(P, in, body);
+      LaunchEncodePairHqAt<E, 8, 2, false, false>(P, in, body);
     }
     return;
   }
@@ -2553,6 +2595,10 @@ __device__ __forceinline__ void PairStoreCodes(uint8_t* rec, const uint32_t pack
 // Sign bits of G r (pair layout; the two unscaled windows in binary16 arithmetic, the CPU's
 // TqApplyChainHalf: per window its signs, then the stages by element bit ascending, each result
 // rounded once) to the record's 16 sign bytes at `out`. hflip[w][k]: words 4k .. 4k + 3.
+// kG7 (generation 7): the in-word stage without a permute (HalfInWordBcast), and each half's
+// >= 0 bit taken by one masked or of its all-ones / all-zeros mask with the bit already in place,
+// instead of a mask, a shift and an add (the same bits).
+template <bool kG7 = false>
 __device__ __forceinline__ void PairQjlEncode(const float r[64], const uint4 (*hflip)[8], __half2 n1,
                                               uint32_t p, uint8_t* out, bool live) {
   uint32_t h[32];
@@ -2568,7 +2614,11 @@ __device__ __forceinline__ void PairQjlEncode(const float r[64], const uint4 (*h
       h[4 * k + 2] ^= f.z;
       h[4 * k + 3] ^= f.w;
     }
-    HalfInWord<32>(h);
+    if constexpr (kG7) {
+      HalfInWordBcast<32>(h);
+    } else {
+      HalfInWord<32>(h);
+    }
     HalfInLane<32>(h, 1);
     HalfInLane<32>(h, 2);
     HalfAcross<32>(h, n1, 1);
@@ -2583,7 +2633,13 @@ __device__ __forceinline__ void PairQjlEncode(const float r[64], const uint4 (*h
     // >= 0 per half (NaN: false); low halves' bits at 2i, high halves' at 16 + 2i, folded.
     uint32_t b = 0;
 #pragma unroll
-    for (uint32_t i = 0; i < 4; ++i) b += (__hge2_mask(AsHalf2(h[4 * k + i]), zero) & 0x00010001u) << (2 * i);
+    for (uint32_t i = 0; i < 4; ++i) {
+      if constexpr (kG7) {
+        b |= __hge2_mask(AsHalf2(h[4 * k + i]), zero) & (0x00010001u << (2 * i));
+      } else {
+        b += (__hge2_mask(AsHalf2(h[4 * k + i]), zero) & 0x00010001u) << (2 * i);
+      }
+    }
     byte[k] = (b | (b >> 15)) & 0xFFu;
   }
   PairStoreBytes(out, byte, p, live);
@@ -2595,7 +2651,7 @@ __device__ __forceinline__ uint32_t PairRowSlot(uint32_t a, uint32_t c) { return
 // Dynamic shared memory of the encode kernel: per warp, two buffers of 16 rows (256 chunks).
 constexpr uint32_t PairEncodeSmem(uint32_t warps) { return warps * 2u * 256u * 16u; }
 
-template <typename E, uint32_t kMb, uint32_t kWarps, int kMinBlocks, bool kSel>
+template <typename E, uint32_t kMb, uint32_t kWarps, int kMinBlocks, bool kSel, bool kG7>
 __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
     EncodePairHqKernel(const __grid_constant__ TqDevParams P, const typename E::Storage* in,
                        uint8_t* body) {
@@ -2605,19 +2661,22 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   __shared__ uint4 hflip[2][2][8];  // [p][window][k]
   __shared__ uint4 inm[2][8];       // [p][k]: QuadSignMasks<2> of lane p, words 4k .. 4k + 3
   const TqDevPart& part = P.parts[0];
-  if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
-  if constexpr (kMb >= 3 && !kSel) {
-    for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) sb[i] = part.lut[i];
-  }
-  FillQjlEncodeFlips<2>(part, hflip);
-  if (threadIdx.x >= 32 && threadIdx.x < 34) {
-    const uint32_t p = threadIdx.x - 32;
-    uint32_t mq[32];
-    QuadSignMasks<2>(part.signs, p, mq);
+  const auto fill_tables = [&] {
+    if (threadIdx.x < 16) scn[threadIdx.x] = P.fast_cents[threadIdx.x];
+    if constexpr (kMb >= 3 && !kSel) {
+      for (uint32_t i = threadIdx.x; i < kQuantLut; i += blockDim.x) sb[i] = part.lut[i];
+    }
+    FillQjlEncodeFlips<2>(part, hflip);
+    if (threadIdx.x >= 32 && threadIdx.x < 34) {
+      const uint32_t p = threadIdx.x - 32;
+      uint32_t mq[32];
+      QuadSignMasks<2>(part.signs, p, mq);
 #pragma unroll
-    for (uint32_t k = 0; k < 8; ++k) inm[p][k] = make_uint4(mq[4 * k], mq[4 * k + 1], mq[4 * k + 2], mq[4 * k + 3]);
-  }
-  __syncthreads();
+      for (uint32_t k = 0; k < 8; ++k) inm[p][k] = make_uint4(mq[4 * k], mq[4 * k + 1], mq[4 * k + 2], mq[4 * k + 3]);
+    }
+    __syncthreads();
+  };
+  if constexpr (!kG7) fill_tables();
   const uint32_t lane = threadIdx.x % 32, p = lane & 1u, g = lane >> 1, warp = threadIdx.x / 32;
   const float neg = neg1_of(p);
   const __half2 n1 = __float2half2_rn(neg);
@@ -2629,17 +2688,32 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   uint16_t* scalars = reinterpret_cast<uint16_t*>(body + P.g.scalars_offset);
   const uint4* in4 = reinterpret_cast<const uint4*>(in);  // 16 chunks per vector
   uint4* rows = pair_rows + warp * 512u;
+  // Generation 7: a whole group copies without the per-chunk range checks; chunk lane + 32 i
+  // goes to slot 32 i + s[i & 1] (PairRowSlot with a = lane / 16 + 2 i).
+  const uint32_t l16 = lane / 16u, c16 = lane % 16u;
+  const uint32_t s_even = PairRowSlot(l16, c16), s_odd = PairRowSlot(l16 + 2u, c16) - 32u;
   const auto prefetch = [&](uint64_t base, uint32_t buf) {
+    if (kG7 && base + 16u <= nv) {
+      const uint4* src = in4 + base * 16u + lane;
+      uint4* d0 = rows + buf * 256u + s_even;
+      uint4* d1 = rows + buf * 256u + s_odd;
 #pragma unroll
-    for (uint32_t i = 0; i < 8; ++i) {
-      const uint32_t c = lane + 32u * i, a = c / 16u;
-      const bool valid = base + a < nv;
-      CpAsync16(&rows[buf * 256u + PairRowSlot(a, c % 16u)], valid ? in4 + base * 16u + c : in4, valid);
+      for (uint32_t i = 0; i < 8; ++i) CpAsync16Full((i & 1u ? d1 : d0) + 32u * i, src + 32u * i);
+    } else {
+#pragma unroll
+      for (uint32_t i = 0; i < 8; ++i) {
+        const uint32_t c = lane + 32u * i, a = c / 16u;
+        const bool valid = base + a < nv;
+        CpAsync16(&rows[buf * 256u + PairRowSlot(a, c % 16u)], valid ? in4 + base * 16u + c : in4, valid);
+      }
     }
     CpAsyncCommit();
   };
   const uint64_t first = (uint64_t{blockIdx.x} * kWarps + warp) * 16u;
   if (first < nv) prefetch(first, 0);
+  // Generation 7: the block's table fills overlap the copy of each warp's first group (the rows
+  // are the warp's own; the tables are read only after the barrier).
+  if constexpr (kG7) fill_tables();
   uint32_t buf = 0;
   for (uint64_t base = first; base < nv; base += stride, buf ^= 1u) {
     CpAsyncWaitAll();
@@ -2669,14 +2743,14 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
     uint8_t* rec = codes + v * rec_bytes;
     if constexpr (kMb > 0) {
       uint32_t packed[8];
-      HqQuantize<kMb, kSel, 8>(x, scale, P, sb, scn, packed);
+      HqQuantize<kMb, kSel, 8, kG7>(x, scale, P, sb, scn, packed);
       PairStoreCodes<kMb>(rec, packed, live, p);
     } else {
 #pragma unroll
       for (uint32_t j = 0; j < 64; ++j) x[j] = __fmul_rn(x[j], scale);
     }
     const float gamma = __fsqrt_rn(PairSumSquares(x));
-    PairQjlEncode(x, hflip[p], n1, p, rec + mse_bytes, live);
+    PairQjlEncode<kG7>(x, hflip[p], n1, p, rec + mse_bytes, live);
     if (live && p == 0) {
       scalars[2 * v] = FloatToHalfSaturate(norm);
       scalars[2 * v + 1] = FloatToHalfSaturate(gamma);
@@ -2684,17 +2758,17 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   }
 }
 
-template <typename E, uint32_t kWarps, int kMinBlocks, bool kSel>
+template <typename E, uint32_t kWarps, int kMinBlocks, bool kSel, bool kG7>
 void LaunchEncodePairHqAt(const TqDevParams& P, const typename E::Storage* in, uint8_t* body) {
   const uint64_t n = P.g.Vectors();
   constexpr uint32_t kSmem = PairEncodeSmem(kWarps);
 #define KVTIER_TQ_GO(K) \
   K<<<QuadBlocks<K>(n, kSmem, 16, kWarps), 32 * kWarps, kSmem, g_tq_stream>>>(P, in, body)
   switch (P.parts[0].mse_bits) {
-    case 0: KVTIER_TQ_GO((EncodePairHqKernel<E, 0, kWarps, kMinBlocks, kSel>)); break;
-    case 1: KVTIER_TQ_GO((EncodePairHqKernel<E, 1, kWarps, kMinBlocks, kSel>)); break;
-    case 2: KVTIER_TQ_GO((EncodePairHqKernel<E, 2, kWarps, kMinBlocks, kSel>)); break;
-    default: KVTIER_TQ_GO((EncodePairHqKernel<E, 3, kWarps, kMinBlocks, kSel>)); break;
+    case 0: KVTIER_TQ_GO((EncodePairHqKernel<E, 0, kWarps, kMinBlocks, kSel, kG7>)); break;
+    case 1: KVTIER_TQ_GO((EncodePairHqKernel<E, 1, kWarps, kMinBlocks, kSel, kG7>)); break;
+    case 2: KVTIER_TQ_GO((EncodePairHqKernel<E, 2, kWarps, kMinBlocks, kSel, kG7>)); break;
+    default: KVTIER_TQ_GO((EncodePairHqKernel<E, 3, kWarps, kMinBlocks, kSel, kG7>)); break;
   }
 #undef KVTIER_TQ_GO
 }
